@@ -1,0 +1,156 @@
+"""The CLIP backbone through open_clip: frame features from the image tower, sentence and token features from
+the text tower. Real use is ViT-B-32 with OpenAI weights; the offline default is a tiny randomly initialised
+config shipped with this package, and that is always announced, never silent."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+
+TINY_MODEL = "glscl-tiny"
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+open_clip.add_model_config(_CONFIG_DIR)
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """Which open_clip model to use: a model name plus a `pretrained` tag or local checkpoint path (or none)."""
+
+    model_name: str = TINY_MODEL
+    pretrained: str | None = None
+    seed: int = 0
+    precision: str = "fp32"
+
+    @property
+    def is_random(self) -> bool:
+        """True when no weights are loaded: features come from a randomly initialised network."""
+        return not self.pretrained
+
+    @property
+    def model_id(self) -> str:
+        """A stable id naming the exact weights, stored beside every feature row."""
+        if self.is_random:
+            return f"{self.model_name}@random-seed{self.seed}"
+        weights = Path(self.pretrained)
+        if weights.is_file():
+            return f"{self.model_name}@file-{_file_digest(weights)[:16]}"
+        return f"{self.model_name}@{self.pretrained}"
+
+    @property
+    def image_size(self) -> int:
+        """The square input size the image tower expects, read from the open_clip config (no weights loaded)."""
+        return int(_model_config(self.model_name)["vision_cfg"]["image_size"])
+
+    @property
+    def embed_dim(self) -> int:
+        """The joint embedding width D, read from the open_clip config."""
+        return int(_model_config(self.model_name)["embed_dim"])
+
+    def describe(self) -> str:
+        """One line for logs and reports that says plainly what the features are worth."""
+        if self.is_random:
+            return (
+                f"backbone {self.model_name} with RANDOM weights (seed {self.seed}): offline default, "
+                "features are not CLIP features; use --model ViT-B-32 --pretrained openai for real use"
+            )
+        return f"backbone {self.model_name} with weights {self.pretrained}"
+
+
+def _model_config(model_name: str) -> dict:
+    config = open_clip.get_model_config(model_name)
+    if config is None:
+        raise ValueError(
+            f"unknown open_clip model {model_name!r}; known: {', '.join(open_clip.list_models()[:8])}, ..."
+        )
+    return config
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class Backbone:
+    """A loaded open_clip model with the preprocessing constants and the two towers as batch functions."""
+
+    def __init__(self, config: BackboneConfig, device: str = "cpu") -> None:
+        self.config = config
+        self.device = torch.device(device)
+        torch.manual_seed(config.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = open_clip.create_model(
+                config.model_name,
+                pretrained=config.pretrained,
+                precision=config.precision,
+                device=self.device,
+                require_pretrained=not config.is_random,
+            )
+        self.model = model.eval()
+        self.tokenizer = open_clip.get_tokenizer(config.model_name)
+        preprocess = open_clip.get_model_preprocess_cfg(model)
+        size = preprocess["size"]
+        self.image_size = int(size if isinstance(size, int) else size[0])
+        self.mean = torch.tensor(preprocess["mean"], device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(preprocess["std"], device=self.device).view(1, 3, 1, 1)
+        self.embed_dim = int(model.text_projection.shape[1])
+        self.dtype = next(model.parameters()).dtype
+        if not hasattr(model, "token_embedding"):
+            raise ValueError(
+                f"open_clip model {config.model_name!r} has a custom text tower; glscl needs the CLIP text "
+                "transformer for per-token features"
+            )
+
+    def pixels(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 frames [N, S, S, 3] (already resized and centre-cropped) to normalised model input [N, 3, S, S]."""
+        images = torch.as_tensor(frames, device=self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        return ((images - self.mean) / self.std).to(self.dtype)
+
+    @torch.inference_mode()
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Per-frame image embeddings [N, D] (CLS after ln_post and projection, not normalised) as float32."""
+        if len(frames) == 0:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return self.model.encode_image(self.pixels(frames)).float().cpu().numpy()
+
+    def tokenize(self, texts: list[str], max_words: int) -> torch.Tensor:
+        """CLIP BPE tokens, [SOT] + words + [EOT], truncated and zero-padded to `max_words`."""
+        return self.tokenizer(texts, context_length=max_words).to(self.device)
+
+    def text_features(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sentence vectors [N, D] (EOT token), token features [N, L, D] and token mask [N, L], differentiably."""
+        model = self.model
+        length = tokens.shape[1]
+        if length > model.positional_embedding.shape[0]:
+            raise ValueError(f"max_words {length} exceeds the text tower's context length")
+        cast = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
+        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        x = model.ln_final(x)
+        projection = model.text_projection
+        x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
+        eot = tokens.argmax(dim=-1)
+        sentence = x[torch.arange(x.shape[0], device=x.device), eot]
+        mask = torch.arange(length, device=x.device)[None, :] <= eot[:, None]
+        return sentence, x, mask
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str], max_words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sentence vectors, token features and masks for `texts` as float32/bool numpy arrays."""
+        sentence, tokens, mask = self.text_features(self.tokenize(texts, max_words))
+        return sentence.float().cpu().numpy(), tokens.float().cpu().numpy(), mask.cpu().numpy()
+
+
+def normalise_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalise the last axis, leaving all-zero rows at zero."""
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)

@@ -1,0 +1,82 @@
+"""Typed hyperparameters of the GLSCL head, losses and optimiser, with the paper's values as defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+TEMPORAL_ACTIVATIONS = ("quick_gelu", "gelu")
+
+
+@dataclass
+class GLSCLConfig:
+    """Every GLSCL hyperparameter in one place; defaults follow the paper (ActivityNet, ViT-B/32).
+
+    `idl_both_modalities=True` regularises the textual queries too, as the abstract says; the authors' code
+    applies the intra-diversity loss to the visual queries only (set False to match it).
+    """
+
+    embed_dim: int = 512
+    max_frames: int = 64
+    max_words: int = 64
+    frame_position_size: int = 77
+    temporal_layers: int = 4
+    temporal_heads: int = 8
+    temporal_ffn: int = 2048
+    temporal_dropout: float = 0.0
+    temporal_activation: str = "quick_gelu"
+    global_temperature: float = 3.0
+    num_queries: int = 8
+    decoder_layers: int = 3
+    decoder_heads: int = 8
+    decoder_ffn: int = 2048
+    dropout: float = 0.1
+    local_weight: float = 0.5
+    logit_scale_init: float = 100.0
+    logit_scale_max: float = 100.0
+    idl_alpha: float = 1e-4
+    idl_margin: float = 0.1
+    idl_both_modalities: bool = True
+    icl_beta: float = 0.005
+    icl_target: float = 0.75
+    icl_weight: float = 1.0
+    idl_weight: float = 1.0
+    lr: float = 1e-4
+    clip_lr: float = 1e-7
+    weight_decay: float = 0.2
+    warmup_fraction: float = 0.1
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        for heads_field in ("temporal_heads", "decoder_heads"):
+            heads = getattr(self, heads_field)
+            if heads <= 0 or self.embed_dim % heads:
+                raise ValueError(f"embed_dim={self.embed_dim} is not divisible by {heads_field}={heads}")
+        if self.max_frames > self.frame_position_size:
+            raise ValueError(f"max_frames={self.max_frames} exceeds frame_position_size={self.frame_position_size}")
+        if self.num_queries < 1:
+            raise ValueError(f"num_queries must be >= 1, got {self.num_queries}")
+        if self.global_temperature <= 0:
+            raise ValueError(f"global_temperature must be > 0, got {self.global_temperature}")
+        if not 0 < self.logit_scale_init <= self.logit_scale_max:
+            raise ValueError(
+                f"need 0 < logit_scale_init ({self.logit_scale_init}) <= logit_scale_max ({self.logit_scale_max})"
+            )
+        if self.temporal_activation not in TEMPORAL_ACTIVATIONS:
+            raise ValueError(
+                f"temporal_activation must be one of {TEMPORAL_ACTIVATIONS}, got {self.temporal_activation!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of all fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GLSCLConfig:
+        """Build a config from `to_dict()` output; unknown keys are an error, missing keys take defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown GLSCLConfig key(s) {unknown}; known keys are {sorted(known)}")
+        return cls(**values)

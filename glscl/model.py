@@ -1,0 +1,185 @@
+"""The GLSCL head: temporal transformer, parameter-free global interaction, shared local interaction.
+
+Every per-item computation (temporal encoding, query decoding) runs once per video or text; only the
+cheap scorers in `glscl.similarity` are pairwise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from glscl.config import GLSCLConfig
+from glscl.similarity import global_pair_scores, global_scores, local_pair_scores, local_scores
+
+
+class VideoEncoding(NamedTuple):
+    """Per-video GLSCL state: temporally-encoded frames [B, F, D] (padded frames zeroed), mask, local concepts."""
+
+    frames: Tensor
+    mask: Tensor
+    local: Tensor
+
+
+class TextEncoding(NamedTuple):
+    """Per-text GLSCL state: sentence vector [B, D] and L2-normalised local concepts [B, K, D]."""
+
+    sentence: Tensor
+    local: Tensor
+
+
+def quick_gelu(x: Tensor) -> Tensor:
+    """CLIP's GELU approximation, x * sigmoid(1.702 x), so CLIP text blocks can initialise the encoder."""
+    return x * torch.sigmoid(1.702 * x)
+
+
+def _key_padding(valid: Tensor) -> Tensor:
+    """Key padding mask (True = ignore) from a valid mask; items with no valid position attend to all."""
+    return ~valid & valid.any(-1, keepdim=True)
+
+
+class TemporalTransformer(nn.Module):
+    """CLIP4Clip-style sequence transformer over frame features: pre-LN encoder, output = enc(x + pos) + x."""
+
+    def __init__(self, config: GLSCLConfig) -> None:
+        super().__init__()
+        activation = quick_gelu if config.temporal_activation == "quick_gelu" else "gelu"
+        layer = nn.TransformerEncoderLayer(
+            d_model=config.embed_dim,
+            nhead=config.temporal_heads,
+            dim_feedforward=config.temporal_ffn,
+            dropout=config.temporal_dropout,
+            activation=activation,
+            batch_first=True,
+            norm_first=True,
+        )
+        self.encoder = nn.TransformerEncoder(layer, config.temporal_layers, enable_nested_tensor=False)
+        self.frame_position = nn.Parameter(torch.empty(config.frame_position_size, config.embed_dim))
+        nn.init.normal_(self.frame_position, std=0.01)
+
+    def forward(self, frames: Tensor, valid: Tensor) -> Tensor:
+        """frames [B, F, D], valid [B, F] bool -> [B, F, D]; padded frames are masked as attention keys."""
+        num_frames = frames.shape[1]
+        if num_frames > self.frame_position.shape[0]:
+            raise ValueError(f"{num_frames} frames exceed the {self.frame_position.shape[0]} position slots")
+        hidden = self.encoder(frames + self.frame_position[:num_frames], src_key_padding_mask=_key_padding(valid))
+        return hidden + frames
+
+
+class SharedLocalInteraction(nn.Module):
+    """K learnable queries decoded against a memory by ONE decoder shared by both modalities.
+
+    Unlike the authors' code, the memory key padding mask is passed (project decision), so padded frames and
+    tokens are ignored. Outputs are L2-normalised [B, K, D].
+    """
+
+    def __init__(self, config: GLSCLConfig) -> None:
+        super().__init__()
+        self.queries = nn.Parameter(torch.rand(config.num_queries, config.embed_dim))
+        layer = nn.TransformerDecoderLayer(
+            d_model=config.embed_dim,
+            nhead=config.decoder_heads,
+            dim_feedforward=config.decoder_ffn,
+            dropout=config.dropout,
+            activation="relu",
+            batch_first=True,
+            norm_first=False,
+        )
+        self.decoder = nn.TransformerDecoder(layer, config.decoder_layers)
+
+    def forward(self, memory: Tensor, valid: Tensor) -> Tensor:
+        """memory [B, M, D], valid [B, M] bool -> normalised concept vectors [B, K, D]."""
+        queries = self.queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        out = self.decoder(queries, memory, memory_key_padding_mask=_key_padding(valid))
+        return F.normalize(out, dim=-1)
+
+
+class GlobalInteraction(nn.Module):
+    """Parameter-free global interaction: text-conditioned softmax pooling of frames, then cosine."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(
+        self,
+        text: Tensor,
+        frames: Tensor,
+        mask: Tensor,
+        block_size: int | tuple[int, int] = 512,
+        gram: Tensor | None = None,
+    ) -> Tensor:
+        """[Nt, Nv] global scores; see `glscl.similarity.global_scores`."""
+        return global_scores(text, frames, mask, self.temperature, block_size, gram)
+
+
+class GLSCL(nn.Module):
+    """GLSCL head over CLIP features: score = global + local_weight * local, with a clamped logit scale."""
+
+    def __init__(self, config: GLSCLConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.temporal = TemporalTransformer(config)
+        self.global_interaction = GlobalInteraction(config.global_temperature)
+        self.local_interaction = SharedLocalInteraction(config)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+
+    def _as_param_dtype(self, x: Tensor) -> Tensor:
+        return x.to(self.logit_scale.dtype)
+
+    def encode_video(self, frame_feats: Tensor, frame_mask: Tensor) -> VideoEncoding:
+        """frame_feats [B, F, D] CLIP frame features, frame_mask [B, F] (1 = valid) -> VideoEncoding.
+
+        Padded inputs are zeroed first, so whatever they hold (even NaN) cannot leak into an encoding.
+        """
+        valid = frame_mask.bool()
+        padding = ~valid.unsqueeze(-1)
+        frames = self.temporal(self._as_param_dtype(frame_feats).masked_fill(padding, 0.0), valid)
+        frames = frames.masked_fill(padding, 0.0)
+        return VideoEncoding(frames, valid, self.local_interaction(frames, valid))
+
+    def encode_text(self, sentence: Tensor, tokens: Tensor, token_mask: Tensor) -> TextEncoding:
+        """sentence [B, D] (EOT feature), tokens [B, L, D] word features, token_mask [B, L] -> TextEncoding."""
+        valid = token_mask.bool()
+        local = self.local_interaction(self._as_param_dtype(tokens).masked_fill(~valid.unsqueeze(-1), 0.0), valid)
+        return TextEncoding(self._as_param_dtype(sentence), local)
+
+    def score(
+        self,
+        text: TextEncoding,
+        video: VideoEncoding,
+        block_size: int | tuple[int, int] = 512,
+        gram: Tensor | None = None,
+    ) -> Tensor:
+        """All-pairs scores [Nt, Nv] = global + local_weight * local; `gram` is an optional cached Gram."""
+        glob = self.global_interaction(text.sentence, video.frames, video.mask, block_size, gram)
+        return glob + self.config.local_weight * local_scores(text.local, video.local)
+
+    def pair_scores(self, text: TextEncoding, video: VideoEncoding, gram: Tensor | None = None) -> Tensor:
+        """Scores [N] of aligned pairs (text i, video i), e.g. a text repeated over its re-rank candidates."""
+        glob = global_pair_scores(text.sentence, video.frames, video.mask, self.global_interaction.temperature, gram)
+        return glob + self.config.local_weight * local_pair_scores(text.local, video.local)
+
+    def logit_scale_exp(self) -> Tensor:
+        """The contrastive scale gamma = exp(logit_scale); `clamp_logit_scale_` keeps it <= logit_scale_max.
+
+        Not clamped here: at the cap (its initial value) a forward clamp would block the gradient.
+        """
+        return self.logit_scale.exp()
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp the stored logit scale in place to ln(logit_scale_max); call after each optimiser step."""
+        self.logit_scale.clamp_(max=math.log(self.config.logit_scale_max))
+
+    def forward(
+        self, frame_feats: Tensor, frame_mask: Tensor, sentence: Tensor, tokens: Tensor, token_mask: Tensor
+    ) -> tuple[Tensor, VideoEncoding, TextEncoding]:
+        """Training step on a batch of matched pairs: returns the [B, B] score matrix and both encodings."""
+        video = self.encode_video(frame_feats, frame_mask)
+        text = self.encode_text(sentence, tokens, token_mask)
+        return self.score(text, video), video, text

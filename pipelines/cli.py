@@ -1,0 +1,196 @@
+"""The `glscl` command line. Each command parses its options into a typed config and calls a flow function
+that can be imported and called the same way from Python."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from glscl.backbone import TINY_MODEL, BackboneConfig
+from schemas.catalog import StoreConfig
+from workers.probe import VideoError
+from workers.ray_jobs import RayConfig
+from workers.sampling import SamplingConfig
+from workers.sources import SourceError, SourceOptions
+
+EXIT_BAD_INPUT = 2
+DEFAULT_DB = "./data/lancedb"
+
+
+def _storage_options(pairs: Sequence[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--storage-option expects KEY=VALUE, got {pair!r}")
+        options[key] = value
+    return options
+
+
+def add_store_options(parser: argparse.ArgumentParser) -> None:
+    """--db and --storage-option, shared by every command that reads or writes tables."""
+    parser.add_argument(
+        "--db", default=DEFAULT_DB, help=f"LanceDB URI: a folder or s3://bucket/path (default {DEFAULT_DB})"
+    )
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="object-store setting passed to LanceDB, e.g. aws_endpoint=http://127.0.0.1:9000 (repeatable); "
+        "AWS_* environment variables are honoured too",
+    )
+
+
+def add_backbone_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --pretrained and --seed: which open_clip backbone encodes frames and texts."""
+    parser.add_argument(
+        "--model",
+        default=TINY_MODEL,
+        help=f"open_clip model name (default {TINY_MODEL}, a tiny random-weight config for offline use; "
+        "real use: ViT-B-32)",
+    )
+    parser.add_argument(
+        "--pretrained",
+        default=None,
+        help="open_clip pretrained tag (e.g. openai, downloaded when online) or a local checkpoint file; "
+        "omitted: random weights, announced in the output",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random backbone weights (default 0)")
+
+
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    """--ray-address and stage sizes."""
+    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: start Ray locally)")
+    parser.add_argument("--encode-actors", type=int, default=1, help="model actors per encode stage (default 1)")
+
+
+def store_config(args: argparse.Namespace) -> StoreConfig:
+    """The StoreConfig named by --db and --storage-option."""
+    return StoreConfig(uri=args.db, storage_options=_storage_options(args.storage_option))
+
+
+def backbone_config(args: argparse.Namespace) -> BackboneConfig:
+    """The BackboneConfig named by --model, --pretrained and --seed."""
+    return BackboneConfig(model_name=args.model, pretrained=args.pretrained, seed=args.seed)
+
+
+def ray_config(args: argparse.Namespace) -> RayConfig:
+    """The RayConfig named by --ray-address and --encode-actors."""
+    return RayConfig(address=args.ray_address, encode_actors=args.encode_actors)
+
+
+def add_ingest_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl ingest SOURCE... [options]`."""
+    parser = commands.add_parser(
+        "ingest",
+        help="decode, encode and store video collections",
+        description="Ingest one or more collections into LanceDB. SOURCE is a folder of videos (recursive: mp4, "
+        "mkv, webm, avi, mov), a CSV/Parquet manifest with a 'path' column (optional id, split, caption), or an "
+        "ActivityNet Captions annotation .json (with --video-root). Exit codes: 0 all ingested; 2 bad input "
+        "(malformed manifest or annotation file, nothing written); 3 some videos failed (stored as failed rows "
+        "with their reason, every good video ingested).",
+    )
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="folder, manifest or annotation file")
+    add_store_options(parser)
+    parser.add_argument("--video-root", default=None, help="folder of the videos of an annotation file")
+    parser.add_argument("--split", default=None, help="split name to record (default: from the source)")
+    parser.add_argument("--dataset", default=None, help="dataset name to record (default: from the source)")
+    add_backbone_options(parser)
+    parser.add_argument("--policy", choices=("uniform", "fps"), default="uniform", help="frame sampling policy")
+    parser.add_argument(
+        "--frames", type=int, default=12, help="frames per video: K for uniform, the cap for fps (default 12)"
+    )
+    parser.add_argument("--fps", type=float, default=1.0, help="sampling rate of the fps policy (default 1.0)")
+    parser.add_argument("--max-words", type=int, default=32, help="text tokens per caption (default 32)")
+    parser.add_argument("--shard-size", type=int, default=256, help="videos per Ray job and commit (default 256)")
+    parser.add_argument("--retry-failed", action="store_true", help="try again videos stored as failed")
+    add_ray_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
+
+
+def ingest_config(args: argparse.Namespace):
+    """The IngestConfig named by the ingest options."""
+    from pipelines.ingest import IngestConfig
+
+    return IngestConfig(
+        sources=tuple(args.sources),
+        store=store_config(args),
+        backbone=backbone_config(args),
+        sampling=SamplingConfig(policy=args.policy, num_frames=args.frames, fps=args.fps),
+        source_options=SourceOptions(video_root=args.video_root, split=args.split, dataset=args.dataset),
+        ray=ray_config(args),
+        max_words=args.max_words,
+        shard_size=args.shard_size,
+        retry_failed=args.retry_failed,
+    )
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Run the ingest flow and print its summary; return the documented exit code."""
+    from pipelines.ingest import ingest_flow
+
+    summary = ingest_flow(ingest_config(args))
+    print(json.dumps(asdict(summary), indent=2) if args.json else summary.to_markdown())
+    return summary.exit_code
+
+
+def add_demo_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl demo [options]`."""
+    parser = commands.add_parser(
+        "demo",
+        help="make a synthetic ActivityNet-format dataset with ffmpeg and ingest it",
+        description="Generate moving coloured shapes with ffmpeg (captions say which shape of which colour does "
+        "what, in order; train and val_1 splits; deterministic by seed), then ingest both splits.",
+    )
+    parser.add_argument("--out", default="./data/demo", help="folder for the generated videos (default ./data/demo)")
+    add_store_options(parser)
+    parser.set_defaults(db=None)
+    parser.add_argument("--train-videos", type=int, default=300, help="training videos (default 300)")
+    parser.add_argument("--val-videos", type=int, default=100, help="held-out videos (default 100)")
+    parser.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    add_ray_options(parser)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo and print what was written."""
+    from pipelines.demo import DemoConfig, run_demo_flow
+
+    config = DemoConfig(
+        out_dir=args.out,
+        store=StoreConfig(uri=args.db or f"{args.out}/lancedb", storage_options=_storage_options(args.storage_option)),
+        train_videos=args.train_videos,
+        val_videos=args.val_videos,
+        seed=args.seed,
+        ray=ray_config(args),
+    )
+    return run_demo_flow(config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every command."""
+    parser = argparse.ArgumentParser(prog="glscl", description="Text-to-video search with GLSCL on LanceDB.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    add_ingest_parser(commands)
+    add_demo_parser(commands)
+    return parser
+
+
+_RUNNERS = {"ingest": run_ingest, "demo": run_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `glscl` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _RUNNERS[args.command](args)
+    except (SourceError, VideoError, ValueError) as error:
+        print(f"glscl {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""The ingest flow: discover -> captions/texts -> per shard (decode+encode on Ray, commit) -> report.
+
+Prefect is the control plane (a handful of tasks, one per stage per shard), Ray the data plane (each heavy
+step is one Ray Data job). Every commit merges on the table key, so a second run writes nothing and a run
+killed half-way resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from glscl.backbone import BackboneConfig
+from schemas.catalog import Catalog, StoreConfig, sql_string
+from schemas.tables import CAPTIONS, FRAMES, RUNS, TEXTS, VIDEO_FAILED, VIDEOS
+from workers.hashing import content_ids, text_id
+from workers.ray_jobs import RayConfig, ensure_ray, frames_job, texts_job
+from workers.rows import captions_table, frames_table, now_utc, texts_table, videos_table
+from workers.sampling import SamplingConfig
+from workers.sources import SourceOptions, VideoItem, read_source
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 3
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything an ingest run needs, in one place: sources, store, backbone, sampling, Ray and batching."""
+
+    sources: tuple[str, ...]
+    store: StoreConfig = field(default_factory=StoreConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    source_options: SourceOptions = field(default_factory=SourceOptions)
+    ray: RayConfig = field(default_factory=RayConfig)
+    max_words: int = 32
+    shard_size: int = 256
+    retry_failed: bool = False
+    hash_threads: int = 4
+
+
+@dataclass
+class Discovery:
+    """What a run has to do: videos to decode, captions to store and encode, and what it skips and why."""
+
+    pending: list[dict]
+    captions: list[dict]
+    texts: list[dict]
+    counts: Counter
+    failures: Counter
+
+
+@dataclass
+class IngestSummary:
+    """The outcome of a run: counts, failures by reason, throughput per stage, table versions."""
+
+    run_id: str
+    counts: dict[str, int]
+    failures: dict[str, int]
+    timings: dict[str, float]
+    throughput: dict[str, float]
+    table_versions: dict[str, int]
+    backbone: str
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every input was ingested; EXIT_SOME_FAILED (3) when some videos failed or were missing."""
+        bad = self.counts.get("failed", 0) + self.counts.get("known_failed", 0) + self.counts.get("missing", 0)
+        return EXIT_SOME_FAILED if bad else EXIT_OK
+
+    def to_markdown(self) -> str:
+        """A short human-readable report."""
+        lines = [f"## ingest run {self.run_id}", "", f"- {self.backbone}"]
+        lines += [f"- {name.replace('_', ' ')}: {value}" for name, value in self.counts.items()]
+        lines += [f"- failed: {reason} ({n})" for reason, n in self.failures.items()]
+        lines += [f"- {name.replace('_', ' ')}: {value:.1f}" for name, value in self.throughput.items()]
+        lines += [f"- time {name}: {value:.2f} s" for name, value in self.timings.items()]
+        lines += [f"- table {name} at version {version}" for name, version in self.table_versions.items()]
+        return "\n".join(lines)
+
+
+def _existing(catalog: Catalog, config: IngestConfig) -> tuple[set[str], set[str], set[str], set[str]]:
+    """Keys already stored: encoded videos, failed videos, stored captions, encoded texts."""
+    model = sql_string(config.backbone.model_id)
+    sampling = sql_string(config.sampling.hash(config.backbone.image_size))
+    encoded = catalog.scan(FRAMES, ["video_id"], f"model_id = {model} AND sampling_hash = {sampling}")
+    failed = catalog.scan(VIDEOS, ["video_id"], f"status = {sql_string(VIDEO_FAILED)}")
+    captions = catalog.scan(CAPTIONS, ["caption_id"])
+    texts = catalog.scan(TEXTS, ["caption_id"], f"model_id = {model} AND max_words = {int(config.max_words)}")
+    return (
+        set(encoded["video_id"].to_pylist()),
+        set(failed["video_id"].to_pylist()),
+        set(captions["caption_id"].to_pylist()),
+        set(texts["caption_id"].to_pylist()),
+    )
+
+
+def _caption_rows(item: VideoItem, video_id: str) -> list[dict]:
+    return [
+        {
+            "caption_id": text_id(video_id, item.dataset, item.split, item.source_id, c.kind, c.order, c.text),
+            "video_id": video_id,
+            "source_id": item.source_id,
+            "dataset": item.dataset,
+            "split": item.split,
+            "kind": c.kind,
+            "order": c.order,
+            "text": c.text,
+            "start_s": c.start,
+            "end_s": c.end,
+        }
+        for c in item.captions
+    ]
+
+
+@task(cache_policy=NO_CACHE)
+def discover(config: IngestConfig) -> Discovery:
+    """Read the sources, hash every video into its id, and work out what is new."""
+    logger = get_run_logger()
+    items: list[VideoItem] = []
+    counts: Counter = Counter()
+    failures: Counter = Counter()
+    for source in config.sources:
+        collection = read_source(source, config.source_options)
+        items.extend(collection.videos)
+        counts["missing"] += len(collection.missing)
+        if collection.missing:
+            failures["video file not found under the video root"] += len(collection.missing)
+            logger.warning(
+                "%s: %d annotated videos have no file, e.g. %s", source, len(collection.missing), collection.missing[:3]
+            )
+    ids = content_ids([item.path for item in items], config.hash_threads)
+    catalog = Catalog(config.store)
+    encoded, failed, stored_captions, encoded_texts = _existing(catalog, config)
+    retry = config.retry_failed
+    pending, captions, seen = [], [], set()
+    for item, video_id in zip(items, ids, strict=True):
+        counts["discovered"] += 1
+        if video_id is None:
+            video_id = "unreadable-" + text_id(item.path)
+        captions.extend(_caption_rows(item, video_id))
+        if video_id in seen:
+            counts["duplicate_content"] += 1
+            continue
+        seen.add(video_id)
+        if video_id in encoded:
+            counts["already_ingested"] += 1
+        elif video_id in failed and not retry:
+            counts["known_failed"] += 1
+        else:
+            pending.append(
+                {
+                    "video_id": video_id,
+                    "source_id": item.source_id,
+                    "source_path": item.path,
+                    "path": item.path,
+                    "dataset": item.dataset,
+                    "split": item.split,
+                    "size_bytes": _size(item.path),
+                    "retry": video_id in failed,
+                }
+            )
+    unique_captions = list({c["caption_id"]: c for c in captions}.values())
+    new_captions = [c for c in unique_captions if c["caption_id"] not in stored_captions]
+    texts = [
+        {"caption_id": c["caption_id"], "text": c["text"]}
+        for c in unique_captions
+        if c["caption_id"] not in encoded_texts
+    ]
+    counts["pending"] = len(pending)
+    logger.info(
+        "discovered %d videos: %d pending, %d already ingested, %d known failed, %d duplicates",
+        counts["discovered"],
+        len(pending),
+        counts["already_ingested"],
+        counts["known_failed"],
+        counts["duplicate_content"],
+    )
+    return Discovery(pending, new_captions, texts, counts, failures)
+
+
+def _size(path: str) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0
+
+
+@task(cache_policy=NO_CACHE)
+def commit_captions(config: IngestConfig, captions: list[dict], run_id: str) -> int:
+    """Store caption rows (sentences and paragraphs) in one merge."""
+    return Catalog(config.store).merge(CAPTIONS, captions_table(captions, run_id)).inserted
+
+
+@task(cache_policy=NO_CACHE)
+def encode_texts(config: IngestConfig, texts: list[dict], run_id: str) -> tuple[int, float]:
+    """Encode caption texts on Ray and merge them into `texts`; returns rows written and seconds."""
+    start = time.perf_counter()
+    tables = [
+        texts_table(batch, config.backbone.model_id, config.max_words, run_id)
+        for batch in texts_job(texts, config.backbone, config.max_words, config.ray)
+    ]
+    written = Catalog(config.store).merge(TEXTS, pa.concat_tables(tables), config.backbone.embed_dim).inserted
+    return written, time.perf_counter() - start
+
+
+@dataclass
+class ShardResult:
+    """Encoded rows of one shard, ready to commit, with the stage times measured inside the workers."""
+
+    videos: list[dict]
+    frames: pa.Table
+    decode_seconds: float
+    encode_seconds: float
+    wall_seconds: float
+
+
+_VIDEO_COLUMNS = (
+    "video_id",
+    "source_id",
+    "source_path",
+    "dataset",
+    "split",
+    "status",
+    "error",
+    "duration_s",
+    "fps",
+    "width",
+    "height",
+    "video_codec",
+    "has_audio",
+    "size_bytes",
+    "retry",
+)
+
+
+@task(cache_policy=NO_CACHE)
+def decode_encode_shard(config: IngestConfig, shard: list[dict], run_id: str) -> ShardResult:
+    """One Ray Data job: decode the shard's videos on CPU tasks and encode them in model actors."""
+    start = time.perf_counter()
+    sampling_hash = config.sampling.hash(config.backbone.image_size)
+    sampling = config.sampling.describe(config.backbone.image_size)
+    videos, frames, decode_s, encode_s = [], [], 0.0, 0.0
+    for batch in frames_job(shard, config.sampling, config.backbone, config.ray):
+        n = len(batch["video_id"])
+        videos.extend({name: _plain(batch[name][i]) for name in _VIDEO_COLUMNS} for i in range(n))
+        frames.append(frames_table(batch, config.backbone.model_id, sampling, sampling_hash, run_id))
+        decode_s += float(np.sum(batch["decode_seconds"]))
+        encode_s += float(np.sum(batch["encode_seconds"]))
+    return ShardResult(videos, pa.concat_tables(frames), decode_s, encode_s, time.perf_counter() - start)
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@task(cache_policy=NO_CACHE)
+def commit_shard(config: IngestConfig, result: ShardResult, run_id: str) -> dict[str, int]:
+    """Write a shard: `videos` first (new rows; failed rows retried successfully are updated), then `frames`."""
+    catalog = Catalog(config.store)
+    retried, fresh = [], []
+    for video in result.videos:
+        (retried if video.pop("retry") else fresh).append(video)
+    inserted = catalog.merge(VIDEOS, videos_table(fresh, run_id)).inserted
+    updated = catalog.merge(VIDEOS, videos_table(retried, run_id), update=True).updated if retried else 0
+    frames = catalog.merge(FRAMES, result.frames, config.backbone.embed_dim).inserted
+    return {"videos_inserted": inserted, "videos_updated": updated, "frames_rows": frames}
+
+
+def _write_run(catalog: Catalog, run_id: str, status: str, started, params: dict, summary: IngestSummary | None):
+    row = {
+        "run_id": run_id,
+        "flow": "ingest",
+        "status": status,
+        "started_at": started,
+        "finished_at": now_utc() if summary else None,
+        "params": json.dumps(params, default=str),
+        "counts": json.dumps(summary.counts if summary else {}),
+        "failures": json.dumps(summary.failures if summary else {}),
+        "timings": json.dumps({**summary.timings, **summary.throughput} if summary else {}),
+        "table_versions": json.dumps(summary.table_versions if summary else catalog.versions()),
+    }
+    catalog.merge(RUNS, pa.Table.from_pylist([row], schema=RUNS.schema()), update=True)
+
+
+@flow(name="glscl-ingest")
+def ingest_flow(config: IngestConfig) -> IngestSummary:
+    """Ingest video collections into LanceDB: decode and encode new videos, store captions and texts."""
+    logger = get_run_logger()
+    started, start = now_utc(), time.perf_counter()
+    run_id = f"ingest-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    logger.info(config.backbone.describe())
+    catalog = Catalog(config.store)
+    params = asdict(config)
+    _write_run(catalog, run_id, "running", started, params, None)
+    timings: dict[str, float] = {}
+
+    discovery = discover(config)
+    timings["discover"] = time.perf_counter() - start
+    counts, failures = discovery.counts, discovery.failures
+    if discovery.pending or discovery.texts:
+        ensure_ray(config.ray)
+    counts["captions_written"] = commit_captions(config, discovery.captions, run_id) if discovery.captions else 0
+    counts["texts_written"], timings["texts"] = (
+        encode_texts(config, discovery.texts, run_id) if discovery.texts else (0, 0.0)
+    )
+
+    shards = [discovery.pending[i : i + config.shard_size] for i in range(0, len(discovery.pending), config.shard_size)]
+    decode_s = encode_s = frames_wall = commit_s = 0.0
+    frame_count = 0
+    for number, shard in enumerate(shards, start=1):
+        result = decode_encode_shard(config, shard, run_id)
+        commit_start = time.perf_counter()
+        written = commit_shard(config, result, run_id)
+        commit_s += time.perf_counter() - commit_start
+        decode_s, encode_s, frames_wall = (
+            decode_s + result.decode_seconds,
+            encode_s + result.encode_seconds,
+            frames_wall + result.wall_seconds,
+        )
+        shard_failures = Counter(v["error"] for v in result.videos if v["status"] == VIDEO_FAILED)
+        failures.update(shard_failures)
+        counts["ok"] += len(result.videos) - sum(shard_failures.values())
+        counts["failed"] += sum(shard_failures.values())
+        shard_frames = int(np.sum(result.frames["num_frames"].to_numpy())) if result.frames.num_rows else 0
+        frame_count += shard_frames
+        counts["frames"] += shard_frames
+        counts["frames_rows_written"] += written["frames_rows"]
+        logger.info(
+            "shard %d/%d: %d videos (%d failed), %d frames in %.1f s, %.1f videos/s",
+            number,
+            len(shards),
+            len(shard),
+            sum(shard_failures.values()),
+            shard_frames,
+            result.wall_seconds,
+            len(shard) / max(result.wall_seconds, 1e-9),
+        )
+
+    attempted = counts["ok"] + counts["failed"]
+    timings.update({"frames_job_wall": frames_wall, "commit": commit_s, "total": time.perf_counter() - start})
+    throughput = {
+        "videos_per_s_end_to_end": attempted / max(frames_wall + commit_s, 1e-9) if attempted else 0.0,
+        "decode_videos_per_s_per_worker": attempted / decode_s if decode_s else 0.0,
+        "decode_frames_per_s_per_worker": frame_count / decode_s if decode_s else 0.0,
+        "encode_frames_per_s_per_actor": frame_count / encode_s if encode_s else 0.0,
+    }
+    summary = IngestSummary(
+        run_id, dict(counts), dict(failures), timings, throughput, catalog.versions(), config.backbone.describe()
+    )
+    status = "completed" if summary.exit_code == EXIT_OK else "completed_with_failures"
+    _write_run(catalog, run_id, status, started, params, summary)
+    summary.table_versions = catalog.versions()
+    logger.info(
+        "ingest %s: %d ok, %d failed, %d already ingested, %.1f s",
+        run_id,
+        counts["ok"],
+        counts["failed"],
+        counts["already_ingested"],
+        timings["total"],
+    )
+    return summary

@@ -1,0 +1,118 @@
+"""The table catalogue: open or create glscl tables in one LanceDB database, check schema versions, merge rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lancedb
+import pyarrow as pa
+
+from schemas.tables import ALL_TABLES, EMBED_DIM_KEY, SCHEMA_VERSION_KEY, TableSpec
+
+
+class SchemaVersionError(RuntimeError):
+    """A stored table was written by a schema this code does not support."""
+
+
+class CommitCheckError(RuntimeError):
+    """A commit left a row count that differs from the one the merge reported."""
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Where the tables live: any LanceDB URI (local folder, s3://...) and its object-store options."""
+
+    uri: str = "./data/lancedb"
+    storage_options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """What one merge commit did to a table."""
+
+    table: str
+    inserted: int
+    updated: int
+    version: int
+
+
+class Catalog:
+    """Opens the glscl tables of one database, creating them on first use and refusing unknown versions."""
+
+    def __init__(self, store: StoreConfig) -> None:
+        self.store = store
+        self.db = lancedb.connect(store.uri, storage_options=store.storage_options or None)
+
+    def exists(self, spec: TableSpec) -> bool:
+        """Whether the table has been created in this database."""
+        return spec.name in self.db.list_tables().tables
+
+    def open(self, spec: TableSpec, dim: int | None = None) -> lancedb.table.Table:
+        """Open `spec`'s table (creating it if missing) after checking its schema version and embed dim."""
+        if not self.exists(spec):
+            return self.db.create_table(spec.name, schema=spec.schema(dim), exist_ok=True)
+        table = self.db.open_table(spec.name)
+        check_schema(spec, table.schema, self.store.uri, dim)
+        return table
+
+    def open_existing(self, spec: TableSpec) -> lancedb.table.Table:
+        """Open a table that must already exist, with a clear error naming the database when it does not."""
+        if not self.exists(spec):
+            raise FileNotFoundError(f"table {spec.name!r} does not exist in {self.store.uri}: run `glscl ingest` first")
+        table = self.db.open_table(spec.name)
+        check_schema(spec, table.schema, self.store.uri, None)
+        return table
+
+    def scan(self, spec: TableSpec, columns: list[str], where: str | None = None) -> pa.Table:
+        """Read some columns of every row (optionally filtered); an absent table reads as empty."""
+        if not self.exists(spec):
+            fields = [f for f in spec.schema(1 if spec.needs_dim else None) if f.name in columns]
+            return pa.schema(fields).empty_table()
+        query = self.open_existing(spec).search().select(columns).limit(None)
+        if where:
+            query = query.where(where)
+        return query.to_arrow()
+
+    def versions(self) -> dict[str, int]:
+        """The current version of every glscl table present, for run reports."""
+        return {spec.name: self.db.open_table(spec.name).version for spec in ALL_TABLES if self.exists(spec)}
+
+    def merge(self, spec: TableSpec, rows: pa.Table, dim: int | None = None, update: bool = False) -> MergeOutcome:
+        """Insert rows whose key is new (and update matching ones when `update`), then check the row count."""
+        table = self.open(spec, dim)
+        if rows.num_rows == 0:
+            return MergeOutcome(spec.name, 0, 0, table.version)
+        rows = rows.select(table.schema.names).cast(table.schema)
+        before = table.count_rows()
+        builder = table.merge_insert(list(spec.key)).when_not_matched_insert_all()
+        if update:
+            builder = builder.when_matched_update_all()
+        result = builder.execute(rows)
+        after = table.count_rows()
+        if after != before + result.num_inserted_rows:
+            raise CommitCheckError(
+                f"table {spec.name!r}: {before} rows + {result.num_inserted_rows} inserted should give "
+                f"{before + result.num_inserted_rows}, found {after}"
+            )
+        return MergeOutcome(spec.name, result.num_inserted_rows, result.num_updated_rows, result.version)
+
+
+def check_schema(spec: TableSpec, schema: pa.Schema, uri: str, dim: int | None) -> None:
+    """Raise SchemaVersionError when a stored schema's version (or embed dim) is not the one this code writes."""
+    metadata = schema.metadata or {}
+    found = metadata.get(SCHEMA_VERSION_KEY, b"none").decode()
+    if found != str(spec.version):
+        raise SchemaVersionError(
+            f"table {spec.name!r} in {uri} has schema version {found}; this glscl supports version {spec.version}"
+        )
+    stored_dim = metadata.get(EMBED_DIM_KEY)
+    if dim is not None and stored_dim is not None and int(stored_dim) != dim:
+        raise SchemaVersionError(
+            f"table {spec.name!r} in {uri} holds {int(stored_dim)}-d features but this model gives {dim}-d: "
+            "use a separate database (--db) for each embedding size"
+        )
+
+
+def sql_string(value: str) -> str:
+    """Quote a value as an SQL string literal for a LanceDB filter (single quotes doubled)."""
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,140 @@
+"""Arrow schemas of every glscl table: the one place where a column name or type is written down."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+SCHEMA_VERSION_KEY = b"glscl.schema_version"
+TABLE_NAME_KEY = b"glscl.table"
+EMBED_DIM_KEY = b"glscl.embed_dim"
+
+VIDEO_OK = "ok"
+VIDEO_FAILED = "failed"
+CAPTION_SENTENCE = "sentence"
+CAPTION_PARAGRAPH = "paragraph"
+
+_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+def _vector(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+def _multivector(dim: int) -> pa.DataType:
+    return pa.list_(pa.list_(pa.float32(), dim))
+
+
+def _videos(_: int | None) -> list[pa.Field]:
+    return [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("fps", pa.float64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("video_codec", pa.string()),
+        pa.field("has_audio", pa.bool_()),
+        pa.field("size_bytes", pa.int64(), nullable=False),
+        pa.field("ingested_at", _TIMESTAMP, nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+
+
+def _frames(dim: int | None) -> list[pa.Field]:
+    assert dim is not None
+    return [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("sampling_hash", pa.string(), nullable=False),
+        pa.field("sampling", pa.string(), nullable=False),
+        pa.field("num_frames", pa.int32(), nullable=False),
+        pa.field("features", _multivector(dim), nullable=False),
+        pa.field("frame_mask", pa.list_(pa.bool_()), nullable=False),
+        pa.field("timestamps", pa.list_(pa.float32()), nullable=False),
+        pa.field("vector", _vector(dim), nullable=False),
+        pa.field("created_at", _TIMESTAMP, nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+
+
+def _captions(_: int | None) -> list[pa.Field]:
+    return [
+        pa.field("caption_id", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("dataset", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("order", pa.int32(), nullable=False),
+        pa.field("text", pa.string(), nullable=False),
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+
+
+def _texts(dim: int | None) -> list[pa.Field]:
+    assert dim is not None
+    return [
+        pa.field("caption_id", pa.string(), nullable=False),
+        pa.field("model_id", pa.string(), nullable=False),
+        pa.field("max_words", pa.int32(), nullable=False),
+        pa.field("vector", _vector(dim), nullable=False),
+        pa.field("tokens", _multivector(dim), nullable=False),
+        pa.field("token_mask", pa.list_(pa.bool_()), nullable=False),
+        pa.field("num_tokens", pa.int32(), nullable=False),
+        pa.field("created_at", _TIMESTAMP, nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+
+
+def _runs(_: int | None) -> list[pa.Field]:
+    return [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("flow", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("started_at", _TIMESTAMP, nullable=False),
+        pa.field("finished_at", _TIMESTAMP),
+        pa.field("params", pa.string(), nullable=False),
+        pa.field("counts", pa.string(), nullable=False),
+        pa.field("failures", pa.string(), nullable=False),
+        pa.field("timings", pa.string(), nullable=False),
+        pa.field("table_versions", pa.string(), nullable=False),
+    ]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table's name, key columns, schema version and schema builder (some schemas depend on the embed dim)."""
+
+    name: str
+    key: tuple[str, ...]
+    version: int
+    fields: Callable[[int | None], list[pa.Field]]
+    needs_dim: bool = False
+
+    def schema(self, dim: int | None = None) -> pa.Schema:
+        """The Arrow schema, with the table name, schema version and embed dim recorded in its metadata."""
+        if self.needs_dim and not dim:
+            raise ValueError(f"table {self.name!r} needs the embedding dimension to build its schema")
+        metadata = {TABLE_NAME_KEY: self.name.encode(), SCHEMA_VERSION_KEY: str(self.version).encode()}
+        if self.needs_dim:
+            metadata[EMBED_DIM_KEY] = str(dim).encode()
+        return pa.schema(self.fields(dim), metadata=metadata)
+
+
+VIDEOS = TableSpec("videos", ("video_id",), 1, _videos)
+FRAMES = TableSpec("frames", ("video_id", "model_id", "sampling_hash"), 1, _frames, needs_dim=True)
+CAPTIONS = TableSpec("captions", ("caption_id",), 1, _captions)
+TEXTS = TableSpec("texts", ("caption_id", "model_id", "max_words"), 1, _texts, needs_dim=True)
+RUNS = TableSpec("runs", ("run_id",), 1, _runs)
+
+ALL_TABLES: tuple[TableSpec, ...] = (VIDEOS, FRAMES, CAPTIONS, TEXTS, RUNS)

@@ -1,0 +1,65 @@
+"""Shared fixtures: small videos made with ffmpeg, bad files, and one Ray and one Prefect test server per run."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import pipelines  # noqa: F401  (sets the quiet Prefect defaults before any test imports prefect)
+
+
+def make_video(path: Path, colours: list[str], seconds_each: float = 1.0, size: str = "96x64", fps: int = 10) -> Path:
+    """A video showing each colour in turn for `seconds_each` seconds (h264 mp4 or whatever the suffix says)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    inputs, labels = [], []
+    for index, colour in enumerate(colours):
+        inputs += ["-f", "lavfi", "-i", f"color=c={colour}:s={size}:r={fps}:d={seconds_each}"]
+        labels.append(f"[{index}:v]")
+    graph = f"{''.join(labels)}concat=n={len(colours)}:v=1:a=0[v]"
+    codec = ["-c:v", "libvpx-vp9", "-b:v", "200k"] if path.suffix == ".webm" else ["-pix_fmt", "yuv420p"]
+    subprocess.run(
+        ["ffmpeg", "-y", "-loglevel", "error", *inputs, "-filter_complex", graph, "-map", "[v]", *codec, str(path)],
+        check=True,
+    )
+    return path
+
+
+def make_bad_files(folder: Path) -> dict[str, Path]:
+    """Zero-byte, garbage, truncated and audio-only files, by kind."""
+    folder.mkdir(parents=True, exist_ok=True)
+    empty = folder / "empty.mp4"
+    empty.write_bytes(b"")
+    garbage = folder / "garbage.avi"
+    garbage.write_bytes(b"this is not a video" * 10)
+    good = make_video(folder / "whole.mp4", ["green"], seconds_each=2.0)
+    truncated = folder / "truncated.mp4"
+    truncated.write_bytes(good.read_bytes()[:2000])
+    good.unlink()
+    audio = folder / "audio.mp4"
+    subprocess.run(
+        ["ffmpeg", "-y", "-loglevel", "error", "-f", "lavfi", "-i", "sine=duration=1", str(audio)], check=True
+    )
+    return {"empty": empty, "garbage": garbage, "truncated": truncated, "audio": audio}
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the whole test run (starting Ray takes seconds)."""
+    import ray
+
+    from workers.ray_jobs import RayConfig, ensure_ray
+
+    ensure_ray(RayConfig(num_cpus=2))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A temporary Prefect API with its own database, shared by the tests that run flows."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

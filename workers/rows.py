@@ -1,0 +1,104 @@
+"""Turn stage outputs into Arrow tables with the catalogue's schemas (columnar, no per-row Python objects for
+the feature arrays)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
+
+
+def now_utc() -> datetime:
+    """The current time, timezone-aware, as every timestamp column stores it."""
+    return datetime.now(UTC)
+
+
+def vector_array(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    """[N, D] float32 to an Arrow fixed-size-list column (a LanceDB vector column)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+def multivector_array(values: np.ndarray) -> pa.ListArray:
+    """[N, M, D] float32 to a list of fixed-size lists (M vectors of D per row)."""
+    n, m, d = values.shape
+    offsets = pa.array(np.arange(0, (n + 1) * m, m, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, vector_array(values.reshape(n * m, d)))
+
+
+def list_array(values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    """[N, M] to a list column with M items per row."""
+    n, m = values.shape
+    offsets = pa.array(np.arange(0, (n + 1) * m, m, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1), type=value_type))
+
+
+def videos_table(rows: Sequence[dict], run_id: str) -> pa.Table:
+    """One `videos` row per attempted video (ok or failed), from decode results."""
+    stamp = now_utc()
+    columns = {name: [row.get(name) for row in rows] for name in VIDEOS.schema().names}
+    columns["ingested_at"] = [stamp] * len(rows)
+    columns["run_id"] = [run_id] * len(rows)
+    for row_index, row in enumerate(rows):
+        if row.get("status") != VIDEO_OK:
+            for name in ("duration_s", "fps", "width", "height", "video_codec", "has_audio"):
+                columns[name][row_index] = None
+        else:
+            columns["error"][row_index] = None
+    return pa.Table.from_pydict(columns, schema=VIDEOS.schema())
+
+
+def frames_table(
+    batch: dict[str, np.ndarray], model_id: str, sampling: str, sampling_hash: str, run_id: str
+) -> pa.Table:
+    """`frames` rows for the ok videos of an encoded batch."""
+    ok = np.asarray(batch["status"]) == VIDEO_OK
+    features = np.asarray(batch["features"])[ok]
+    mask = np.asarray(batch["frame_mask"])[ok].astype(bool)
+    count = int(ok.sum())
+    schema = FRAMES.schema(features.shape[-1])
+    columns = {
+        "video_id": pa.array(np.asarray(batch["video_id"])[ok].tolist(), pa.string()),
+        "model_id": pa.array([model_id] * count, pa.string()),
+        "sampling_hash": pa.array([sampling_hash] * count, pa.string()),
+        "sampling": pa.array([sampling] * count, pa.string()),
+        "num_frames": pa.array(mask.sum(axis=1).astype(np.int32)),
+        "features": multivector_array(features),
+        "frame_mask": list_array(mask, pa.bool_()),
+        "timestamps": list_array(np.asarray(batch["timestamps"])[ok].astype(np.float32), pa.float32()),
+        "vector": vector_array(np.asarray(batch["vector"])[ok]),
+        "created_at": pa.array([now_utc()] * count, schema.field("created_at").type),
+        "run_id": pa.array([run_id] * count, pa.string()),
+    }
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def captions_table(rows: Sequence[dict], run_id: str) -> pa.Table:
+    """`captions` rows (sentences and paragraphs) for videos whose id is known."""
+    schema = CAPTIONS.schema()
+    columns = {name: [row.get(name) for row in rows] for name in schema.names}
+    columns["run_id"] = [run_id] * len(rows)
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def texts_table(batch: dict[str, np.ndarray], model_id: str, max_words: int, run_id: str) -> pa.Table:
+    """`texts` rows from an encoded caption batch."""
+    mask = np.asarray(batch["token_mask"]).astype(bool)
+    count = len(mask)
+    schema = TEXTS.schema(np.asarray(batch["vector"]).shape[-1])
+    columns = {
+        "caption_id": pa.array(np.asarray(batch["caption_id"]).tolist(), pa.string()),
+        "model_id": pa.array([model_id] * count, pa.string()),
+        "max_words": pa.array([max_words] * count, pa.int32()),
+        "vector": vector_array(np.asarray(batch["vector"])),
+        "tokens": multivector_array(np.asarray(batch["tokens"], dtype=np.float32)),
+        "token_mask": list_array(mask, pa.bool_()),
+        "num_tokens": pa.array(mask.sum(axis=1).astype(np.int32)),
+        "created_at": pa.array([now_utc()] * count, schema.field("created_at").type),
+        "run_id": pa.array([run_id] * count, pa.string()),
+    }
+    return pa.Table.from_pydict(columns, schema=schema)
