@@ -7,9 +7,7 @@ killed half-way resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,11 +18,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from glscl.backbone import BackboneConfig
+from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig, sql_string
-from schemas.tables import CAPTIONS, FRAMES, RUNS, TEXTS, VIDEO_FAILED, VIDEOS
+from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_FAILED, VIDEOS
 from workers.hashing import content_ids, text_id
 from workers.ray_jobs import RayConfig, ensure_ray, frames_job, texts_job
-from workers.rows import captions_table, frames_table, now_utc, texts_table, videos_table
+from workers.rows import captions_table, frames_table, texts_table, videos_table
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions, VideoItem, read_source
 
@@ -276,93 +275,97 @@ def commit_shard(config: IngestConfig, result: ShardResult, run_id: str) -> dict
     return {"videos_inserted": inserted, "videos_updated": updated, "frames_rows": frames}
 
 
-def _write_run(catalog: Catalog, run_id: str, status: str, started, params: dict, summary: IngestSummary | None):
-    row = {
-        "run_id": run_id,
-        "flow": "ingest",
-        "status": status,
-        "started_at": started,
-        "finished_at": now_utc() if summary else None,
-        "params": json.dumps(params, default=str),
-        "counts": json.dumps(summary.counts if summary else {}),
-        "failures": json.dumps(summary.failures if summary else {}),
-        "timings": json.dumps({**summary.timings, **summary.throughput} if summary else {}),
-        "table_versions": json.dumps(summary.table_versions if summary else catalog.versions()),
-    }
-    catalog.merge(RUNS, pa.Table.from_pylist([row], schema=RUNS.schema()), update=True)
+@dataclass
+class ShardTally:
+    """Running totals over the shards of a run, for the summary."""
+
+    decode_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    frames_wall: float = 0.0
+    commit_seconds: float = 0.0
+    frames: int = 0
+
+    def add(self, result: ShardResult, commit_seconds: float) -> int:
+        """Add one committed shard; returns its frame count."""
+        shard_frames = int(np.sum(result.frames["num_frames"].to_numpy())) if result.frames.num_rows else 0
+        self.decode_seconds += result.decode_seconds
+        self.encode_seconds += result.encode_seconds
+        self.frames_wall += result.wall_seconds
+        self.commit_seconds += commit_seconds
+        self.frames += shard_frames
+        return shard_frames
+
+    def throughput(self, attempted: int) -> dict[str, float]:
+        """Videos and frames per second, end to end and per stage worker."""
+        return {
+            "videos_per_s_end_to_end": attempted / max(self.frames_wall + self.commit_seconds, 1e-9),
+            "decode_videos_per_s_per_worker": attempted / self.decode_seconds if self.decode_seconds else 0.0,
+            "decode_frames_per_s_per_worker": self.frames / self.decode_seconds if self.decode_seconds else 0.0,
+            "encode_frames_per_s_per_actor": self.frames / self.encode_seconds if self.encode_seconds else 0.0,
+        }
+
+
+def _ingest_shards(config: IngestConfig, pending: list[dict], run_id: str, counts: Counter, failures: Counter):
+    logger = get_run_logger()
+    tally = ShardTally()
+    shards = [pending[i : i + config.shard_size] for i in range(0, len(pending), config.shard_size)]
+    for number, shard in enumerate(shards, start=1):
+        result = decode_encode_shard(config, shard, run_id)
+        commit_start = time.perf_counter()
+        written = commit_shard(config, result, run_id)
+        shard_frames = tally.add(result, time.perf_counter() - commit_start)
+        shard_failures = Counter(v["error"] for v in result.videos if v["status"] == VIDEO_FAILED)
+        failures.update(shard_failures)
+        failed = sum(shard_failures.values())
+        counts.update(ok=len(result.videos) - failed, failed=failed, frames=shard_frames)
+        counts["frames_rows_written"] += written["frames_rows"]
+        logger.info(
+            "shard %d/%d: %d videos (%d failed), %d frames in %.1f s (%.1f videos/s)",
+            number,
+            len(shards),
+            len(shard),
+            failed,
+            shard_frames,
+            result.wall_seconds,
+            len(shard) / max(result.wall_seconds, 1e-9),
+        )
+    return tally
 
 
 @flow(name="glscl-ingest")
 def ingest_flow(config: IngestConfig) -> IngestSummary:
     """Ingest video collections into LanceDB: decode and encode new videos, store captions and texts."""
     logger = get_run_logger()
-    started, start = now_utc(), time.perf_counter()
-    run_id = f"ingest-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    start = time.perf_counter()
     logger.info(config.backbone.describe())
     catalog = Catalog(config.store)
-    params = asdict(config)
-    _write_run(catalog, run_id, "running", started, params, None)
-    timings: dict[str, float] = {}
-
-    discovery = discover(config)
-    timings["discover"] = time.perf_counter() - start
-    counts, failures = discovery.counts, discovery.failures
-    if discovery.pending or discovery.texts:
-        ensure_ray(config.ray)
-    counts["captions_written"] = commit_captions(config, discovery.captions, run_id) if discovery.captions else 0
-    counts["texts_written"], timings["texts"] = (
-        encode_texts(config, discovery.texts, run_id) if discovery.texts else (0, 0.0)
-    )
-
-    shards = [discovery.pending[i : i + config.shard_size] for i in range(0, len(discovery.pending), config.shard_size)]
-    decode_s = encode_s = frames_wall = commit_s = 0.0
-    frame_count = 0
-    for number, shard in enumerate(shards, start=1):
-        result = decode_encode_shard(config, shard, run_id)
-        commit_start = time.perf_counter()
-        written = commit_shard(config, result, run_id)
-        commit_s += time.perf_counter() - commit_start
-        decode_s, encode_s, frames_wall = (
-            decode_s + result.decode_seconds,
-            encode_s + result.encode_seconds,
-            frames_wall + result.wall_seconds,
+    run = RunRecorder(catalog, "ingest", asdict(config)).start()
+    try:
+        discovery = discover(config)
+        timings = {"discover": time.perf_counter() - start}
+        counts, failures = discovery.counts, discovery.failures
+        if discovery.pending or discovery.texts:
+            ensure_ray(config.ray)
+        counts["captions_written"] = (
+            commit_captions(config, discovery.captions, run.run_id) if discovery.captions else 0
         )
-        shard_failures = Counter(v["error"] for v in result.videos if v["status"] == VIDEO_FAILED)
-        failures.update(shard_failures)
-        counts["ok"] += len(result.videos) - sum(shard_failures.values())
-        counts["failed"] += sum(shard_failures.values())
-        shard_frames = int(np.sum(result.frames["num_frames"].to_numpy())) if result.frames.num_rows else 0
-        frame_count += shard_frames
-        counts["frames"] += shard_frames
-        counts["frames_rows_written"] += written["frames_rows"]
-        logger.info(
-            "shard %d/%d: %d videos (%d failed), %d frames in %.1f s, %.1f videos/s",
-            number,
-            len(shards),
-            len(shard),
-            sum(shard_failures.values()),
-            shard_frames,
-            result.wall_seconds,
-            len(shard) / max(result.wall_seconds, 1e-9),
+        counts["texts_written"], timings["texts"] = (
+            encode_texts(config, discovery.texts, run.run_id) if discovery.texts else (0, 0.0)
         )
-
-    attempted = counts["ok"] + counts["failed"]
-    timings.update({"frames_job_wall": frames_wall, "commit": commit_s, "total": time.perf_counter() - start})
-    throughput = {
-        "videos_per_s_end_to_end": attempted / max(frames_wall + commit_s, 1e-9) if attempted else 0.0,
-        "decode_videos_per_s_per_worker": attempted / decode_s if decode_s else 0.0,
-        "decode_frames_per_s_per_worker": frame_count / decode_s if decode_s else 0.0,
-        "encode_frames_per_s_per_actor": frame_count / encode_s if encode_s else 0.0,
-    }
+        tally = _ingest_shards(config, discovery.pending, run.run_id, counts, failures)
+    except BaseException as error:
+        run.fail(error)
+        raise
+    timings.update(frames_job_wall=tally.frames_wall, commit=tally.commit_seconds, total=time.perf_counter() - start)
+    throughput = tally.throughput(counts["ok"] + counts["failed"])
     summary = IngestSummary(
-        run_id, dict(counts), dict(failures), timings, throughput, catalog.versions(), config.backbone.describe()
+        run.run_id, dict(counts), dict(failures), timings, throughput, {}, config.backbone.describe()
     )
     status = "completed" if summary.exit_code == EXIT_OK else "completed_with_failures"
-    _write_run(catalog, run_id, status, started, params, summary)
-    summary.table_versions = catalog.versions()
+    summary.table_versions = run.finish(status, summary.counts, summary.failures, {**timings, **throughput})
     logger.info(
         "ingest %s: %d ok, %d failed, %d already ingested, %.1f s",
-        run_id,
+        run.run_id,
         counts["ok"],
         counts["failed"],
         counts["already_ingested"],

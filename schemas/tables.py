@@ -108,6 +108,7 @@ def _runs(_: int | None) -> list[pa.Field]:
         pa.field("failures", pa.string(), nullable=False),
         pa.field("timings", pa.string(), nullable=False),
         pa.field("table_versions", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
     ]
 
 
