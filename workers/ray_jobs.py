@@ -61,7 +61,7 @@ def frames_job(
         fn_constructor_kwargs={"backbone": backbone, "use_gpu": gpu},
         batch_size=config.videos_per_encode_batch,
         batch_format="numpy",
-        concurrency=config.encode_actors,
+        compute=ray.data.ActorPoolStrategy(size=config.encode_actors),
         **_encoder_resources(gpu),
     )
     yield from dataset.iter_batches(batch_size=config.videos_per_encode_batch, batch_format="numpy")
@@ -78,7 +78,7 @@ def texts_job(
         fn_constructor_kwargs={"backbone": backbone, "max_words": max_words, "use_gpu": gpu},
         batch_size=config.texts_per_encode_batch,
         batch_format="numpy",
-        concurrency=config.encode_actors,
+        compute=ray.data.ActorPoolStrategy(size=config.encode_actors),
         **_encoder_resources(gpu),
     )
     yield from dataset.iter_batches(batch_size=config.texts_per_encode_batch, batch_format="numpy")

@@ -1,0 +1,1 @@
+"""Benchmark scripts; each is runnable as `python -m benchmarks.<name>` from the repository root."""
