@@ -7,7 +7,9 @@ are built outside the timed region. X-Pool's per-video key/value/output projecti
 `XPoolHead.score`, so they are included in its time; they are also timed on their own and reported.
 
 When a full N x N run would exceed `max_seconds`, the first m texts are scored against all N videos and the time
-is extrapolated linearly in texts (text-independent per-video work is measured separately and not scaled).
+is extrapolated linearly in texts (text-independent per-video work is measured separately and not scaled). The
+slice starts at one text block of the head's tiling and doubles while it fits the budget: GLSCL's per-text cost
+falls about 5x from 16 to 512 texts per block on a CPU, so smaller slices would overstate it.
 Times are compared with the analytic FLOP count and the GEMM rate measured in the same run.
 
 Usage: .venv/bin/python -m benchmarks.scoring [--sizes 1000 4917] [--max-seconds 10] [--dtype bf16]
@@ -19,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
-import math
 import os
 import platform
 import shlex
@@ -59,7 +61,9 @@ class ScoringBenchConfig:
     """Sizes, shapes and timing policy of the scoring benchmark.
 
     `sizes` get the full table, `scaling_sizes` are extra gallery sizes for the scaling table and plot; every
-    size means N texts x N videos. `max_seconds` bounds the text-proportional part of one timed call.
+    size means N texts x N videos. `max_seconds` bounds the text-proportional part of one timed call, except that
+    a slice is never smaller than one text block (`glscl_block`, `xpool_text_block`; `min_texts` for the untiled
+    local and mean-pooling heads).
     """
 
     sizes: tuple[int, ...] = (1000, 4917)
@@ -73,7 +77,7 @@ class ScoringBenchConfig:
     max_seconds: float = 10.0
     warmup: int = 1
     repeats: int = 3
-    probe_texts: int = 16
+    min_texts: int = 64
     glscl_block: int = 512
     xpool_text_block: int = 128
     xpool_video_block: int = 64
@@ -88,8 +92,8 @@ class ScoringBenchConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.max_seconds <= 0 or self.repeats < 1 or self.warmup < 0:
             raise ValueError("need max_seconds > 0, repeats >= 1 and warmup >= 0")
-        if min(self.frames, self.dim, self.queries, self.probe_texts, self.check_size, self.gemm_size) < 1:
-            raise ValueError("frames, dim, queries, probe_texts, check_size and gemm_size must be >= 1")
+        if min(self.frames, self.dim, self.queries, self.min_texts, self.check_size, self.gemm_size) < 1:
+            raise ValueError("frames, dim, queries, min_texts, check_size and gemm_size must be >= 1")
 
     def all_sizes(self) -> list[int]:
         """Every gallery size to measure, ascending."""
@@ -100,15 +104,17 @@ class ScoringBenchConfig:
 class Workload:
     """One head's exhaustive scoring: `run(m)` scores the first m texts against every video.
 
-    `per_video` is the head's per-video work; it runs inside `run` when `per_video_in_run` (then it is subtracted
-    before extrapolating), otherwise it was done beforehand and is timed only for the record.
+    `min_texts` is the smallest text slice worth timing: one text block of the head's own tiling, so a slice runs
+    the same kernel shapes as the full run. `per_video` is the head's per-video work; it runs inside `run` when
+    `per_video_in_run` (then it is subtracted before extrapolating), otherwise it was done beforehand and is timed
+    only for the record.
     """
 
     head: str
     run: Callable[[int], Tensor]
     pair_flops: float
     video_flops: float
-    text_block: int
+    min_texts: int
     compute_dtype: torch.dtype
     per_video: Callable[[], object] | None = None
     per_video_in_run: bool = False
@@ -223,7 +229,7 @@ def build_workloads(
     return [
         Workload("glscl", glscl, global_flops + local_flops, 0.0, block, glscl_dtype, gram_work),
         Workload("glscl_global", glscl_global, global_flops, 0.0, block, glscl_dtype, gram_work),
-        Workload("glscl_local", glscl_local, local_flops, 0.0, text.local.shape[0], glscl_dtype),
+        Workload("glscl_local", glscl_local, local_flops, 0.0, config.min_texts, glscl_dtype),
         xpool_workload(text, video, config),
         meanpool_workload(text, video, config),
     ]
@@ -259,8 +265,7 @@ def meanpool_workload(text: TextEncoding, video: VideoEncoding, config: ScoringB
     def per_video() -> Tensor:
         return pool.embed_videos(video.frames, video.mask)
 
-    num_texts = text.sentence.shape[0]
-    return Workload("meanpool", run, meanpool_flops(config.dim), 0.0, num_texts, pooled.dtype, per_video)
+    return Workload("meanpool", run, meanpool_flops(config.dim), 0.0, config.min_texts, pooled.dtype, per_video)
 
 
 # ------------------------------------------------------------------------------------------------------ timing
@@ -290,13 +295,11 @@ def repeat(fn: Callable[[], object], warmup: int, repeats: int, sync: Callable[[
     return [timed(fn, sync) for _ in range(repeats)]
 
 
-def slice_texts(num: int, seconds_per_text: float, budget: float, text_block: int) -> int:
-    """Texts to time: all `num` when that fits the budget, else as many as fit, rounded down to whole text
-    blocks when at least one block fits (so the slice runs the same kernels as the full run), at least one."""
-    if seconds_per_text * num <= budget:
-        return num
-    fit = max(1, int(budget / seconds_per_text))
-    return fit // text_block * text_block if fit >= text_block else fit
+def next_slice(sliced: int, num: int, seconds: float, budget: float) -> int:
+    """Doubling step: twice `sliced` (at most `num`) texts when that is predicted to fit the budget at the
+    per-text rate of the last call (`seconds` for `sliced` texts), else `sliced` itself (stop growing)."""
+    bigger = min(num, 2 * sliced)
+    return bigger if seconds / sliced * bigger <= budget else sliced
 
 
 def extrapolate(seconds: float, fixed: float, sliced: int, num: int) -> float:
@@ -311,13 +314,25 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def grow_slice(work: Workload, num: int, fixed: float, budget: float, sync: Callable[[], None]) -> int:
+    """Texts to time: start at one text block (`work.min_texts`) and double while the text-proportional time is
+    predicted to fit the budget; these calls double as warm-up. Per-text cost falls as slices grow (wider
+    kernels), so the prediction errs towards smaller slices and longer extrapolation, never towards overruns."""
+    sliced = min(num, work.min_texts)
+    while sliced < num:
+        seconds = max(timed(functools.partial(work.run, sliced), sync) - fixed, 1e-9)
+        bigger = next_slice(sliced, num, seconds, budget)
+        if bigger == sliced:
+            break
+        sliced = bigger
+    return sliced
+
+
 def measure(work: Workload, num: int, config: ScoringBenchConfig, sync: Callable[[], None]) -> dict[str, Any]:
     """Time one head over a num x num gallery (sliced and extrapolated when over budget)."""
     per_video = repeat(work.per_video, config.warmup, config.repeats, sync) if work.per_video else []
     fixed = statistics.median(per_video) if work.per_video_in_run else 0.0
-    probe = min(num, config.probe_texts)
-    seconds_per_text = max(timed(lambda: work.run(probe), sync) - fixed, 1e-9) / probe
-    sliced = slice_texts(num, seconds_per_text, config.max_seconds, work.text_block)
+    sliced = grow_slice(work, num, fixed, config.max_seconds, sync)
     times = repeat(lambda: work.run(sliced), config.warmup, config.repeats, sync)
     seconds = spread([extrapolate(t, fixed, sliced, num) for t in times])
     return {
@@ -329,7 +344,7 @@ def measure(work: Workload, num: int, config: ScoringBenchConfig, sync: Callable
         "slice_seconds": times,
         "extrapolated": sliced < num,
         "slice_texts": sliced,
-        "per_video_seconds": statistics.median(per_video) if per_video else 0.0,
+        "per_video_seconds": statistics.median(per_video) if per_video else None,
         "per_video_in_timing": work.per_video_in_run,
         "flops": num * num * work.pair_flops + num * work.video_flops,
         "pair_flops": work.pair_flops,
@@ -337,14 +352,26 @@ def measure(work: Workload, num: int, config: ScoringBenchConfig, sync: Callable
     }
 
 
-def gemm_rate(config: ScoringBenchConfig, dtype: torch.dtype, device: torch.device, sync: Callable[[], None]) -> dict:
-    """Square-matmul rate in GFLOP/s (median, min, max over at least 5 runs) in `dtype`."""
+def gemm_rates(config: ScoringBenchConfig, dtype: torch.dtype, device: torch.device, sync: Callable[[], None]) -> list:
+    """Square-matmul rates in GFLOP/s in `dtype`, one per timed run (at least 5)."""
     size = config.gemm_size
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     times = repeat(lambda: a @ b, max(1, config.warmup), max(5, config.repeats), sync)
-    rates = spread([2 * size**3 / t / 1e9 for t in times])
-    return {"size": size, "gflops": rates["median"], "gflops_min": rates["min"], "gflops_max": rates["max"]}
+    return [2 * size**3 / t / 1e9 for t in times]
+
+
+def gemm_summary(size: int, start: list[float], end: list[float]) -> dict[str, Any]:
+    """The GEMM rate used for FLOP floors (median over the runs before and after the heads) and its spread."""
+    rates = spread(start + end)
+    return {
+        "size": size,
+        "gflops": rates["median"],
+        "gflops_min": rates["min"],
+        "gflops_max": rates["max"],
+        "gflops_start": statistics.median(start),
+        "gflops_end": statistics.median(end),
+    }
 
 
 # ------------------------------------------------------------------------------------------------- correctness
@@ -428,8 +455,12 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
-def run_scoring_bench(config: ScoringBenchConfig) -> dict[str, Any]:
-    """Measure every head at every size; returns a JSON-able dict (see `to_markdown` for the layout)."""
+def run_scoring_bench(config: ScoringBenchConfig, log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure every head at every size; returns a JSON-able dict (see `to_markdown` for the layout).
+
+    The GEMM rate is measured before and after the heads, since other load on the machine may change; `log`
+    gets one progress line per measurement.
+    """
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
@@ -439,13 +470,19 @@ def run_scoring_bench(config: ScoringBenchConfig) -> dict[str, Any]:
         text, video = random_encodings(max(config.all_sizes()), config, device)
         model = scoring_model(config, device)
         correctness = check_scorer(model, text, video, min(config.check_size, text.sentence.shape[0]))
-        gemm = {
-            str(dtype).removeprefix("torch."): gemm_rate(config, dtype, device, sync) for dtype in gemm_dtypes(config)
-        }
+        gemm_start = {dtype: gemm_rates(config, dtype, device, sync) for dtype in gemm_dtypes(config)}
         rows = []
         for num in config.all_sizes():
-            workloads = build_workloads(first_texts(text, num), first_videos(video, num), config, model)
-            rows += [measure(work, num, config, sync) for work in workloads]
+            for work in build_workloads(first_texts(text, num), first_videos(video, num), config, model):
+                rows.append(measure(work, num, config, sync))
+                if log:
+                    log(f"N={num} {work.head}: {rows[-1]['seconds']:.3g} s (slice of {rows[-1]['slice_texts']} texts)")
+        gemm = {
+            str(dtype).removeprefix("torch."): gemm_summary(
+                config.gemm_size, start, gemm_rates(config, dtype, device, sync)
+            )
+            for dtype, start in gemm_start.items()
+        }
     add_ratios(rows, gemm)
     return {
         "config": dataclasses.asdict(config),
@@ -477,21 +514,22 @@ def header_lines(result: dict[str, Any]) -> list[str]:
     config, machine, check = result["config"], result["machine"], result["correctness"]
     device = machine.get("device_name", machine["cpu"])
     gemm = "; ".join(
-        f"{name} {g['size']}^2: {g['gflops']:.1f} GFLOP/s (min {g['gflops_min']:.1f}, max {g['gflops_max']:.1f})"
+        f"{name} {g['size']}^2: {g['gflops']:.1f} GFLOP/s (min {g['gflops_min']:.1f}, max {g['gflops_max']:.1f}; "
+        f"median before the heads {g['gflops_start']:.1f}, after {g['gflops_end']:.1f})"
         for name, g in result["gemm"].items()
     )
-    lines = ["## Exhaustive text x video scoring", ""]
-    if "command" in result:
-        lines.append(f"- command: `{result['command']}`")
-    return lines + [
+    loads = [" / ".join(f"{x:.2f}" for x in machine[key]) for key in ("load_average_start", "load_average_end")]
+    command = [f"- command: `{result['command']}`"] if "command" in result else []
+    return [
+        "## Exhaustive text x video scoring",
+        "",
+        *command,
         f"- machine: {machine['device']} ({device}), {machine['threads']} threads, torch {machine['torch']}",
         f"- shapes: F={config['frames']}, d={config['dim']}, K={config['queries']}; inputs {config['dtype']}",
         f"- timing: {config['warmup']} warm-up, median of {config['repeats']} (min-max shown); "
         f"budget {config['max_seconds']} s per call, over it the first m texts are timed and scaled to N",
         f"- GEMM (torch matmul, median): {gemm}",
-        "- load average (1/5/15 min): start {}, end {}".format(
-            *(" / ".join(f"{x:.2f}" for x in machine[k]) for k in ("load_average_start", "load_average_end"))
-        ),
+        f"- load average (1/5/15 min): start {loads[0]}, end {loads[1]}",
         f"- check: `GLSCL.score` (blocks {check['blocks']}, cached Gram) vs direct float64 formula at "
         f"{check['size']}x{check['size']}: max |diff| {check['max_abs_diff']:.1e}",
         "- per-video s: X-Pool's K/V projections run inside `XPoolHead.score` (included in its time); GLSCL's Gram "
@@ -516,7 +554,9 @@ def main_table(result: dict[str, Any]) -> list[str]:
 def table_row(row: dict[str, Any]) -> str:
     """A Markdown row of the main table."""
     timing = f"extrapolated from {row['slice_texts']} texts" if row["extrapolated"] else "full"
-    per_video = f"{row['per_video_seconds']:.3g} ({'in' if row['per_video_in_timing'] else 'not in'})"
+    per_video = "-"
+    if row["per_video_seconds"] is not None:
+        per_video = f"{row['per_video_seconds']:.3g} ({'in' if row['per_video_in_timing'] else 'not in'})"
     cells = [
         str(row["n"]),
         HEAD_LABELS[row["head"]],
@@ -605,7 +645,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scoring", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=defaults.sizes)
     parser.add_argument("--scaling-sizes", type=int, nargs="*", default=defaults.scaling_sizes)
-    for name in ("frames", "dim", "queries", "warmup", "repeats", "probe_texts", "glscl_block", "gemm_size", "seed"):
+    integers = ("frames", "dim", "queries", "warmup", "repeats", "min_texts", "glscl_block", "xpool_text_block")
+    for name in (*integers, "xpool_video_block", "gemm_size", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=defaults.dtype)
@@ -623,7 +664,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     output_flags = {"json", "markdown", "plot"}
     options = {k: v for k, v in vars(args).items() if k not in output_flags}
     config = ScoringBenchConfig(**options | {"sizes": tuple(args.sizes), "scaling_sizes": tuple(args.scaling_sizes)})
-    result = run_scoring_bench(config)
+    result = run_scoring_bench(config, log=lambda line: print(line, file=sys.stderr, flush=True))
     result["command"] = shlex.join(["python", "-m", "benchmarks.scoring", *(sys.argv[1:] if argv is None else argv)])
     report = to_markdown(result)
     print(report)

@@ -80,3 +80,19 @@ class GLSCLConfig:
         if unknown:
             raise ValueError(f"unknown GLSCLConfig key(s) {unknown}; known keys are {sorted(known)}")
         return cls(**values)
+
+
+# Head presets: the paper's values, and a small head for the tiny offline backbone (64-d features, demo data).
+TINY_HEAD: dict[str, Any] = {
+    "temporal_layers": 2,
+    "temporal_heads": 2,
+    "temporal_ffn": 256,
+    "decoder_layers": 2,
+    "decoder_heads": 2,
+    "decoder_ffn": 256,
+    "num_queries": 4,
+    "lr": 3e-3,
+    "logit_scale_init": 20.0,
+    "logit_scale_max": 20.0,
+}
+HEAD_PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "tiny": TINY_HEAD}

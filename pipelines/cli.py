@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from glscl.backbone import TINY_MODEL, BackboneConfig
+from glscl.config import HEAD_PRESETS
 from schemas.catalog import StoreConfig
+from workers.features import FeaturesError
 from workers.probe import VideoError
 from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig
@@ -46,7 +48,7 @@ def add_store_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_backbone_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --pretrained and --seed: which open_clip backbone encodes frames and texts."""
+    """--model, --pretrained and --backbone-seed: which open_clip backbone encodes frames and texts."""
     parser.add_argument(
         "--model",
         default=TINY_MODEL,
@@ -59,7 +61,7 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
         help="open_clip pretrained tag (e.g. openai, downloaded when online) or a local checkpoint file; "
         "omitted: random weights, announced in the output",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random backbone weights (default 0)")
+    parser.add_argument("--backbone-seed", type=int, default=0, help="seed of the random backbone weights (default 0)")
 
 
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
@@ -74,8 +76,8 @@ def store_config(args: argparse.Namespace) -> StoreConfig:
 
 
 def backbone_config(args: argparse.Namespace) -> BackboneConfig:
-    """The BackboneConfig named by --model, --pretrained and --seed."""
-    return BackboneConfig(model_name=args.model, pretrained=args.pretrained, seed=args.seed)
+    """The BackboneConfig named by --model, --pretrained and --backbone-seed."""
+    return BackboneConfig(model_name=args.model, pretrained=args.pretrained, seed=args.backbone_seed)
 
 
 def ray_config(args: argparse.Namespace) -> RayConfig:
@@ -151,7 +153,8 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(db=None)
     parser.add_argument("--train-videos", type=int, default=300, help="training videos (default 300)")
     parser.add_argument("--val-videos", type=int, default=100, help="held-out videos (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="data and training seed (default 0)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     add_ray_options(parser)
 
 
@@ -165,9 +168,110 @@ def run_demo(args: argparse.Namespace) -> int:
         train_videos=args.train_videos,
         val_videos=args.val_videos,
         seed=args.seed,
+        train_epochs=args.epochs,
         ray=ray_config(args),
     )
     return run_demo_flow(config)
+
+
+def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl train [options]`."""
+    parser = commands.add_parser(
+        "train",
+        help="train the GLSCL head (or fine-tune CLIP too) on a split's stored features",
+        description="Train GLSCL on the frames and texts of a split stored by `glscl ingest`, evaluating on a "
+        "held-out split as it goes; writes checkpoints (safetensors + JSON), history, a PNG of the curves and a "
+        "summary next to the untrained head and mean pooling. Re-running with the same --output resumes.",
+    )
+    add_store_options(parser)
+    add_backbone_options(parser)
+    parser.add_argument("--split", default="train", help="training split (default train)")
+    parser.add_argument("--val-split", default="val_1", help="held-out split, or '' for none (default val_1)")
+    parser.add_argument(
+        "--kind",
+        choices=("paragraph", "sentence"),
+        default="paragraph",
+        help="paragraph-to-video (ActivityNet protocol, default) or sentence-to-video pairs",
+    )
+    parser.add_argument("--max-words", type=int, default=32, help="text length the texts were ingested with")
+    parser.add_argument(
+        "--mode",
+        choices=("head", "full"),
+        default="head",
+        help="head: CLIP frozen, stored features (default); full: fine-tune CLIP at clip_lr too",
+    )
+    parser.add_argument(
+        "--head",
+        choices=sorted(HEAD_PRESETS),
+        default="paper",
+        help="head hyperparameters: the paper's (default) or a tiny preset for the demo backbone",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one GLSCLConfig field, e.g. --set num_queries=12 --set lr=5e-5 (repeatable)",
+    )
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
+    parser.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: each epoch)")
+    parser.add_argument("--log-every", type=int, default=10, help="log the loss terms every N steps (default 10)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1: in-process)")
+    parser.add_argument("--output", default="./data/runs/train", help="run folder (checkpoints, history, plots)")
+    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: local Ray)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _overrides(pairs: Sequence[str]) -> dict[str, object]:
+    values: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            values[key] = text
+    return values
+
+
+def train_config(args: argparse.Namespace):
+    """The TrainFlowConfig named by the train options."""
+    from glscl.training import TrainConfig
+    from pipelines.train import TrainFlowConfig
+
+    return TrainFlowConfig(
+        store=store_config(args),
+        backbone=backbone_config(args),
+        split=args.split,
+        val_split=args.val_split or None,
+        kind=args.kind,
+        max_words=args.max_words,
+        head_preset=args.head,
+        head_overrides=_overrides(args.set),
+        train=TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            eval_every=args.eval_every,
+            log_every=args.log_every,
+            mode=args.mode,
+        ),
+        output_dir=args.output,
+        workers=args.workers,
+        ray=RayConfig(address=args.ray_address),
+    )
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run the train flow and print its summary."""
+    from pipelines.train import train_flow
+
+    summary = train_flow(train_config(args))
+    print(json.dumps(asdict(summary), indent=2) if args.json else summary.to_markdown())
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,10 +280,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_ingest_parser(commands)
     add_demo_parser(commands)
+    add_train_parser(commands)
     return parser
 
 
-_RUNNERS = {"ingest": run_ingest, "demo": run_demo}
+_RUNNERS = {"ingest": run_ingest, "demo": run_demo, "train": run_train}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -187,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _RUNNERS[args.command](args)
-    except (SourceError, VideoError, ValueError) as error:
+    except (SourceError, VideoError, FeaturesError, ValueError, FileNotFoundError) as error:
         print(f"glscl {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -1,0 +1,750 @@
+"""GLSCL training core in plain PyTorch: data containers, per-video batch sampling, the trainable module, the
+optimiser and schedule, a resumable (safetensors + JSON) trainer, and an all-gather that keeps the local gradient.
+
+Head mode trains the GLSCL head on cached CLIP features; full mode also fine-tunes the open_clip backbone from raw
+frames and token ids. Both share the module, the losses and the trainer. Nothing here imports Ray, Prefect or
+LanceDB: a distributed caller passes `rank`, `world_size` and `gather=all_gather_with_grad` and wraps the module
+in DistributedDataParallel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from glscl.checkpoint import CheckpointError, checkpoint_hash
+from glscl.config import GLSCLConfig
+from glscl.losses import GLSCLLoss
+from glscl.metrics import both_directions
+from glscl.model import GLSCL, TextEncoding, VideoEncoding
+
+if TYPE_CHECKING:
+    from glscl.backbone import Backbone
+
+Mode = Literal["head", "full"]
+Gather = Callable[[Tensor], Tensor]
+Callback = Callable[[dict[str, Any]], None]
+
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+STATE_FORMAT = "glscl-training-state"
+STATE_VERSION = 1
+
+# Parameters named like this are never weight-decayed (besides every parameter with fewer than 2 dimensions:
+# biases, norm weights, the logit scale): positional embeddings and the learnable queries.
+NO_DECAY_NAMES = frozenset({"frame_position", "queries", "positional_embedding", "class_embedding"})
+# Backbone parameters frozen in full mode: CLIP's own logit scale/bias are unused (GLSCL has its own, and DDP
+# rejects parameters without gradients); the patch-embedding conv is frozen as in the paper.
+FROZEN_BACKBONE = ("logit_scale", "logit_bias", "visual.conv1.weight")
+# Independent random streams derived from the seed: epoch order, text choice, dropout.
+_ORDER_STREAM, _TEXT_STREAM, _DROPOUT_STREAM = 0, 1, 2
+# Training-config fields that fix the sequence of batches and updates; a resumed run must keep them.
+_RESUME_FIELDS = ("epochs", "batch_size", "seed", "mode", "betas", "eps")
+
+
+@dataclass
+class TrainConfig:
+    """Run settings; the optimiser's lr, clip_lr, weight_decay, warmup_fraction and grad_clip come from GLSCLConfig.
+
+    `eval_every` counts steps between evaluations/checkpoints (0: only at epoch ends); `log_every` counts steps
+    between step logs (0: none). `betas`/`eps` are the authors' BertAdam values (AdamW adds bias correction).
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    seed: int = 42
+    eval_every: int = 0
+    log_every: int = 50
+    mode: Mode = "head"
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.mode not in ("head", "full"):
+            raise ValueError(f"mode must be 'head' or 'full', got {self.mode!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if min(self.seed, self.eval_every, self.log_every) < 0:
+            raise ValueError("seed, eval_every and log_every must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of all fields."""
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from `to_dict()` output; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig key(s) {unknown}")
+        return cls(**values)
+
+
+class VideoInput(NamedTuple):
+    """Videos of a batch: CLIP frame features [B, F, D] (head) or uint8 frames [B, F, S, S, 3] (full), mask [B, F]."""
+
+    data: Tensor
+    mask: Tensor
+
+    def to(self, device: torch.device) -> VideoInput:
+        """The same videos on `device`."""
+        return VideoInput(self.data.to(device, non_blocking=True), self.mask.to(device, non_blocking=True))
+
+
+class TextInput(NamedTuple):
+    """Texts of a batch: token features [B, L, D] with sentence [B, D] and mask [B, L] (head), or token ids [B, L]."""
+
+    tokens: Tensor
+    sentence: Tensor | None
+    mask: Tensor | None
+
+    def to(self, device: torch.device) -> TextInput:
+        """The same texts on `device`."""
+        return TextInput(*(None if t is None else t.to(device, non_blocking=True) for t in self))
+
+
+class Batch(NamedTuple):
+    """Aligned pairs: text i describes video i."""
+
+    videos: VideoInput
+    texts: TextInput
+
+    def to(self, device: torch.device) -> Batch:
+        """The same pairs on `device`."""
+        return Batch(self.videos.to(device), self.texts.to(device))
+
+
+@dataclass
+class PairData:
+    """In-memory paired data; text i describes video `text_to_video[i]`. The dtype of `videos` picks the mode.
+
+    Head mode: `videos` float CLIP frame features [Nv, F, D], `tokens` float token features [Nt, L, D], plus
+    `sentence` [Nt, D] and `token_mask` [Nt, L]. Full mode: `videos` uint8 frames [Nv, F, S, S, 3] and `tokens`
+    integer CLIP token ids [Nt, L] (no sentence/token_mask: the backbone derives them). Arrays become tensors.
+    """
+
+    videos: Tensor
+    video_mask: Tensor
+    tokens: Tensor
+    text_to_video: Tensor
+    sentence: Tensor | None = None
+    token_mask: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.videos = torch.as_tensor(self.videos)
+        self.video_mask = torch.as_tensor(self.video_mask).bool()
+        self.tokens = torch.as_tensor(self.tokens)
+        self.text_to_video = torch.as_tensor(self.text_to_video).long()
+        if self.sentence is not None:
+            self.sentence = torch.as_tensor(self.sentence)
+        if self.token_mask is not None:
+            self.token_mask = torch.as_tensor(self.token_mask).bool()
+        self._check_videos()
+        self._check_texts()
+
+    @property
+    def mode(self) -> Mode:
+        """'full' for raw uint8 frames and token ids, 'head' for cached features."""
+        return "full" if self.videos.dtype == torch.uint8 else "head"
+
+    @property
+    def num_videos(self) -> int:
+        """Nv."""
+        return self.videos.shape[0]
+
+    @property
+    def num_texts(self) -> int:
+        """Nt."""
+        return self.tokens.shape[0]
+
+    def _check_videos(self) -> None:
+        """Videos are float features or uint8 frames, with a matching mask."""
+        expected_ndim = 5 if self.mode == "full" else 3
+        if self.videos.ndim != expected_ndim or (self.mode == "head" and not self.videos.is_floating_point()):
+            raise ValueError(
+                "videos must be float features [Nv, F, D] or uint8 frames [Nv, F, S, S, 3], got "
+                f"{self.videos.dtype} {tuple(self.videos.shape)}"
+            )
+        if self.video_mask.shape != self.videos.shape[:2]:
+            raise ValueError(f"video_mask {tuple(self.video_mask.shape)} != videos {tuple(self.videos.shape[:2])}")
+
+    def _check_texts(self) -> None:
+        """Texts map to existing videos and have the fields (and shapes) their mode needs."""
+        num_texts = self.num_texts
+        if self.text_to_video.shape != (num_texts,):
+            raise ValueError(f"text_to_video must have shape ({num_texts},), got {tuple(self.text_to_video.shape)}")
+        if num_texts and not 0 <= int(self.text_to_video.min()) <= int(self.text_to_video.max()) < self.num_videos:
+            raise ValueError(f"text_to_video values must lie in [0, {self.num_videos})")
+        if self.mode == "full":
+            if self.tokens.ndim != 2 or self.tokens.is_floating_point():
+                raise ValueError(f"full mode needs integer token ids [Nt, L], got {self.tokens.dtype}")
+            if self.sentence is not None or self.token_mask is not None:
+                raise ValueError("full mode takes token ids only: sentence and token_mask come from the backbone")
+            return
+        if self.sentence is None or self.token_mask is None:
+            raise ValueError("head mode needs sentence [Nt, D] and token_mask [Nt, L]")
+        dim = self.videos.shape[-1]
+        if self.tokens.ndim != 3 or self.tokens.shape[-1] != dim or self.sentence.shape != (num_texts, dim):
+            raise ValueError(
+                f"texts must be tokens [Nt, L, {dim}] and sentence [Nt, {dim}], got "
+                f"{tuple(self.tokens.shape)} and {tuple(self.sentence.shape)}"
+            )
+        if self.token_mask.shape != self.tokens.shape[:2]:
+            raise ValueError(f"token_mask {tuple(self.token_mask.shape)} != tokens {tuple(self.tokens.shape[:2])}")
+
+    def video_input(self, index: Tensor | np.ndarray | slice) -> VideoInput:
+        """The videos at `index`."""
+        index = _as_index(index)
+        return VideoInput(self.videos[index], self.video_mask[index])
+
+    def text_input(self, index: Tensor | np.ndarray | slice) -> TextInput:
+        """The texts at `index`."""
+        index = _as_index(index)
+        return TextInput(
+            self.tokens[index],
+            None if self.sentence is None else self.sentence[index],
+            None if self.token_mask is None else self.token_mask[index],
+        )
+
+    def pairs(self, video_index: Tensor | np.ndarray, text_index: Tensor | np.ndarray) -> Batch:
+        """A batch whose text i is `text_index[i]` and video i is `video_index[i]`."""
+        return Batch(self.video_input(video_index), self.text_input(text_index))
+
+
+def _as_index(index: Tensor | np.ndarray | slice) -> Tensor | slice:
+    """Slices stay slices; arrays become int64 index tensors."""
+    return index if isinstance(index, slice) else torch.as_tensor(index, dtype=torch.long)
+
+
+def _seed_words(seed: int, *words: int) -> np.random.SeedSequence:
+    """A SeedSequence keyed by (seed, stream, ...), so each (epoch, step, rank) has its own independent stream."""
+    return np.random.SeedSequence([seed, *words])
+
+
+class PairSampler:
+    """Global batches of distinct videos, each paired with one random text of its own; fixed by (seed, epoch, step).
+
+    Each epoch is a permutation of the videos that have a text, derived from (seed, epoch) alone, so any epoch's
+    batches are known without replaying earlier ones; the incomplete last batch is dropped. The diagonal of a
+    batch's score matrix therefore holds true positives and no video appears twice in a batch.
+    """
+
+    def __init__(self, text_to_video: Tensor | np.ndarray, num_videos: int, batch_size: int, seed: int) -> None:
+        mapping = np.asarray(text_to_video, dtype=np.int64)
+        self.counts = np.bincount(mapping, minlength=num_videos)
+        self.videos = np.flatnonzero(self.counts)
+        self.texts_by_video = np.argsort(mapping, kind="stable")
+        self.offsets = np.cumsum(self.counts) - self.counts
+        self.batch_size = batch_size
+        self.seed = seed
+        self.steps_per_epoch = len(self.videos) // batch_size
+        self._order: tuple[int, np.ndarray] | None = None
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The video visiting order of `epoch`."""
+        if self._order is None or self._order[0] != epoch:
+            rng = np.random.default_rng(_seed_words(self.seed, _ORDER_STREAM, epoch))
+            self._order = (epoch, self.videos[rng.permutation(len(self.videos))])
+        return self._order[1]
+
+    def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(video indices [B], text indices [B]) of step `step` (0-based, within the epoch) of `epoch`."""
+        if not 0 <= step < self.steps_per_epoch:
+            raise IndexError(f"step {step} outside [0, {self.steps_per_epoch})")
+        videos = self.epoch_order(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
+        rng = np.random.default_rng(_seed_words(self.seed, _TEXT_STREAM, epoch, step))
+        choice = rng.integers(0, self.counts[videos])
+        return videos, self.texts_by_video[self.offsets[videos] + choice]
+
+
+@dataclass(frozen=True)
+class WarmupCosine:
+    """Learning-rate factor of update `step` (0-based): linear warmup to 1, then a cosine down to 0 at total_steps.
+
+    Unlike the authors' code, which hard-codes 5 epochs of steps, `total_steps` is the real length of the run.
+    """
+
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def over(cls, total_steps: int, warmup_fraction: float) -> WarmupCosine:
+        """Schedule for `total_steps` updates whose first `warmup_fraction` (rounded, >= 1 if > 0) warm up."""
+        warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
+        return cls(total_steps, min(warmup, total_steps))
+
+    def __call__(self, step: int) -> float:
+        """The factor applied to each group's base lr for update `step`."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+class TrainOutput(NamedTuple):
+    """What the loss needs from a global batch: scores [B, B] (texts x videos), gamma, local concepts [B, K, D]."""
+
+    scores: Tensor
+    logit_scale: Tensor
+    video_local: Tensor
+    text_local: Tensor
+
+
+def _identity(tensor: Tensor) -> Tensor:
+    """The single-process gather."""
+    return tensor
+
+
+class TrainModule(nn.Module):
+    """The GLSCL head plus, in full mode, the open_clip backbone (`backbone.model`) being fine-tuned.
+
+    The backbone must live on the training device (its pixel constants are not moved by `.to`). Its unused CLIP
+    logit scale/bias and its patch-embedding conv are frozen here (`FROZEN_BACKBONE`).
+    """
+
+    def __init__(self, head: GLSCL, backbone: Backbone | None = None) -> None:
+        super().__init__()
+        self.head = head
+        self.backbone = backbone
+        self.clip = None if backbone is None else backbone.model
+        if backbone is not None:
+            if backbone.embed_dim != head.config.embed_dim:
+                raise ValueError(f"backbone embed_dim {backbone.embed_dim} != head {head.config.embed_dim}")
+            for name, param in backbone.model.named_parameters():
+                if name in FROZEN_BACKBONE:
+                    param.requires_grad_(False)
+
+    @property
+    def mode(self) -> Mode:
+        """'full' when a backbone is fine-tuned, else 'head'."""
+        return "head" if self.clip is None else "full"
+
+    def _frame_features(self, frames: Tensor, mask: Tensor) -> Tensor:
+        """CLIP image features [B, F, D] of the valid uint8 `frames`; padded frames are not encoded and stay zero."""
+        batch, num_frames = mask.shape
+        valid = mask.reshape(-1).nonzero().squeeze(1)
+        pixels = self.backbone.pixels(frames.reshape(batch * num_frames, *frames.shape[2:])[valid])
+        encoded = self.clip.encode_image(pixels)
+        feats = encoded.new_zeros(batch * num_frames, encoded.shape[-1]).index_copy(0, valid, encoded)
+        return feats.view(batch, num_frames, -1)
+
+    def encode_videos(self, videos: VideoInput) -> VideoEncoding:
+        """Per-video encodings, once per video."""
+        feats = videos.data if self.clip is None else self._frame_features(videos.data, videos.mask)
+        return self.head.encode_video(feats, videos.mask)
+
+    def encode_texts(self, texts: TextInput) -> TextEncoding:
+        """Per-text encodings, once per text."""
+        if self.clip is None:
+            return self.head.encode_text(texts.sentence, texts.tokens, texts.mask)
+        return self.head.encode_text(*self.backbone.text_features(texts.tokens))
+
+    def forward(self, batch: Batch, gather: Gather = _identity) -> TrainOutput:
+        """Encode this rank's pairs, all-gather the encodings with `gather`, score the global batch."""
+        video = VideoEncoding(*(gather(t) for t in self.encode_videos(batch.videos)))
+        text = TextEncoding(*(gather(t) for t in self.encode_texts(batch.texts)))
+        return TrainOutput(self.head.score(text, video), self.head.logit_scale_exp(), video.local, text.local)
+
+
+def all_gather_with_grad(tensor: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
+    """Concatenate every rank's `tensor` along dim 0; only this rank's slice stays in the autograd graph.
+
+    Every rank must pass the same shape. Other ranks' slices are constants here; their gradients are computed on
+    their own ranks.
+    """
+    world_size = dist.get_world_size(group)
+    send = tensor.detach().contiguous()
+    if send.dtype == torch.bool:
+        send = send.to(torch.uint8)
+    parts = [torch.empty_like(send) for _ in range(world_size)]
+    dist.all_gather(parts, send, group=group)
+    parts = [part.to(tensor.dtype) for part in parts]
+    parts[dist.get_rank(group)] = tensor
+    return torch.cat(parts)
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward, gradient multiplied by `factor` backward."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def _is_no_decay(name: str, param: Tensor) -> bool:
+    """Biases, norm weights, scalars, positional embeddings and queries are not weight-decayed."""
+    return param.ndim < 2 or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
+
+
+def param_groups(module: TrainModule, config: GLSCLConfig) -> list[dict[str, Any]]:
+    """AdamW groups: head (lr) and backbone (clip_lr), each split into decayed and not decayed; empty ones dropped.
+
+    Not decayed: parameters with < 2 dims (biases, norm weights, logit scale) and `NO_DECAY_NAMES`. Frozen
+    parameters are left out.
+    """
+    groups: dict[tuple[str, bool], list[Tensor]] = {
+        (part, decay): [] for part in ("head", "backbone") for decay in (True, False)
+    }
+    for name, param in module.named_parameters():
+        if param.requires_grad:
+            part = "backbone" if name.startswith("clip.") else "head"
+            groups[part, not _is_no_decay(name, param)].append(param)
+    lrs = {"head": config.lr, "backbone": config.clip_lr}
+    return [
+        {
+            "name": f"{part}_{'decay' if decay else 'no_decay'}",
+            "params": params,
+            "lr": lrs[part],
+            "base_lr": lrs[part],
+            "weight_decay": config.weight_decay if decay else 0.0,
+        }
+        for (part, decay), params in groups.items()
+        if params
+    ]
+
+
+def _dropout_seed(seed: int, rank: int, step: int) -> int:
+    """Seed of the dropout masks of one step on one rank: a pure function of the step, so resumes replay them."""
+    return int(_seed_words(seed, _DROPOUT_STREAM, rank, step).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _chunks(total: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most `size` covering range(total)."""
+    for start in range(0, total, size):
+        yield slice(start, min(start + size, total))
+
+
+def _concat(encodings: Sequence[NamedTuple]) -> Any:
+    """Concatenate a list of encodings of one NamedTuple type field by field."""
+    return type(encodings[0])(*(torch.cat(parts) for parts in zip(*encodings, strict=True)))
+
+
+class Trainer:
+    """Trains a `TrainModule` (optionally DDP-wrapped) with AdamW, warmup-cosine lr, clipping and a clamped scale.
+
+    Distributed: each of `world_size` ranks takes its slice of every global batch and `gather` (e.g.
+    `all_gather_with_grad`) assembles the global batch before the loss. DDP averages gradients over ranks while
+    each rank's gradient holds only its own slice's share, so the local encodings' gradients are scaled by
+    `world_size`: a W-rank run then follows the single-process run on the same global batches (up to dropout
+    masks and float rounding).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        config: GLSCLConfig,
+        train_config: TrainConfig,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        gather: Gather | None = None,
+    ) -> None:
+        self.module = module
+        self.raw: TrainModule = module.module if isinstance(module, DistributedDataParallel) else module
+        self.config = config
+        self.train_config = train_config
+        self.rank = rank
+        self.world_size = world_size
+        self._check_setup(gather)
+        self.gather = gather or _identity
+        self.loss = GLSCLLoss(config)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.raw, config), betas=train_config.betas, eps=train_config.eps
+        )
+        self.step = 0
+        self.schedule: WarmupCosine | None = None
+        self.epoch_stats: list[dict[str, float]] = []
+
+    def _check_setup(self, gather: Gather | None) -> None:
+        """Reject inconsistent mode, rank, batch split or a missing gather."""
+        if self.raw.mode != self.train_config.mode:
+            raise ValueError(f"train mode {self.train_config.mode!r} but the module is in {self.raw.mode!r} mode")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside [0, {self.world_size})")
+        if self.train_config.batch_size % self.world_size:
+            raise ValueError(f"batch_size {self.train_config.batch_size} not divisible by world_size {self.world_size}")
+        if self.world_size > 1 and gather is None:
+            raise ValueError("world_size > 1 needs a gather function (e.g. all_gather_with_grad)")
+
+    @property
+    def head(self) -> GLSCL:
+        """The GLSCL head being trained."""
+        return self.raw.head
+
+    @property
+    def device(self) -> torch.device:
+        """Where the module's parameters live; batches are moved there."""
+        return self.head.logit_scale.device
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Fix the schedule length (`fit` does this from the data); it may not change once training has begun."""
+        if self.schedule is not None and self.schedule.total_steps != total_steps and self.step > 0:
+            raise ValueError(
+                f"this run was planned for {self.schedule.total_steps} steps but now has {total_steps}: "
+                "the data or the epoch count changed since it started"
+            )
+        self.schedule = WarmupCosine.over(total_steps, self.config.warmup_fraction)
+
+    def _gather_for_loss(self, tensor: Tensor) -> Tensor:
+        """`gather`, with the local slice's gradient scaled by world_size to undo DDP's averaging."""
+        if self.world_size > 1 and tensor.requires_grad:
+            tensor = _ScaleGrad.apply(tensor, float(self.world_size))
+        return self.gather(tensor)
+
+    def _set_lr(self) -> float:
+        """Apply the schedule for the current step; returns the first group's lr."""
+        factor = self.schedule(self.step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        return self.optimizer.param_groups[0]["lr"]
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One optimiser update on this rank's slice of a global batch; returns loss terms, lr and grad norm."""
+        if self.schedule is None:
+            raise RuntimeError("call set_total_steps() (or fit) before train_step")
+        lr = self._set_lr()
+        self.module.train()
+        batch = batch.to(self.device)
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+            torch.manual_seed(_dropout_seed(self.train_config.seed, self.rank, self.step))
+            out = self.module(batch, self._gather_for_loss)
+            terms = self.loss(out.scores, out.logit_scale, out.video_local, out.text_local)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        self.optimizer.step()
+        self.head.clamp_logit_scale_()
+        self.step += 1
+        return {name: value.item() for name, value in terms.items()} | {"lr": lr, "grad_norm": grad_norm.item()}
+
+    def fit(
+        self,
+        data: PairData,
+        val_data: PairData | None = None,
+        *,
+        on_log: Callback | None = None,
+        on_eval: Callback | None = None,
+        on_checkpoint: Callback | None = None,
+        max_steps: int | None = None,
+    ) -> list[dict[str, float]]:
+        """Train from the current step to the end (or to global step `max_steps`); returns per-epoch throughput.
+
+        `on_log` gets step records every `log_every` steps and an epoch record (with pairs/s) at each epoch end.
+        At each epoch end and every `eval_every` steps, `val_data` (if any) is evaluated and passed to `on_eval`,
+        then `on_checkpoint` gets {step, epoch, metrics}. Callbacks run on every rank.
+        """
+        if data.mode != self.train_config.mode:
+            raise ValueError(f"data is in {data.mode!r} mode, the trainer in {self.train_config.mode!r} mode")
+        cfg = self.train_config
+        sampler = PairSampler(data.text_to_video, data.num_videos, cfg.batch_size, cfg.seed)
+        if sampler.steps_per_epoch == 0:
+            raise ValueError(f"need at least batch_size={cfg.batch_size} videos with a text, got {len(sampler.videos)}")
+        self.set_total_steps(cfg.epochs * sampler.steps_per_epoch)
+        stop = self.schedule.total_steps if max_steps is None else min(max_steps, self.schedule.total_steps)
+        per_rank = cfg.batch_size // self.world_size
+        local = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+        seconds, steps = 0.0, 0
+        while self.step < stop:
+            epoch, index = divmod(self.step, sampler.steps_per_epoch)
+            videos, texts = sampler.batch(epoch, index)
+            start = time.perf_counter()
+            terms = self.train_step(data.pairs(videos[local], texts[local]))
+            seconds, steps = seconds + time.perf_counter() - start, steps + 1
+            if on_log and cfg.log_every and self.step % cfg.log_every == 0:
+                on_log({"event": "step", "step": self.step, "epoch": epoch, **terms})
+            epoch_end = self.step % sampler.steps_per_epoch == 0
+            if epoch_end:
+                self._record_epoch(epoch, steps, seconds, on_log)
+                seconds, steps = 0.0, 0
+            if epoch_end or (cfg.eval_every and self.step % cfg.eval_every == 0):
+                self._checkpoint_point(epoch, val_data, on_eval, on_checkpoint)
+        return self.epoch_stats
+
+    def _record_epoch(self, epoch: int, steps: int, seconds: float, on_log: Callback | None) -> None:
+        """Store (and log) the epoch's training throughput in global pairs per second, evaluation excluded."""
+        pairs = steps * self.train_config.batch_size
+        stats = {"epoch": epoch, "steps": steps, "pairs": pairs, "seconds": seconds, "pairs_per_s": pairs / seconds}
+        self.epoch_stats.append(stats)
+        if on_log:
+            on_log({"event": "epoch", "step": self.step, **stats})
+
+    def _checkpoint_point(
+        self, epoch: int, val_data: PairData | None, on_eval: Callback | None, on_checkpoint: Callback | None
+    ) -> None:
+        """Evaluate (if there is validation data), then hand the point to the callbacks."""
+        metrics = None if val_data is None else self.evaluate(val_data)
+        if on_eval and metrics is not None:
+            on_eval({"step": self.step, "epoch": epoch, **metrics})
+        if on_checkpoint:
+            on_checkpoint({"step": self.step, "epoch": epoch, "metrics": metrics})
+
+    @torch.no_grad()
+    def evaluate(
+        self, data: PairData, block_size: int | tuple[int, int] = 512, batch_size: int | None = None
+    ) -> dict[str, dict[str, float]]:
+        """Retrieval metrics on `data` ({"t2v": ..., "v2t": ...}): each item is encoded once, pairs scored in blocks.
+
+        Runs on this rank alone, outside DDP.
+        """
+        size = batch_size or self.train_config.batch_size
+        was_training = self.raw.training
+        self.raw.eval()
+        try:
+            videos = _concat(
+                [self.raw.encode_videos(data.video_input(s).to(self.device)) for s in _chunks(data.num_videos, size)]
+            )
+            texts = _concat(
+                [self.raw.encode_texts(data.text_input(s).to(self.device)) for s in _chunks(data.num_texts, size)]
+            )
+            sim = self.head.score(texts, videos, block_size)
+        finally:
+            self.raw.train(was_training)
+        return both_directions(sim.cpu(), data.text_to_video)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer, step and schedule. Dropout is seeded from (seed, rank, step), so no RNG state is needed."""
+        return {
+            "model": self.raw.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "total_steps": None if self.schedule is None else self.schedule.total_steps,
+            "train_config": self.train_config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a `state_dict()`; the fields that fix the batch sequence must match this trainer's config."""
+        saved = TrainConfig.from_dict(state["train_config"])
+        changed = [f for f in _RESUME_FIELDS if getattr(saved, f) != getattr(self.train_config, f)]
+        if changed:
+            raise ValueError(f"cannot resume: the training config changed in {changed}")
+        self.raw.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.schedule = None
+        if state["total_steps"] is not None:
+            self.set_total_steps(int(state["total_steps"]))
+
+    def save_training_state(self, directory: str | Path) -> Path:
+        """Write `training_state.safetensors` (every tensor) and `training_state.json` (scalars); never pickles.
+
+        The state is identical on every rank, so one rank (usually 0) writes it.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict()
+        tensors, optimizer_meta = _flatten_optimizer(state["optimizer"])
+        tensors |= {f"model/{name}": tensor for name, tensor in state["model"].items()}
+        tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
+        weights = directory / STATE_TENSORS
+        _write_atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT}))
+        manifest = {
+            "format": STATE_FORMAT,
+            "format_version": STATE_VERSION,
+            "sha256": checkpoint_hash(weights),
+            "step": state["step"],
+            "total_steps": state["total_steps"],
+            "train_config": state["train_config"],
+            "model_config": self.config.to_dict(),
+            "optimizer": optimizer_meta,
+        }
+        _write_atomic(directory / STATE_JSON, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
+        return directory
+
+    def load_training_state(self, directory: str | Path) -> None:
+        """Restore a `save_training_state` directory after checking its sha256 and model config."""
+        directory = Path(directory)
+        manifest = _read_state_manifest(directory)
+        weights = directory / STATE_TENSORS
+        if checkpoint_hash(weights) != manifest["sha256"]:
+            raise CheckpointError(f"{weights} does not match the sha256 recorded in {directory / STATE_JSON}")
+        if manifest["model_config"] != self.config.to_dict():
+            raise CheckpointError(f"{directory} was trained with a different GLSCLConfig")
+        try:
+            tensors = load_file(str(weights))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"cannot read {weights}: {exc}") from exc
+        model = {name.removeprefix("model/"): t for name, t in tensors.items() if name.startswith("model/")}
+        self.load_state_dict(
+            {
+                "model": model,
+                "optimizer": _unflatten_optimizer(tensors, manifest["optimizer"]),
+                "step": manifest["step"],
+                "total_steps": manifest["total_steps"],
+                "train_config": manifest["train_config"],
+            }
+        )
+
+
+def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Split an optimizer state dict into named tensors ("optimizer/<param>/<key>") and JSON-able metadata."""
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entries in state["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer/{index}/{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of `_flatten_optimizer`."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        if name.startswith("optimizer/"):
+            _, index, key = name.split("/", 2)
+            state.setdefault(int(index), {})[key] = tensor
+    for index, entries in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(entries)
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+        for g in meta["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
+
+
+def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write through a temporary sibling then rename, so a crash never leaves a half-written file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _read_state_manifest(directory: Path) -> dict[str, Any]:
+    """The JSON half of a training state, checked for format and version."""
+    path = directory / STATE_JSON
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"cannot read training state {path}: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path} is not a {STATE_FORMAT} file")
+    if manifest.get("format_version") != STATE_VERSION:
+        raise CheckpointError(f"{path} has format_version {manifest.get('format_version')}, expected {STATE_VERSION}")
+    return manifest

@@ -1,0 +1,303 @@
+"""Training core: sampling, schedule, parameter groups, learning, bit-identical resume, distributed gather and DDP."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+
+from glscl.checkpoint import CheckpointError
+from glscl.config import GLSCLConfig
+from glscl.model import GLSCL
+from glscl.training import (
+    STATE_JSON,
+    STATE_TENSORS,
+    PairData,
+    PairSampler,
+    TrainConfig,
+    Trainer,
+    TrainModule,
+    WarmupCosine,
+    all_gather_with_grad,
+    param_groups,
+)
+
+DIM, FRAMES, WORDS, PAIRS = 32, 4, 6, 48
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops run fastest (and least disturbed by other load) on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(**overrides: object) -> GLSCLConfig:
+    values = dict(
+        embed_dim=DIM,
+        max_frames=FRAMES,
+        max_words=WORDS,
+        frame_position_size=8,
+        temporal_layers=1,
+        temporal_heads=4,
+        temporal_ffn=64,
+        num_queries=4,
+        decoder_layers=2,
+        decoder_heads=4,
+        decoder_ffn=64,
+    )
+    values.update(overrides)
+    return GLSCLConfig(**values)
+
+
+def synthetic_pairs(num_videos: int = PAIRS, texts_per_video: int = 1, seed: int = 0) -> PairData:
+    """Learnable pairs: each text is a noisy fixed linear map of its video's mean frame feature."""
+    g = torch.Generator().manual_seed(seed)
+    videos = torch.randn(num_videos, FRAMES, DIM, generator=g)
+    video_mask = torch.ones(num_videos, FRAMES, dtype=torch.bool)
+    video_mask[::3, -1] = False
+    mean = (videos * video_mask[..., None]).sum(1) / video_mask.sum(1, keepdim=True)
+    signal = (mean @ torch.randn(DIM, DIM, generator=g) / math.sqrt(DIM)).repeat_interleave(texts_per_video, 0)
+    num_texts = num_videos * texts_per_video
+    sentence = signal + torch.randn(num_texts, DIM, generator=g)
+    tokens = signal[:, None, :] + torch.randn(num_texts, WORDS, DIM, generator=g)
+    token_mask = torch.ones(num_texts, WORDS, dtype=torch.bool)
+    token_mask[::2, -2:] = False
+    text_to_video = torch.arange(num_videos).repeat_interleave(texts_per_video)
+    return PairData(videos, video_mask, tokens, text_to_video, sentence, token_mask)
+
+
+def make_trainer(config: GLSCLConfig | None = None, init_seed: int = 0, **train: object) -> Trainer:
+    config = config or tiny_config()
+    torch.manual_seed(init_seed)
+    module = TrainModule(GLSCL(config))
+    return Trainer(module, config, TrainConfig(**{"epochs": 3, "batch_size": 16, **train}))
+
+
+def test_train_config_and_pair_data_validation() -> None:
+    config = TrainConfig(epochs=2, mode="full")
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="mode"):
+        TrainConfig(mode="partial")
+    data = synthetic_pairs(6)
+    assert (data.mode, data.num_videos, data.num_texts) == ("head", 6, 6)
+    with pytest.raises(ValueError, match="sentence"):
+        PairData(data.videos, data.video_mask, data.tokens, data.text_to_video)
+    with pytest.raises(ValueError, match="text_to_video"):
+        PairData(data.videos, data.video_mask, data.tokens, data.text_to_video + 1, data.sentence, data.token_mask)
+    frames = torch.zeros(2, 2, 8, 8, 3, dtype=torch.uint8)
+    raw = PairData(frames, np.ones((2, 2), bool), torch.zeros(3, 5, dtype=torch.long), [0, 1, 1])
+    assert raw.mode == "full"
+    with pytest.raises(ValueError, match="token ids"):
+        PairData(frames, torch.ones(2, 2), torch.zeros(2, 5, 4), [0, 1])
+
+
+def test_sampler_batches_are_per_video_and_fixed_by_seed_and_epoch() -> None:
+    text_to_video = np.repeat(np.arange(20), np.arange(20) % 3)  # videos 0, 3, 6, ... have no text
+    sampler = PairSampler(text_to_video, 20, batch_size=4, seed=7)
+    assert len(sampler.videos) == 13 and sampler.steps_per_epoch == 3
+    for epoch in range(3):
+        batches = [sampler.batch(epoch, step) for step in range(sampler.steps_per_epoch)]
+        fresh = PairSampler(text_to_video, 20, batch_size=4, seed=7)
+        for step, (videos, texts) in enumerate(batches):
+            assert np.array_equal(videos, fresh.batch(epoch, step)[0])
+            assert np.array_equal(texts, fresh.batch(epoch, step)[1])
+            assert np.array_equal(text_to_video[texts], videos)
+        seen = np.concatenate([videos for videos, _ in batches])
+        assert len(np.unique(seen)) == len(seen) == 12
+    assert not np.array_equal(sampler.batch(0, 0)[0], sampler.batch(1, 0)[0])
+    assert not np.array_equal(sampler.batch(0, 0)[0], PairSampler(text_to_video, 20, 4, seed=8).batch(0, 0)[0])
+    with pytest.raises(IndexError):
+        sampler.batch(0, 3)
+
+
+def test_warmup_cosine_over_the_real_number_of_steps() -> None:
+    schedule = WarmupCosine.over(total_steps=100, warmup_fraction=0.1)
+    assert schedule.warmup_steps == 10
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(9) == schedule(10) == pytest.approx(1.0)
+    assert schedule(55) == pytest.approx(0.5)
+    assert schedule(99) == pytest.approx(0.5 * (1 + math.cos(math.pi * 89 / 90)))
+    assert schedule(100) == pytest.approx(0.0, abs=1e-12)
+    factors = [schedule(s) for s in range(10, 101)]
+    assert all(a >= b for a, b in itertools.pairwise(factors))
+
+    trainer = make_trainer(tiny_config(lr=2e-3), epochs=10, log_every=1)  # 48 videos / 16 = 3 steps per epoch, 30 steps
+    lrs: list[float] = []
+    trainer.fit(synthetic_pairs(), on_log=lambda r: lrs.append(r["lr"]) if r["event"] == "step" else None)
+    assert trainer.schedule == WarmupCosine(30, 3)
+    assert len(lrs) == 30
+    assert lrs[2] == pytest.approx(2e-3)  # warmup ends at the third update
+    assert lrs[-1] == pytest.approx(2e-3 * 0.5 * (1 + math.cos(math.pi * 26 / 27)))
+    assert trainer.optimizer.param_groups[0]["lr"] == lrs[-1]
+
+
+def test_param_groups_head_mode() -> None:
+    config = tiny_config()
+    module = TrainModule(GLSCL(config))
+    groups = param_groups(module, config)
+    names = {id(p): n for n, p in module.named_parameters()}
+    by_group = {g["name"]: {names[id(p)] for p in g["params"]} for g in groups}
+    assert set(by_group) == {"head_decay", "head_no_decay"}
+    assert all(g["lr"] == config.lr for g in groups)
+    decay, no_decay = by_group["head_decay"], by_group["head_no_decay"]
+    assert {"head.local_interaction.queries", "head.temporal.frame_position", "head.logit_scale"} <= no_decay
+    assert {n for n in names.values() if n.endswith("bias") or ".norm" in n} <= no_decay
+    assert "head.temporal.encoder.layers.0.linear1.weight" in decay
+    assert "head.local_interaction.decoder.layers.0.multihead_attn.in_proj_weight" in decay
+    assert len(decay) + len(no_decay) == len(names)
+    wd = {g["name"]: g["weight_decay"] for g in groups}
+    assert wd == {"head_decay": config.weight_decay, "head_no_decay": 0.0}
+
+
+def test_full_mode_fine_tunes_the_backbone_at_clip_lr() -> None:
+    from glscl.backbone import Backbone, BackboneConfig
+
+    backbone = Backbone(BackboneConfig())
+    config = tiny_config(embed_dim=backbone.embed_dim, max_frames=2, clip_lr=1e-3)
+    torch.manual_seed(0)
+    module = TrainModule(GLSCL(config), backbone)
+    trainer = Trainer(module, config, TrainConfig(epochs=1, batch_size=3, mode="full"))
+    groups = {g["name"]: g for g in trainer.optimizer.param_groups}
+    assert set(groups) == {"head_decay", "head_no_decay", "backbone_decay", "backbone_no_decay"}
+    assert groups["backbone_decay"]["lr"] == groups["backbone_no_decay"]["lr"] == 1e-3
+    assert groups["head_decay"]["lr"] == config.lr
+    frozen = {n for n, p in module.named_parameters() if not p.requires_grad}
+    assert frozen == {"clip.logit_scale", "clip.visual.conv1.weight"}
+
+    g = torch.Generator().manual_seed(0)
+    size = backbone.image_size
+    frames = torch.randint(0, 256, (3, 2, size, size, 3), generator=g, dtype=torch.uint8)
+    mask = torch.tensor([[True, True], [True, False], [True, True]])
+    ids = backbone.tokenize(["a red square", "a blue circle moves left", "green"], WORDS)
+    data = PairData(frames, mask, ids, torch.arange(3))
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    trainer.fit(data)
+    changed = {n for n, p in module.named_parameters() if not torch.equal(before[n], p)}
+    assert "clip.visual.transformer.resblocks.0.mlp.c_fc.weight" in changed
+    assert "clip.token_embedding.weight" in changed
+    assert not changed & frozen
+    metrics = trainer.evaluate(data, block_size=2, batch_size=2)
+    assert set(metrics) == {"t2v", "v2t"}
+
+
+def test_training_lowers_the_loss_and_raises_train_recall() -> None:
+    data = synthetic_pairs(texts_per_video=2)
+    trainer = make_trainer(tiny_config(lr=1e-2), epochs=15, log_every=1)
+    before = trainer.evaluate(data)["t2v"]["R@1"]
+    logs: list[dict] = []
+    epochs = trainer.fit(data, on_log=logs.append)
+    losses = [r["total"] for r in logs if r["event"] == "step"]
+    assert len(losses) == 45
+    assert np.mean(losses[-6:]) < 0.5 * np.mean(losses[:6])
+    after = trainer.evaluate(data)["t2v"]["R@1"]
+    assert before < 20 and after > 60, (before, after)
+    assert len(epochs) == 15 and all(e["pairs"] == 48 and e["pairs_per_s"] > 0 for e in epochs)
+    assert [r["epoch"] for r in logs if r["event"] == "epoch"] == list(range(15))
+
+
+def test_resume_reaches_bit_identical_parameters(tmp_path: Path) -> None:
+    data, val = synthetic_pairs(), synthetic_pairs(16, seed=1)
+    unbroken = make_trainer(eval_every=2)
+    assert unbroken.head.config.dropout > 0  # dropout masks must be replayed too
+    evals: list[dict] = []
+    unbroken.fit(data, val, on_eval=evals.append)
+    assert [e["step"] for e in evals] == [2, 3, 4, 6, 8, 9]
+
+    first = make_trainer(eval_every=2)
+    checkpoints: list[dict] = []
+    first.fit(data, val, on_checkpoint=checkpoints.append, max_steps=4)
+    assert first.step == 4 and [c["step"] for c in checkpoints] == [2, 3, 4]
+    first.save_training_state(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STATE_JSON, STATE_TENSORS])
+
+    resumed = make_trainer(init_seed=123, eval_every=2)
+    resumed.load_training_state(tmp_path)
+    assert resumed.step == 4
+    resumed.fit(data, val)
+    params = dict(resumed.raw.named_parameters())
+    for name, param in unbroken.raw.named_parameters():
+        assert torch.equal(param, params[name]), name
+    for index, state in unbroken.optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, resumed.optimizer.state_dict()["state"][index][key]), (index, key)
+
+
+def test_training_state_refuses_tampering_and_changed_settings(tmp_path: Path) -> None:
+    trainer = make_trainer()
+    trainer.fit(synthetic_pairs(), max_steps=1)
+    trainer.save_training_state(tmp_path)
+    with pytest.raises(ValueError, match="seed"):
+        make_trainer(seed=1).load_training_state(tmp_path)
+    with pytest.raises(CheckpointError, match="GLSCLConfig"):
+        make_trainer(tiny_config(num_queries=2)).load_training_state(tmp_path)
+    tensors = load_file(str(tmp_path / STATE_TENSORS))
+    tensors["model/head.logit_scale"] = tensors["model/head.logit_scale"] + 1
+    save_file(tensors, str(tmp_path / STATE_TENSORS))
+    with pytest.raises(CheckpointError, match="sha256"):
+        make_trainer().load_training_state(tmp_path)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _distributed_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """One rank: check the gather, then train a DDP-wrapped module for 3 steps; results go to a safetensors file."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        local = (torch.arange(6.0).view(3, 2) + 10 * rank).requires_grad_()
+        gathered = all_gather_with_grad(local)
+        (gathered * torch.arange(gathered.numel()).view_as(gathered)).sum().backward()
+        mask = all_gather_with_grad(torch.tensor([rank == 0, True]))
+        results = {"gathered": gathered.detach(), "grad": local.grad, "mask": mask}
+        config = tiny_config(dropout=0.0)
+        torch.manual_seed(0)
+        module = TrainModule(GLSCL(config))
+        trainer = Trainer(
+            DistributedDataParallel(module),
+            config,
+            TrainConfig(epochs=3, batch_size=16),
+            rank=rank,
+            world_size=world_size,
+            gather=all_gather_with_grad,
+        )
+        trainer.fit(synthetic_pairs(), max_steps=3)
+        results |= {f"param/{name}": p.detach() for name, p in module.named_parameters()}
+        results |= {f"grad/{name}": p.grad for name, p in module.named_parameters()}
+        save_file(results, str(Path(out_dir) / f"rank{rank}.safetensors"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_all_gather_with_grad_and_ddp_match_single_process(tmp_path: Path) -> None:
+    mp.spawn(_distributed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
+    full = torch.cat([torch.arange(6.0).view(3, 2), torch.arange(6.0).view(3, 2) + 10])
+    weights = torch.arange(12.0).view(6, 2)
+    for rank, result in enumerate(ranks):
+        assert torch.equal(result["gathered"], full)
+        assert torch.equal(result["grad"], weights[3 * rank : 3 * rank + 3])
+        assert torch.equal(result["mask"], torch.tensor([True, True, False, True]))
+
+    single = make_trainer(tiny_config(dropout=0.0))
+    single.fit(synthetic_pairs(), max_steps=3)
+    for name, param in single.raw.named_parameters():
+        assert torch.equal(ranks[0][f"param/{name}"], ranks[1][f"param/{name}"]), name
+        torch.testing.assert_close(ranks[0][f"grad/{name}"], param.grad, rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(ranks[0][f"param/{name}"], param.detach(), rtol=1e-4, atol=1e-6, msg=name)

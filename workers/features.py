@@ -1,0 +1,137 @@
+"""Read the stored CLIP features of one split into dense arrays: per-video frame features with masks, and
+per-caption sentence/token features with masks, joined through `captions.video_id`. Training, evaluation and
+indexing all start here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.catalog import Catalog, sql_string
+from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
+
+
+class FeaturesError(ValueError):
+    """The tables do not hold what was asked for (no such split, model, sampling recipe or text length)."""
+
+
+@dataclass(frozen=True)
+class FeatureQuery:
+    """Which stored features to read: split, backbone, sampling recipe (None: the only one stored), text kind."""
+
+    split: str
+    model_id: str
+    max_words: int
+    kind: str = CAPTION_PARAGRAPH
+    sampling_hash: str | None = None
+    limit_videos: int | None = None
+
+
+@dataclass
+class SplitFeatures:
+    """Dense features of a split: videos [Nv, F, D] + mask, texts [Nt, D], tokens [Nt, L, D] + mask, and the
+    index of each text's video; ids keep the link back to the tables."""
+
+    video_ids: list[str]
+    video_feats: np.ndarray
+    video_mask: np.ndarray
+    caption_ids: list[str]
+    sentence: np.ndarray
+    tokens: np.ndarray
+    token_mask: np.ndarray
+    text_to_video: np.ndarray
+    sampling_hash: str
+
+    @property
+    def num_videos(self) -> int:
+        """Videos in the split that have features."""
+        return len(self.video_ids)
+
+    @property
+    def num_texts(self) -> int:
+        """Texts whose video has features."""
+        return len(self.caption_ids)
+
+
+def dense(column: pa.ChunkedArray | pa.Array, rows: int, *shape: int, dtype=np.float32) -> np.ndarray:
+    """A list (of fixed-size lists) column with equal lengths per row, as one [rows, *shape] array."""
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+        values = pc.list_flatten(values)
+    return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(rows, *shape)
+
+
+def _sampling_hash(catalog: Catalog, query: FeatureQuery) -> str:
+    if query.sampling_hash:
+        return query.sampling_hash
+    stored = catalog.scan(FRAMES, ["sampling_hash", "sampling"], f"model_id = {sql_string(query.model_id)}")
+    recipes = dict(zip(stored["sampling_hash"].to_pylist(), stored["sampling"].to_pylist(), strict=True))
+    if not recipes:
+        raise FeaturesError(f"no frame features for model {query.model_id!r} in {catalog.store.uri}")
+    if len(recipes) > 1:
+        listed = "; ".join(f"{h}: {r}" for h, r in recipes.items())
+        raise FeaturesError(f"several sampling recipes stored for {query.model_id!r}, choose one: {listed}")
+    return next(iter(recipes))
+
+
+def read_split(catalog: Catalog, query: FeatureQuery) -> SplitFeatures:
+    """Load the features of `query.split` (videos with status ok and features, and their captions' texts)."""
+    sampling_hash = _sampling_hash(catalog, query)
+    videos = catalog.scan(
+        VIDEOS, ["video_id"], f"split = {sql_string(query.split)} AND status = {sql_string(VIDEO_OK)}"
+    )
+    wanted = sorted(set(videos["video_id"].to_pylist()))
+    if not wanted:
+        raise FeaturesError(f"split {query.split!r} has no ingested videos in {catalog.store.uri}")
+    model = sql_string(query.model_id)
+    frames = catalog.scan(
+        FRAMES,
+        ["video_id", "features", "frame_mask"],
+        f"model_id = {model} AND sampling_hash = {sql_string(sampling_hash)}",
+    )
+    frames = frames.filter(pc.is_in(frames["video_id"], pa.array(wanted))).sort_by("video_id")
+    if query.limit_videos is not None:
+        frames = frames.slice(0, query.limit_videos)
+    video_ids = frames["video_id"].to_pylist()
+    slots = len(frames["frame_mask"][0]) if frames.num_rows else 0
+    feats = dense(frames["features"], frames.num_rows, slots, -1)
+    mask = dense(frames["frame_mask"], frames.num_rows, slots, dtype=bool)
+    captions = catalog.scan(
+        CAPTIONS,
+        ["caption_id", "video_id", "order"],
+        f"split = {sql_string(query.split)} AND kind = {sql_string(query.kind)}",
+    )
+    captions = captions.filter(pc.is_in(captions["video_id"], pa.array(video_ids))).sort_by(
+        [("video_id", "ascending"), ("order", "ascending")]
+    )
+    texts = catalog.scan(
+        TEXTS,
+        ["caption_id", "vector", "tokens", "token_mask"],
+        f"model_id = {model} AND max_words = {int(query.max_words)}",
+    )
+    texts = texts.filter(pc.is_in(texts["caption_id"], captions["caption_id"]))
+    position = {cid: i for i, cid in enumerate(texts["caption_id"].to_pylist())}
+    caption_ids = [cid for cid in captions["caption_id"].to_pylist() if cid in position]
+    if not caption_ids:
+        raise FeaturesError(
+            f"split {query.split!r} has no {query.kind} texts encoded by {query.model_id!r} with max_words "
+            f"{query.max_words} in {catalog.store.uri}"
+        )
+    texts = texts.take(pa.array([position[cid] for cid in caption_ids]))
+    video_of = dict(zip(captions["caption_id"].to_pylist(), captions["video_id"].to_pylist(), strict=True))
+    video_index = {vid: i for i, vid in enumerate(video_ids)}
+    n = texts.num_rows
+    return SplitFeatures(
+        video_ids=video_ids,
+        video_feats=feats,
+        video_mask=mask,
+        caption_ids=caption_ids,
+        sentence=dense(texts["vector"], n, -1),
+        tokens=dense(texts["tokens"], n, query.max_words, -1),
+        token_mask=dense(texts["token_mask"], n, query.max_words, dtype=bool),
+        text_to_video=np.array([video_index[video_of[cid]] for cid in caption_ids], dtype=np.int64),
+        sampling_hash=sampling_hash,
+    )

@@ -1,0 +1,186 @@
+"""The training worker: read a split's features from LanceDB, build the GLSCL trainer, resume from the run's own
+state if there is one, train, and write checkpoints and history. A plain function, run in-process for one
+worker or by Ray Train (TorchTrainer, DDP over gloo/NCCL) for several."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import ray
+import ray.train
+import torch
+from ray.train import FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer, get_device, prepare_model
+from safetensors.torch import save_file
+
+from glscl.backbone import Backbone, BackboneConfig
+from glscl.checkpoint import save_checkpoint
+from glscl.config import GLSCLConfig
+from glscl.model import GLSCL
+from glscl.training import PairData, TrainConfig, Trainer, TrainModule, all_gather_with_grad
+from schemas.catalog import Catalog, StoreConfig, sql_string
+from schemas.tables import CAPTIONS, FRAMES, VIDEOS
+from workers.decode import decode_frames
+from workers.features import FeatureQuery, SplitFeatures, read_split
+from workers.sampling import SamplingConfig
+
+STATE_DIR = "state"
+LATEST_DIR = "checkpoint"
+BEST_DIR = "best"
+HISTORY_FILE = "history.jsonl"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What one training run reads, trains and writes."""
+
+    store: StoreConfig
+    backbone: BackboneConfig
+    train_query: FeatureQuery
+    val_query: FeatureQuery | None
+    model: GLSCLConfig
+    train: TrainConfig
+    output_dir: str
+    max_steps: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def head_pairs(features: SplitFeatures) -> PairData:
+    """PairData of stored CLIP features (head-only mode)."""
+    return PairData(
+        videos=torch.from_numpy(features.video_feats),
+        video_mask=torch.from_numpy(features.video_mask),
+        tokens=torch.from_numpy(features.tokens),
+        text_to_video=torch.from_numpy(features.text_to_video),
+        sentence=torch.from_numpy(features.sentence),
+        token_mask=torch.from_numpy(features.token_mask),
+    )
+
+
+def full_pairs(catalog: Catalog, features: SplitFeatures, backbone: Backbone, max_words: int) -> PairData:
+    """PairData of decoded frames and token ids (full fine-tuning): frames come from the pipeline's decode stage
+    with the sampling recipe the features were made with."""
+    recipe = catalog.scan(FRAMES, ["sampling"], f"sampling_hash = {sql_string(features.sampling_hash)}")
+    settings = json.loads(recipe["sampling"][0].as_py())
+    sampling = SamplingConfig(settings["policy"], settings["num_frames"], settings.get("fps", 1.0))
+    paths = {r["video_id"]: r["source_path"] for r in catalog.scan(VIDEOS, ["video_id", "source_path"]).to_pylist()}
+    decoded = [decode_frames(paths[vid], sampling, backbone.image_size) for vid in features.video_ids]
+    texts = {r["caption_id"]: r["text"] for r in catalog.scan(CAPTIONS, ["caption_id", "text"]).to_pylist()}
+    return PairData(
+        videos=torch.from_numpy(np.stack([d.frames for d in decoded])),
+        video_mask=torch.from_numpy(np.stack([d.mask for d in decoded])),
+        tokens=backbone.tokenize([texts[cid] for cid in features.caption_ids], max_words).cpu(),
+        text_to_video=torch.from_numpy(features.text_to_video),
+    )
+
+
+def load_pairs(job: TrainJob, query: FeatureQuery, backbone: Backbone | None) -> PairData:
+    """The split's pairs in the job's mode."""
+    catalog = Catalog(job.store)
+    features = read_split(catalog, query)
+    return head_pairs(features) if backbone is None else full_pairs(catalog, features, backbone, query.max_words)
+
+
+class History:
+    """Training records (steps, epochs, evaluations) appended to a JSON-lines file, written by rank 0 only."""
+
+    def __init__(self, path: Path, writer: bool) -> None:
+        self.path, self.writer = path, writer
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past `step` (lost when a run stopped after its last checkpoint)."""
+        if self.writer and self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+
+    def append(self, record: dict) -> None:
+        """Add one record."""
+        if self.writer:
+            with self.path.open("a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        """Every record so far."""
+        return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
+
+
+def _best_r1(history: History) -> float:
+    evals = [r["t2v"]["R@1"] for r in history.read() if r.get("event") == "eval"]
+    return max(evals, default=-1.0)
+
+
+def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed: bool = False) -> list[dict]:
+    """Train (resuming from `output_dir/state` when present); rank 0 writes checkpoints and history."""
+    torch.manual_seed(job.train.seed)
+    out = Path(job.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = get_device() if distributed else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backbone = Backbone(job.backbone, str(device)) if job.train.mode == "full" else None
+    data = load_pairs(job, job.train_query, backbone)
+    val = load_pairs(job, job.val_query, backbone) if job.val_query else None
+    head = GLSCL(job.model)
+    module = TrainModule(head, backbone)
+    wrapped = prepare_model(module) if distributed else module.to(device)
+    gather = all_gather_with_grad if distributed else None
+    trainer = Trainer(wrapped, job.model, job.train, rank=rank, world_size=world_size, gather=gather)
+    history = History(out / HISTORY_FILE, writer=rank == 0)
+    if (out / STATE_DIR / "training_state.json").exists():
+        trainer.load_training_state(out / STATE_DIR)
+        history.truncate_after(trainer.step)
+    best = _best_r1(history)
+
+    def on_log(record: dict) -> None:
+        history.append(record)
+
+    def on_eval(record: dict) -> None:
+        history.append({"event": "eval", **record})
+
+    def on_checkpoint(record: dict) -> None:
+        nonlocal best
+        if rank != 0:
+            return
+        extra = {**job.extra, "step": record["step"], "epoch": record["epoch"], "metrics": record["metrics"]}
+        save_checkpoint(out / LATEST_DIR, head, job.model, extra)
+        if backbone is not None:
+            save_backbone(backbone, out / LATEST_DIR / "backbone.safetensors")
+        r1 = record["metrics"]["t2v"]["R@1"] if record["metrics"] else -1.0
+        if r1 > best or not (out / BEST_DIR).exists():
+            best = max(best, r1)
+            save_checkpoint(out / BEST_DIR, head, job.model, extra)
+        trainer.save_training_state(out / STATE_DIR)
+
+    trainer.fit(data, val, on_log=on_log, on_eval=on_eval, on_checkpoint=on_checkpoint, max_steps=job.max_steps)
+    return history.read()
+
+
+def save_backbone(backbone: Backbone, path: Path) -> None:
+    """The fine-tuned CLIP weights as an open_clip-loadable safetensors file (use it as --pretrained to re-ingest)."""
+    save_file({k: v.detach().contiguous().cpu() for k, v in backbone.model.state_dict().items()}, str(path))
+
+
+def _ray_loop(config: dict) -> None:
+    context = ray.train.get_context()
+    train_worker(config["job"], context.get_world_rank(), context.get_world_size(), distributed=True)
+
+
+def ray_train(job: TrainJob, num_workers: int, use_gpu: bool, max_failures: int = 0) -> None:
+    """Run `train_worker` on `num_workers` Ray Train workers (DDP); a restarted attempt resumes from the state."""
+    if job.train.batch_size % num_workers:
+        raise ValueError(f"batch_size {job.train.batch_size} must be divisible by the {num_workers} workers")
+    trainer = TorchTrainer(
+        _ray_loop,
+        train_loop_config={"job": job},
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(
+            name=f"glscl-train-{uuid.uuid4().hex[:8]}",
+            storage_path=str((Path(job.output_dir) / "ray").resolve()),
+            failure_config=FailureConfig(max_failures=max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
