@@ -146,12 +146,13 @@ def to_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry: run, print Markdown, optionally save JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=20, help="length of the test clip")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     results = bench(args.seconds, args.repeats)
     print(to_markdown(results))
     if args.json:

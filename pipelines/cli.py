@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from glscl.backbone import TINY_MODEL, BackboneConfig
+from glscl.checkpoint import CheckpointError
 from glscl.config import HEAD_PRESETS
 from schemas.catalog import StoreConfig
 from workers.features import FeaturesError
@@ -274,6 +275,73 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl evaluate --checkpoint DIR [options]`."""
+    parser = commands.add_parser(
+        "evaluate",
+        help="exact retrieval metrics of a checkpoint on a whole split, sharded on Ray",
+        description="Score every text against every video of a split with a trained checkpoint, in gallery shards "
+        "on Ray actors that each read their slice from LanceDB; ranks are tie-safe (a tie never helps) and no "
+        "process holds the texts x videos matrix. Writes report.json, report.md and recall_at_k.png.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by glscl train")
+    add_store_options(parser)
+    parser.add_argument("--split", default="val_1", help="split to evaluate (default val_1)")
+    parser.add_argument(
+        "--kind",
+        choices=("paragraph", "sentence"),
+        default="paragraph",
+        help="paragraph-to-video (ActivityNet protocol, default) or sentence-to-video",
+    )
+    parser.add_argument("--shard-videos", type=int, default=2048, help="gallery videos per Ray shard (default 2048)")
+    parser.add_argument("--output", default="./data/runs/evaluate", help="report folder")
+    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: local Ray)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run the evaluate flow and print its report."""
+    from pipelines.evaluate import EvaluateConfig, evaluate_flow
+
+    report = evaluate_flow(
+        EvaluateConfig(
+            checkpoint=args.checkpoint,
+            store=store_config(args),
+            split=args.split,
+            kind=args.kind,
+            shard_videos=args.shard_videos,
+            output_dir=args.output,
+            ray=RayConfig(address=args.ray_address),
+        )
+    )
+    print(json.dumps(asdict(report), indent=2) if args.json else report.to_markdown())
+    return 0
+
+
+def add_bench_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl bench scoring [options]` and `glscl bench ingest [options]`."""
+    parser = commands.add_parser(
+        "bench",
+        help="benchmarks: exhaustive scoring (GLSCL vs X-Pool-style vs mean pooling) or ingest stages",
+        description="Run a benchmark; everything after the benchmark name goes to it (try `glscl bench scoring -h`).",
+    )
+    parser.add_argument("benchmark", choices=("scoring", "ingest"))
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the named benchmark with its own options."""
+    if args.benchmark == "scoring":
+        from benchmarks.scoring import main as scoring_main
+
+        scoring_main(args.options)
+    else:
+        from benchmarks.ingest_bench import main as ingest_main
+
+        ingest_main(args.options)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command."""
     parser = argparse.ArgumentParser(prog="glscl", description="Text-to-video search with GLSCL on LanceDB.")
@@ -281,10 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_ingest_parser(commands)
     add_demo_parser(commands)
     add_train_parser(commands)
+    add_evaluate_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 
-_RUNNERS = {"ingest": run_ingest, "demo": run_demo, "train": run_train}
+_RUNNERS = {"ingest": run_ingest, "demo": run_demo, "train": run_train, "evaluate": run_evaluate, "bench": run_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -292,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _RUNNERS[args.command](args)
-    except (SourceError, VideoError, FeaturesError, ValueError, FileNotFoundError) as error:
+    except (SourceError, VideoError, FeaturesError, CheckpointError, ValueError, FileNotFoundError) as error:
         print(f"glscl {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -2,9 +2,11 @@
 unbroken run, 2-worker Ray Train (DDP over gloo), reports and refusals."""
 
 import json
+import shutil
 
 import lancedb
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from glscl.training import TrainConfig
@@ -90,3 +92,45 @@ def test_unknown_split_is_a_clear_error(store, tmp_path, capsys):
     code = main(["train", "--db", store.uri, "--split", "nope", "--output", str(tmp_path / "x")])
     assert code == 2
     assert "split 'nope' has no ingested videos" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(store, tmp_path_factory):
+    output = tmp_path_factory.mktemp("trained")
+    train_flow(flow_config(store, output, epochs=2))
+    return output / BEST_DIR
+
+
+@pytest.mark.parametrize("shard_videos", [8, 3])
+def test_sharded_evaluation_equals_the_dense_computation(store, trained, tmp_path, shard_videos):
+    from glscl.checkpoint import load_checkpoint
+    from glscl.metrics import both_directions
+    from pipelines.evaluate import EvaluateConfig, evaluate_flow
+    from schemas.catalog import Catalog
+    from workers.features import FeatureQuery, read_split
+    from workers.score import encode_texts, encode_videos
+
+    report = evaluate_flow(
+        EvaluateConfig(checkpoint=str(trained), store=store, shard_videos=shard_videos, output_dir=str(tmp_path))
+    )
+    model, _, meta = load_checkpoint(trained)
+    extra = meta["extra"]
+    features = read_split(Catalog(store), FeatureQuery("val_1", extra["backbone_model_id"], extra["max_words"]))
+    with torch.inference_mode():
+        texts = encode_texts(model, features.sentence, features.tokens, features.token_mask, "cpu")
+        videos = encode_videos(model, features.video_feats, features.video_mask, "cpu")
+        dense = both_directions(model.score(texts, videos))
+    assert report.metrics == dense
+    assert report.shards == -(-8 // shard_videos) and report.videos == 8 and report.texts == 8
+    assert json.loads((tmp_path / "report.json").read_text())["metrics"] == dense
+    assert (tmp_path / "recall_at_k.png").stat().st_size > 1000
+
+
+def test_tampered_checkpoint_is_refused_by_evaluate(store, trained, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    code = main(["evaluate", "--checkpoint", str(copy), "--db", store.uri, "--output", str(tmp_path / "r")])
+    assert code == 2
+    assert "sha256" in capsys.readouterr().err

@@ -61,7 +61,7 @@ def dense(column: pa.ChunkedArray | pa.Array, rows: int, *shape: int, dtype=np.f
     values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
         values = pc.list_flatten(values)
-    return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(rows, *shape)
+    return values.to_numpy(zero_copy_only=False).astype(dtype).reshape(rows, *shape)
 
 
 def _sampling_hash(catalog: Catalog, query: FeatureQuery) -> str:
@@ -77,28 +77,64 @@ def _sampling_hash(catalog: Catalog, query: FeatureQuery) -> str:
     return next(iter(recipes))
 
 
-def read_split(catalog: Catalog, query: FeatureQuery) -> SplitFeatures:
-    """Load the features of `query.split` (videos with status ok and features, and their captions' texts)."""
+@dataclass
+class VideoFeatures:
+    """Frame features of some gallery videos, in gallery order."""
+
+    video_ids: list[str]
+    feats: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class TextFeatures:
+    """Sentence and token features of a split's texts, with the gallery index of each text's video."""
+
+    caption_ids: list[str]
+    sentence: np.ndarray
+    tokens: np.ndarray
+    token_mask: np.ndarray
+    text_to_video: np.ndarray
+
+
+def gallery(catalog: Catalog, query: FeatureQuery) -> tuple[str, list[str]]:
+    """The sampling hash and the sorted ids of the split's ok videos that have features: the gallery order
+    every reader (and every evaluation shard) agrees on."""
     sampling_hash = _sampling_hash(catalog, query)
     videos = catalog.scan(
         VIDEOS, ["video_id"], f"split = {sql_string(query.split)} AND status = {sql_string(VIDEO_OK)}"
     )
-    wanted = sorted(set(videos["video_id"].to_pylist()))
-    if not wanted:
+    if videos.num_rows == 0:
         raise FeaturesError(f"split {query.split!r} has no ingested videos in {catalog.store.uri}")
-    model = sql_string(query.model_id)
+    encoded = catalog.scan(
+        FRAMES,
+        ["video_id"],
+        f"model_id = {sql_string(query.model_id)} AND sampling_hash = {sql_string(sampling_hash)}",
+    )
+    ids = sorted(set(videos["video_id"].to_pylist()) & set(encoded["video_id"].to_pylist()))
+    return sampling_hash, ids[: query.limit_videos] if query.limit_videos is not None else ids
+
+
+def read_videos(catalog: Catalog, query: FeatureQuery, sampling_hash: str, video_ids: list[str]) -> VideoFeatures:
+    """Frame features and masks of the given videos, in the given order."""
     frames = catalog.scan(
         FRAMES,
         ["video_id", "features", "frame_mask"],
-        f"model_id = {model} AND sampling_hash = {sql_string(sampling_hash)}",
+        f"model_id = {sql_string(query.model_id)} AND sampling_hash = {sql_string(sampling_hash)}",
     )
-    frames = frames.filter(pc.is_in(frames["video_id"], pa.array(wanted))).sort_by("video_id")
-    if query.limit_videos is not None:
-        frames = frames.slice(0, query.limit_videos)
-    video_ids = frames["video_id"].to_pylist()
+    frames = frames.filter(pc.is_in(frames["video_id"], pa.array(video_ids)))
+    position = {vid: i for i, vid in enumerate(frames["video_id"].to_pylist())}
+    frames = frames.take(pa.array([position[vid] for vid in video_ids], pa.int64()))
     slots = len(frames["frame_mask"][0]) if frames.num_rows else 0
-    feats = dense(frames["features"], frames.num_rows, slots, -1)
-    mask = dense(frames["frame_mask"], frames.num_rows, slots, dtype=bool)
+    return VideoFeatures(
+        video_ids=list(video_ids),
+        feats=dense(frames["features"], frames.num_rows, slots, -1),
+        mask=dense(frames["frame_mask"], frames.num_rows, slots, dtype=bool),
+    )
+
+
+def read_texts(catalog: Catalog, query: FeatureQuery, video_ids: list[str]) -> TextFeatures:
+    """The split's texts of `query.kind` whose video is in `video_ids`, ordered by video then sentence order."""
     captions = catalog.scan(
         CAPTIONS,
         ["caption_id", "video_id", "order"],
@@ -110,7 +146,7 @@ def read_split(catalog: Catalog, query: FeatureQuery) -> SplitFeatures:
     texts = catalog.scan(
         TEXTS,
         ["caption_id", "vector", "tokens", "token_mask"],
-        f"model_id = {model} AND max_words = {int(query.max_words)}",
+        f"model_id = {sql_string(query.model_id)} AND max_words = {int(query.max_words)}",
     )
     texts = texts.filter(pc.is_in(texts["caption_id"], captions["caption_id"]))
     position = {cid: i for i, cid in enumerate(texts["caption_id"].to_pylist())}
@@ -120,18 +156,32 @@ def read_split(catalog: Catalog, query: FeatureQuery) -> SplitFeatures:
             f"split {query.split!r} has no {query.kind} texts encoded by {query.model_id!r} with max_words "
             f"{query.max_words} in {catalog.store.uri}"
         )
-    texts = texts.take(pa.array([position[cid] for cid in caption_ids]))
+    texts = texts.take(pa.array([position[cid] for cid in caption_ids], pa.int64()))
     video_of = dict(zip(captions["caption_id"].to_pylist(), captions["video_id"].to_pylist(), strict=True))
     video_index = {vid: i for i, vid in enumerate(video_ids)}
     n = texts.num_rows
-    return SplitFeatures(
-        video_ids=video_ids,
-        video_feats=feats,
-        video_mask=mask,
+    return TextFeatures(
         caption_ids=caption_ids,
         sentence=dense(texts["vector"], n, -1),
         tokens=dense(texts["tokens"], n, query.max_words, -1),
         token_mask=dense(texts["token_mask"], n, query.max_words, dtype=bool),
         text_to_video=np.array([video_index[video_of[cid]] for cid in caption_ids], dtype=np.int64),
+    )
+
+
+def read_split(catalog: Catalog, query: FeatureQuery) -> SplitFeatures:
+    """Load the features of `query.split` (videos with status ok and features, and their captions' texts)."""
+    sampling_hash, video_ids = gallery(catalog, query)
+    videos = read_videos(catalog, query, sampling_hash, video_ids)
+    texts = read_texts(catalog, query, video_ids)
+    return SplitFeatures(
+        video_ids=video_ids,
+        video_feats=videos.feats,
+        video_mask=videos.mask,
+        caption_ids=texts.caption_ids,
+        sentence=texts.sentence,
+        tokens=texts.tokens,
+        token_mask=texts.token_mask,
+        text_to_video=texts.text_to_video,
         sampling_hash=sampling_hash,
     )

@@ -4,6 +4,7 @@ stream encoded batches back to the single committer. The stages themselves live 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,6 +33,8 @@ def ensure_ray(config: RayConfig) -> None:
     """Start a local Ray (default) or join the cluster at `config.address`, once per process."""
     if ray.is_initialized():
         return
+    # Ray starts its processes with fork+exec, which lancedb's fork warning does not concern.
+    warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
     if config.address:
         ray.init(address=config.address, logging_level=logging.WARNING)
     else:

@@ -1,0 +1,195 @@
+"""The evaluate flow: exact text-to-video and video-to-text metrics of a checkpoint on a whole split, scored in
+gallery shards on Ray actors (two rounds: true scores, then tie-safe rank counts), with a JSON + Markdown
+report and a PNG of recall@K."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import ray
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from glscl.checkpoint import checkpoint_hash, load_checkpoint
+from glscl.metrics import RankAccumulator, metrics_from_ranks
+from pipelines.runs import RunRecorder
+from schemas.catalog import Catalog, StoreConfig
+from workers.features import FeatureQuery, gallery
+from workers.ray_jobs import RayConfig, cluster_has_gpu, ensure_ray
+from workers.score import ShardScorer, ShardSpec
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What to evaluate (checkpoint, split, text kind) and how to shard it."""
+
+    checkpoint: str
+    store: StoreConfig = field(default_factory=StoreConfig)
+    split: str = "val_1"
+    kind: str = "paragraph"
+    shard_videos: int = 2048
+    block_size: int = 1024
+    output_dir: str = "./data/runs/evaluate"
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+@dataclass
+class EvaluateReport:
+    """Metrics both ways, sizes, what was read (table versions, checkpoint hash) and where time went."""
+
+    metrics: dict[str, dict[str, float]]
+    texts: int
+    videos: int
+    shards: int
+    checkpoint: str
+    checkpoint_sha256: str
+    model_id: str
+    table_versions: dict[str, int]
+    timings: dict[str, float]
+    files: dict[str, str]
+
+    def to_markdown(self) -> str:
+        """The metrics as a Markdown table with the run facts."""
+        lines = [
+            f"## evaluation: {self.texts} texts x {self.videos} videos ({self.shards} shards)",
+            "",
+            "| direction | R@1 | R@5 | R@10 | R@50 | MdR | MnR |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for direction, m in self.metrics.items():
+            lines.append(
+                f"| {direction} | {m['R@1']:.1f} | {m['R@5']:.1f} | {m['R@10']:.1f} | {m['R@50']:.1f} | "
+                f"{m['MdR']:.1f} | {m['MnR']:.1f} |"
+            )
+        lines += [
+            "",
+            f"- checkpoint {self.checkpoint} (sha256 {self.checkpoint_sha256[:16]}), features {self.model_id}",
+            f"- tables read: {self.table_versions}",
+            "- seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.timings.items()),
+        ]
+        return "\n".join(lines)
+
+
+def feature_query(config: EvaluateConfig) -> FeatureQuery:
+    """The stored features a checkpoint was trained on: backbone, text length and sampling from its metadata."""
+    _, _, meta = load_checkpoint(config.checkpoint)
+    extra = meta.get("extra", {})
+    missing = [k for k in ("backbone_model_id", "max_words", "sampling_hash") if k not in extra]
+    if missing:
+        raise ValueError(f"checkpoint {config.checkpoint} does not record {', '.join(missing)}: train it with glscl")
+    return FeatureQuery(
+        config.split, extra["backbone_model_id"], int(extra["max_words"]), config.kind, extra["sampling_hash"]
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def score_shards(config: EvaluateConfig, query: FeatureQuery, ids: list[str]) -> tuple[RankAccumulator, dict]:
+    """Run the two scoring rounds on one Ray actor per gallery shard and merge their rank counts."""
+    ensure_ray(config.ray)
+    gpu = cluster_has_gpu()
+    shards = max(1, math.ceil(len(ids) / config.shard_videos))
+    bounds = np.linspace(0, len(ids), shards + 1).round().astype(int)
+    # Every shard actor must be alive at once (round two needs round one's blocks), so they share the CPUs
+    # (or GPUs) fractionally rather than waiting for each other.
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    resources = {"num_gpus": min(1.0, gpus / shards), "num_cpus": 0} if gpu else {"num_cpus": min(1.0, cpus / shards)}
+    actor = ray.remote(**resources)(ShardScorer)
+    scorers = [
+        actor.remote(
+            ShardSpec(
+                config.store,
+                query,
+                query.sampling_hash,
+                ids,
+                int(lo),
+                int(hi),
+                config.checkpoint,
+                config.block_size,
+                gpu,
+            )
+        )
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    true: dict[int, float] = {}
+    for part in ray.get([s.score.remote() for s in scorers]):
+        true.update(part)
+    true_scores = np.array([true[t] for t in range(len(true))], dtype=np.float32)
+    partials = ray.get([s.count.remote(true_scores) for s in scorers])
+    stats = ray.get([s.stats.remote() for s in scorers])
+    merged = partials[0]
+    for partial in partials[1:]:
+        merged.merge(partial)
+    timings = {key: max(s[key] for s in stats) for key in stats[0]}
+    return merged, {"shards": shards, **{f"slowest_shard_{k}": v for k, v in timings.items()}}
+
+
+def plot_recall(accumulator: RankAccumulator, path: Path) -> Path:
+    """Recall@K curves (both directions) as a PNG."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, ranks in (("text-to-video", accumulator.t2v_ranks()), ("video-to-text", accumulator.v2t_ranks())):
+        ranks = np.sort(ranks.numpy())
+        ks = np.unique(np.concatenate([np.geomspace(1, ranks.max(), 50).round(), [1, 5, 10, 50]]))
+        axis.plot(ks, [100.0 * np.mean(ranks <= k) for k in ks], label=name)
+    axis.set(xscale="log", xlabel="K", ylabel="recall@K (%)", title="exact GLSCL retrieval")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+@flow(name="glscl-evaluate")
+def evaluate_flow(config: EvaluateConfig) -> EvaluateReport:
+    """Exact metrics of a checkpoint on a split, sharded over Ray actors; writes JSON, Markdown and a PNG."""
+    start = time.perf_counter()
+    catalog = Catalog(config.store)
+    run = RunRecorder(catalog, "evaluate", asdict(config)).start()
+    try:
+        query = feature_query(config)
+        _, ids = gallery(catalog, query)
+        versions = catalog.versions()
+        accumulator, timings = score_shards(config, query, ids)
+        metrics = {
+            "t2v": metrics_from_ranks(accumulator.t2v_ranks()),
+            "v2t": metrics_from_ranks(accumulator.v2t_ranks()),
+        }
+        output = Path(config.output_dir)
+        output.mkdir(parents=True, exist_ok=True)
+        files = {
+            "json": str(output / "report.json"),
+            "markdown": str(output / "report.md"),
+            "plot": str(plot_recall(accumulator, output / "recall_at_k.png")),
+        }
+        timings["total"] = time.perf_counter() - start
+        report = EvaluateReport(
+            metrics,
+            accumulator.num_texts,
+            accumulator.num_videos,
+            int(timings.pop("shards")),
+            config.checkpoint,
+            checkpoint_hash(config.checkpoint),
+            query.model_id,
+            versions,
+            timings,
+            files,
+        )
+    except BaseException as error:
+        run.fail(error)
+        raise
+    Path(files["json"]).write_text(json.dumps(asdict(report), indent=2))
+    Path(files["markdown"]).write_text(report.to_markdown() + "\n")
+    run.finish("completed", {"texts": report.texts, "videos": report.videos}, {}, timings)
+    get_run_logger().info("t2v R@1 %.1f, v2t R@1 %.1f", metrics["t2v"]["R@1"], metrics["v2t"]["R@1"])
+    return report
