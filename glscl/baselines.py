@@ -158,3 +158,48 @@ class XPoolHead(nn.Module):
     def forward(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
         """Same as :meth:`score` with the default tile sizes."""
         return self.score(t, V, mask)
+
+
+class LinearMeanPooling(nn.Module):
+    """Mean pooling with a trained linear map per side (a CLIP4Clip meanP head fitted on frozen features): the
+    fair order-blind baseline, since it learns from the same pairs as GLSCL but cannot see frame order."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.pool = MeanPooling()
+        self.text = nn.Linear(dim, dim)
+        self.video = nn.Linear(dim, dim)
+
+    def score(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
+        """Cosine similarities ``[Nt, Nv]`` of the mapped texts and mapped pooled videos."""
+        texts = F.normalize(self.text(F.normalize(t, dim=-1)), dim=-1)
+        videos = F.normalize(self.video(self.pool.embed_videos(V, mask)), dim=-1)
+        return texts @ videos.T
+
+    def forward(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
+        return self.score(t, V, mask)
+
+
+def fit_linear_mean_pooling(
+    t: Tensor, V: Tensor, mask: Tensor, text_to_video: Tensor, steps: int = 400, batch: int = 64, seed: int = 0
+) -> LinearMeanPooling:
+    """Train LinearMeanPooling with symmetric InfoNCE (logit scale 20, AdamW 1e-3) on random batches of
+    (text, its video) pairs whose videos are distinct."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = LinearMeanPooling(t.shape[-1])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    size = min(batch, int(text_to_video.max()) + 1)
+    for _ in range(steps):
+        texts = torch.randperm(len(t), generator=generator)
+        _, first = torch.unique(text_to_video[texts], return_inverse=True)
+        keep = torch.zeros(int(first.max()) + 1, dtype=torch.long).scatter_(0, first.flip(0), texts.flip(0))
+        chosen = keep[torch.randperm(len(keep), generator=generator)[:size]]
+        videos = text_to_video[chosen]
+        logits = 20.0 * model.score(t[chosen], V[videos], mask[videos])
+        labels = torch.arange(len(chosen))
+        loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()

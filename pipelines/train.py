@@ -1,6 +1,7 @@
 """The train flow: check the split's stored features, train GLSCL (in-process or on Ray Train workers), then
 report: held-out metrics next to two baselines on the same split (the untrained head and mean pooling of the
-same frame features), training throughput, a PNG of the curves, and a `runs` row."""
+same frame features, as is and with a trained linear map per side), training throughput, a PNG of the curves,
+and a `runs` row."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from glscl.backbone import BackboneConfig
-from glscl.baselines import MeanPooling
+from glscl.baselines import MeanPooling, fit_linear_mean_pooling
 from glscl.checkpoint import checkpoint_hash
 from glscl.config import HEAD_PRESETS, GLSCLConfig
 from glscl.metrics import both_directions
@@ -143,16 +144,29 @@ def run_training(config: TrainFlowConfig, job: TrainJob) -> list[dict]:
 
 
 def baseline_metrics(config: TrainFlowConfig, job: TrainJob) -> dict[str, dict]:
-    """Held-out metrics of mean pooling (CLIP4Clip meanP on the same frame features) and of the untrained head."""
-    features = read_split(Catalog(config.store), job.val_query)
+    """Held-out metrics of the baselines on the same features: mean pooling as is (CLIP4Clip meanP), mean pooling
+    with a linear map per side trained on the same training pairs (order-blind), and the untrained head."""
+    catalog = Catalog(config.store)
+    features = read_split(catalog, job.val_query)
+    train = read_split(catalog, job.train_query)
     sentence, frames = torch.from_numpy(features.sentence), torch.from_numpy(features.video_feats)
     mask = torch.from_numpy(features.video_mask)
+    linear = fit_linear_mean_pooling(
+        torch.from_numpy(train.sentence),
+        torch.from_numpy(train.video_feats),
+        torch.from_numpy(train.video_mask),
+        torch.from_numpy(train.text_to_video),
+        batch=job.train.batch_size,
+        seed=job.train.seed,
+    )
     torch.manual_seed(job.train.seed)
     untrained = Trainer(TrainModule(GLSCL(job.model)), job.model, replace(job.train, mode="head"))
-    return {
-        "mean pooling (no training)": both_directions(MeanPooling().score(sentence, frames, mask)),
-        "GLSCL untrained head": untrained.evaluate(head_pairs(features)),
-    }
+    with torch.no_grad():
+        return {
+            "mean pooling (no training)": both_directions(MeanPooling().score(sentence, frames, mask)),
+            "mean pooling + linear (trained)": both_directions(linear.score(sentence, frames, mask)),
+            "GLSCL untrained head": untrained.evaluate(head_pairs(features)),
+        }
 
 
 def plot_curves(history: list[dict], path: Path) -> Path:

@@ -166,3 +166,21 @@ def test_errors():
         XPoolHead(dim=10, num_heads=3)
     with pytest.raises(ValueError, match="block size"):
         random_xpool().score(t, V, make_inputs()[2], text_block=0)
+
+
+def test_linear_mean_pooling_learns_a_mapping_mean_pooling_cannot_see():
+    from glscl.baselines import LinearMeanPooling, MeanPooling, fit_linear_mean_pooling
+    from glscl.metrics import both_directions
+
+    torch.manual_seed(0)
+    videos = torch.randn(40, 3, 16)
+    mask = torch.ones(40, 3, dtype=torch.bool)
+    mixing = torch.randn(16, 16)
+    texts = videos.mean(dim=1) @ mixing + 0.05 * torch.randn(40, 16)
+    text_to_video = torch.arange(40)
+    before = both_directions(MeanPooling().score(texts, videos, mask))["t2v"]["R@1"]
+    model = fit_linear_mean_pooling(texts, videos, mask, text_to_video, steps=150, batch=20)
+    assert isinstance(model, LinearMeanPooling)
+    with torch.no_grad():
+        after = both_directions(model.score(texts, videos, mask))["t2v"]["R@1"]
+    assert after > before + 30

@@ -45,6 +45,7 @@ def test_head_only_training_reports_against_baselines(store, tmp_path):
     summary = train_flow(flow_config(store, tmp_path / "run"))
     assert set(summary.metrics) == {
         "mean pooling (no training)",
+        "mean pooling + linear (trained)",
         "GLSCL untrained head",
         f"GLSCL trained (best, step {summary.metrics[next(k for k in summary.metrics if 'trained (' in k)]['step']})",
     }
