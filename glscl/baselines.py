@@ -57,6 +57,10 @@ class MeanPooling(nn.Module):
         """Cosine similarities ``[Nt, Nv]`` of texts and videos."""
         return F.normalize(t, dim=-1) @ self.embed_videos(V, mask).T
 
+    def pair_scores(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
+        """Cosine similarities ``[N]`` of aligned pairs (text i, video i)."""
+        return (F.normalize(t, dim=-1) * self.embed_videos(V, mask)).sum(dim=-1)
+
     def forward(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
         """Same as :meth:`score`."""
         return self.score(t, V, mask)
@@ -170,11 +174,20 @@ class LinearMeanPooling(nn.Module):
         self.text = nn.Linear(dim, dim)
         self.video = nn.Linear(dim, dim)
 
+    def embed(self, t: Tensor, V: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Unit-norm mapped text ``[Nt, D]`` and mapped pooled video ``[Nv, D]`` embeddings."""
+        texts = F.normalize(self.text(F.normalize(t, dim=-1)), dim=-1)
+        return texts, F.normalize(self.video(self.pool.embed_videos(V, mask)), dim=-1)
+
     def score(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
         """Cosine similarities ``[Nt, Nv]`` of the mapped texts and mapped pooled videos."""
-        texts = F.normalize(self.text(F.normalize(t, dim=-1)), dim=-1)
-        videos = F.normalize(self.video(self.pool.embed_videos(V, mask)), dim=-1)
+        texts, videos = self.embed(t, V, mask)
         return texts @ videos.T
+
+    def pair_scores(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
+        """Cosine similarities ``[N]`` of aligned pairs (text i, video i)."""
+        texts, videos = self.embed(t, V, mask)
+        return (texts * videos).sum(dim=-1)
 
     def forward(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
         return self.score(t, V, mask)

@@ -16,7 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from glscl.backbone import BackboneConfig
-from glscl.baselines import MeanPooling, fit_linear_mean_pooling
+from glscl.baselines import LinearMeanPooling, MeanPooling, fit_linear_mean_pooling
 from glscl.checkpoint import checkpoint_hash
 from glscl.config import HEAD_PRESETS, GLSCLConfig
 from glscl.metrics import both_directions
@@ -143,22 +143,27 @@ def run_training(config: TrainFlowConfig, job: TrainJob) -> list[dict]:
     return [json.loads(line) for line in (Path(job.output_dir) / HISTORY_FILE).read_text().splitlines()]
 
 
+def linear_baseline(catalog: Catalog, query: FeatureQuery, train: TrainConfig) -> LinearMeanPooling:
+    """Mean pooling + a linear map per side, fitted on the split's training pairs with the run's batch and seed."""
+    pairs = read_split(catalog, query)
+    return fit_linear_mean_pooling(
+        torch.from_numpy(pairs.sentence),
+        torch.from_numpy(pairs.video_feats),
+        torch.from_numpy(pairs.video_mask),
+        torch.from_numpy(pairs.text_to_video),
+        batch=train.batch_size,
+        seed=train.seed,
+    )
+
+
 def baseline_metrics(config: TrainFlowConfig, job: TrainJob) -> dict[str, dict]:
     """Held-out metrics of the baselines on the same features: mean pooling as is (CLIP4Clip meanP), mean pooling
     with a linear map per side trained on the same training pairs (order-blind), and the untrained head."""
     catalog = Catalog(config.store)
     features = read_split(catalog, job.val_query)
-    train = read_split(catalog, job.train_query)
     sentence, frames = torch.from_numpy(features.sentence), torch.from_numpy(features.video_feats)
     mask = torch.from_numpy(features.video_mask)
-    linear = fit_linear_mean_pooling(
-        torch.from_numpy(train.sentence),
-        torch.from_numpy(train.video_feats),
-        torch.from_numpy(train.video_mask),
-        torch.from_numpy(train.text_to_video),
-        batch=job.train.batch_size,
-        seed=job.train.seed,
-    )
+    linear = linear_baseline(catalog, job.train_query, job.train)
     torch.manual_seed(job.train.seed)
     untrained = Trainer(TrainModule(GLSCL(job.model)), job.model, replace(job.train, mode="head"))
     with torch.no_grad():

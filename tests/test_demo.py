@@ -31,3 +31,4 @@ def test_demo_generates_and_ingests_both_splits(tmp_path, capsys):
     assert {" ".join(a["sentences"]) for a in annotations.values()} <= paragraphs
     assert "| GLSCL trained (best, step" in printed and "| mean pooling (no training) |" in printed
     assert (tmp_path / "train" / "best" / "model.safetensors").exists()
+    assert "held-out two-event videos" in printed and "| GLSCL trained |" in printed

@@ -1,0 +1,17 @@
+"""The order test's scoring rule: the true candidate must beat all three others; a tie is a miss."""
+
+import torch
+
+from workers.order_test import accuracy
+
+
+def test_accuracy_counts_strict_wins_only():
+    scores = torch.tensor(
+        [
+            [0.9, 0.1, 0.2, 0.3],  # win
+            [0.5, 0.5, 0.1, 0.1],  # tie with a wrong candidate: a miss
+            [0.1, 0.2, 0.0, 0.0],  # loss
+            [1.0, 1.0, 1.0, 1.0],  # blind scorer: a miss
+        ]
+    )
+    assert accuracy(scores) == 25.0
