@@ -75,11 +75,16 @@ class GLSCLConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GLSCLConfig:
         """Build a config from `to_dict()` output; unknown keys are an error, missing keys take defaults."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown GLSCLConfig key(s) {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return strict_from_dict(cls, values)
+
+
+def strict_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build dataclass `cls` from a dict, refusing keys it does not know (a typo must not pass silently)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} key(s) {unknown}; known keys are {sorted(known)}")
+    return cls(**values)
 
 
 # Head presets: the paper's values, and a small head for the tiny offline backbone (64-d features, demo data).

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from glscl.checkpoint import CheckpointError, checkpoint_hash
-from glscl.config import GLSCLConfig
+from glscl.config import GLSCLConfig, strict_from_dict
 from glscl.losses import GLSCLLoss
 from glscl.metrics import both_directions
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
@@ -90,11 +90,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build a config from `to_dict()` output; unknown keys are an error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig key(s) {unknown}")
-        return cls(**values)
+        return strict_from_dict(cls, values)
 
 
 class VideoInput(NamedTuple):
