@@ -155,7 +155,7 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-videos", type=int, default=300, help="training videos (default 300)")
     parser.add_argument("--val-videos", type=int, default=100, help="held-out videos (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed (default 0)")
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    parser.add_argument("--epochs", type=int, default=80, help="training epochs (default 80)")
     add_ray_options(parser)
 
 

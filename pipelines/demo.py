@@ -38,7 +38,7 @@ class DemoConfig:
     train_videos: int = 300
     val_videos: int = 100
     seed: int = 0
-    train_epochs: int = 30
+    train_epochs: int = 80
     batch_size: int = 32
     ray: RayConfig = field(default_factory=RayConfig)
 
