@@ -294,6 +294,14 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         help="paragraph-to-video (ActivityNet protocol, default) or sentence-to-video",
     )
     parser.add_argument("--shard-videos", type=int, default=2048, help="gallery videos per Ray shard (default 2048)")
+    parser.add_argument(
+        "--dual-softmax",
+        type=float,
+        default=None,
+        metavar="T",
+        help="also report text-to-video metrics after dual-softmax re-normalisation at temperature T (an "
+        "inference-time extra, shown apart from the main numbers; off by default)",
+    )
     parser.add_argument("--output", default="./data/runs/evaluate", help="report folder")
     parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: local Ray)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -311,6 +319,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             kind=args.kind,
             shard_videos=args.shard_videos,
             output_dir=args.output,
+            dual_softmax=args.dual_softmax,
             ray=RayConfig(address=args.ray_address),
         )
     )

@@ -40,6 +40,7 @@ class EvaluateConfig:
     shard_videos: int = 2048
     block_size: int = 1024
     output_dir: str = "./data/runs/evaluate"
+    dual_softmax: float | None = None
     ray: RayConfig = field(default_factory=RayConfig)
 
 
@@ -48,6 +49,7 @@ class EvaluateReport:
     """Metrics both ways, sizes, what was read (table versions, checkpoint hash) and where time went."""
 
     metrics: dict[str, dict[str, float]]
+    extras: dict[str, dict]
     texts: int
     videos: int
     shards: int
@@ -71,6 +73,12 @@ class EvaluateReport:
                 f"| {direction} | {m['R@1']:.1f} | {m['R@5']:.1f} | {m['R@10']:.1f} | {m['R@50']:.1f} | "
                 f"{m['MdR']:.1f} | {m['MnR']:.1f} |"
             )
+        for name, extra in self.extras.items():
+            m = extra["t2v"]
+            lines.append(
+                f"| t2v, {name} (extra, not the main number) | {m['R@1']:.1f} | {m['R@5']:.1f} | {m['R@10']:.1f} | "
+                f"{m['R@50']:.1f} | {m['MdR']:.1f} | {m['MnR']:.1f} |"
+            )
         lines += [
             "",
             f"- checkpoint {self.checkpoint} (sha256 {self.checkpoint_sha256[:16]}), features {self.model_id}",
@@ -93,7 +101,9 @@ def feature_query(config: EvaluateConfig) -> FeatureQuery:
 
 
 @task(cache_policy=NO_CACHE)
-def score_shards(config: EvaluateConfig, query: FeatureQuery, ids: list[str]) -> tuple[RankAccumulator, dict]:
+def score_shards(
+    config: EvaluateConfig, query: FeatureQuery, ids: list[str]
+) -> tuple[dict[str, RankAccumulator], dict]:
     """Run the two scoring rounds on one Ray actor per gallery shard and merge their rank counts."""
     ensure_ray(config.ray)
     gpu = cluster_has_gpu()
@@ -117,19 +127,22 @@ def score_shards(config: EvaluateConfig, query: FeatureQuery, ids: list[str]) ->
                 config.checkpoint,
                 config.block_size,
                 gpu,
+                config.dual_softmax,
             )
         )
         for lo, hi in itertools.pairwise(bounds)
     ]
-    true: dict[int, float] = {}
+    true: dict[str, dict[int, float]] = {}
     for part in ray.get([s.score.remote() for s in scorers]):
-        true.update(part)
-    true_scores = np.array([true[t] for t in range(len(true))], dtype=np.float32)
+        for name, scores in part.items():
+            true.setdefault(name, {}).update(scores)
+    true_scores = {name: np.array([t[i] for i in range(len(t))], dtype=np.float32) for name, t in true.items()}
     partials = ray.get([s.count.remote(true_scores) for s in scorers])
     stats = ray.get([s.stats.remote() for s in scorers])
     merged = partials[0]
     for partial in partials[1:]:
-        merged.merge(partial)
+        for name, accumulator in partial.items():
+            merged[name].merge(accumulator)
     timings = {key: max(s[key] for s in stats) for key in stats[0]}
     return merged, {"shards": shards, **{f"slowest_shard_{k}": v for k, v in timings.items()}}
 
@@ -160,10 +173,15 @@ def evaluate_flow(config: EvaluateConfig) -> EvaluateReport:
         query = feature_query(config)
         _, ids = gallery(catalog, query)
         versions = catalog.versions()
-        accumulator, timings = score_shards(config, query, ids)
+        accumulators, timings = score_shards(config, query, ids)
+        accumulator = accumulators.pop("raw")
         metrics = {
             "t2v": metrics_from_ranks(accumulator.t2v_ranks()),
             "v2t": metrics_from_ranks(accumulator.v2t_ranks()),
+        }
+        extras = {
+            f"dual softmax T={config.dual_softmax}": {"t2v": metrics_from_ranks(extra.t2v_ranks())}
+            for extra in accumulators.values()
         }
         output = Path(config.output_dir)
         output.mkdir(parents=True, exist_ok=True)
@@ -175,6 +193,7 @@ def evaluate_flow(config: EvaluateConfig) -> EvaluateReport:
         timings["total"] = time.perf_counter() - start
         report = EvaluateReport(
             metrics,
+            extras,
             accumulator.num_texts,
             accumulator.num_videos,
             int(timings.pop("shards")),

@@ -105,14 +105,20 @@ def trained(store, tmp_path_factory):
 @pytest.mark.parametrize("shard_videos", [8, 3])
 def test_sharded_evaluation_equals_the_dense_computation(store, trained, tmp_path, shard_videos):
     from glscl.checkpoint import load_checkpoint
-    from glscl.metrics import both_directions
+    from glscl.metrics import both_directions, dual_softmax
     from pipelines.evaluate import EvaluateConfig, evaluate_flow
     from schemas.catalog import Catalog
     from workers.features import FeatureQuery, read_split
     from workers.score import encode_texts, encode_videos
 
     report = evaluate_flow(
-        EvaluateConfig(checkpoint=str(trained), store=store, shard_videos=shard_videos, output_dir=str(tmp_path))
+        EvaluateConfig(
+            checkpoint=str(trained),
+            store=store,
+            shard_videos=shard_videos,
+            output_dir=str(tmp_path),
+            dual_softmax=0.05,
+        )
     )
     model, _, meta = load_checkpoint(trained)
     extra = meta["extra"]
@@ -120,8 +126,11 @@ def test_sharded_evaluation_equals_the_dense_computation(store, trained, tmp_pat
     with torch.inference_mode():
         texts = encode_texts(model, features.sentence, features.tokens, features.token_mask, "cpu")
         videos = encode_videos(model, features.video_feats, features.video_mask, "cpu")
-        dense = both_directions(model.score(texts, videos))
+        matrix = model.score(texts, videos)
+        dense = both_directions(matrix)
+        dense_dsl = both_directions(dual_softmax(matrix, 0.05, "t2v"))["t2v"]
     assert report.metrics == dense
+    assert report.extras == {"dual softmax T=0.05": {"t2v": dense_dsl}}
     assert report.shards == -(-8 // shard_videos) and report.videos == 8 and report.texts == 8
     assert json.loads((tmp_path / "report.json").read_text())["metrics"] == dense
     assert (tmp_path / "recall_at_k.png").stat().st_size > 1000

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from glscl.checkpoint import load_checkpoint
-from glscl.metrics import RankAccumulator
+from glscl.metrics import RankAccumulator, dual_softmax
 from glscl.model import GLSCL
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_texts, read_videos
@@ -32,6 +32,7 @@ class ShardSpec:
     checkpoint: str
     block_size: int = 1024
     use_gpu: bool = False
+    dual_softmax: float | None = None
 
 
 def encode_texts(model: GLSCL, sentence: np.ndarray, tokens: np.ndarray, mask: np.ndarray, device, batch: int = 512):
@@ -64,14 +65,15 @@ class ShardScorer:
     def __init__(self, spec: ShardSpec) -> None:
         self.spec = spec
         self.device = torch.device("cuda" if spec.use_gpu and torch.cuda.is_available() else "cpu")
-        self.scores: torch.Tensor | None = None
+        self.matrices: dict[str, torch.Tensor] = {}
         self.text_to_video: np.ndarray | None = None
         self.timings: dict[str, float] = {}
 
     @torch.inference_mode()
-    def score(self) -> dict[int, float]:
-        """Compute and keep this slice's [texts x slice] scores; return {text index: true score} for the texts
-        whose video lies in the slice."""
+    def score(self) -> dict[str, dict[int, float]]:
+        """Compute and keep this slice's [texts x slice] scores ("raw", plus "dual_softmax" when asked: the t2v
+        prior is a softmax over texts per video, so a slice holding every text computes it exactly); return
+        {matrix: {text index: true score}} for the texts whose video lies in the slice."""
         spec, start = self.spec, time.perf_counter()
         model, _, _ = load_checkpoint(spec.checkpoint, self.device)
         catalog = Catalog(spec.store)
@@ -83,23 +85,32 @@ class ShardScorer:
         video_enc = encode_videos(model, videos.feats, videos.mask, self.device)
         self.timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()
-        self.scores = model.score(text_enc, video_enc, block_size=spec.block_size).float().cpu()
+        self.matrices["raw"] = model.score(text_enc, video_enc, block_size=spec.block_size).float().cpu()
+        if spec.dual_softmax:
+            self.matrices["dual_softmax"] = dual_softmax(self.matrices["raw"], spec.dual_softmax, "t2v")
         self.timings["score"] = time.perf_counter() - start
         self.text_to_video = texts.text_to_video
         own = np.nonzero((texts.text_to_video >= spec.start) & (texts.text_to_video < spec.stop))[0]
-        return {int(t): float(self.scores[t, texts.text_to_video[t] - spec.start]) for t in own}
+        columns = texts.text_to_video[own] - spec.start
+        return {
+            name: dict(zip(own.tolist(), matrix[own, columns].tolist(), strict=True))
+            for name, matrix in self.matrices.items()
+        }
 
-    def count(self, true_scores: np.ndarray) -> RankAccumulator:
-        """Count, for every text and every video of the slice, the items that outrank the true pair."""
-        if self.scores is None:
+    def count(self, true_scores: dict[str, np.ndarray]) -> dict[str, RankAccumulator]:
+        """Count, per matrix, for every text and every video of the slice, the items that outrank the true pair."""
+        if not self.matrices:
             raise RuntimeError("score() must run before count()")
         start = time.perf_counter()
-        accumulator = RankAccumulator(
-            torch.tensor(true_scores), torch.tensor(self.text_to_video), len(self.spec.gallery_ids)
-        )
-        accumulator.add(self.scores, slice(None), slice(self.spec.start, self.spec.stop))
+        counts = {}
+        for name, matrix in self.matrices.items():
+            accumulator = RankAccumulator(
+                torch.tensor(true_scores[name]), torch.tensor(self.text_to_video), len(self.spec.gallery_ids)
+            )
+            accumulator.add(matrix, slice(None), slice(self.spec.start, self.spec.stop))
+            counts[name] = accumulator
         self.timings["count"] = time.perf_counter() - start
-        return accumulator
+        return counts
 
     def stats(self) -> dict[str, float]:
         """Seconds spent per phase in this shard."""
