@@ -42,7 +42,7 @@ from torch import Tensor
 from glscl.baselines import MeanPooling, XPoolHead
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
-from glscl.similarity import gram_matrices, local_scores
+from glscl.similarity import DEFAULT_BLOCK, gram_matrices, local_scores
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 HEADS = ("glscl", "glscl_global", "glscl_local", "xpool", "meanpool")
@@ -78,7 +78,8 @@ class ScoringBenchConfig:
     warmup: int = 1
     repeats: int = 3
     min_texts: int = 64
-    glscl_block: int = 512
+    glscl_block: int = DEFAULT_BLOCK[0]
+    glscl_video_block: int = DEFAULT_BLOCK[1]
     xpool_text_block: int = 128
     xpool_video_block: int = 64
     gemm_size: int = 2048
@@ -213,12 +214,13 @@ def build_workloads(
     local_flops = glscl_local_flops(dim, config.queries)
     glscl_dtype = torch.promote_types(torch.float32, video.frames.dtype)
     block = config.glscl_block
+    blocks = (config.glscl_block, config.glscl_video_block)
 
     def glscl(m: int) -> Tensor:
-        return model.score(first_texts(text, m), video, block, gram)
+        return model.score(first_texts(text, m), video, blocks, gram)
 
     def glscl_global(m: int) -> Tensor:
-        return model.global_interaction(text.sentence[:m], video.frames, video.mask, block, gram)
+        return model.global_interaction(text.sentence[:m], video.frames, video.mask, blocks, gram)
 
     def glscl_local(m: int) -> Tensor:
         return local_scores(text.local[:m], video.local)
@@ -646,7 +648,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=int, nargs="+", default=defaults.sizes)
     parser.add_argument("--scaling-sizes", type=int, nargs="*", default=defaults.scaling_sizes)
     integers = ("frames", "dim", "queries", "warmup", "repeats", "min_texts", "glscl_block", "xpool_text_block")
-    for name in (*integers, "xpool_video_block", "gemm_size", "seed"):
+    for name in (*integers, "glscl_video_block", "xpool_video_block", "gemm_size", "seed"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
     parser.add_argument("--dtype", choices=sorted(DTYPES), default=defaults.dtype)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glscl.config import GLSCLConfig
-from glscl.similarity import global_pair_scores, global_scores, local_pair_scores, local_scores
+from glscl.similarity import DEFAULT_BLOCK, global_pair_scores, global_scores, local_pair_scores, local_scores
 
 
 class VideoEncoding(NamedTuple):
@@ -110,7 +110,7 @@ class GlobalInteraction(nn.Module):
         text: Tensor,
         frames: Tensor,
         mask: Tensor,
-        block_size: int | tuple[int, int] = 512,
+        block_size: int | tuple[int, int] = DEFAULT_BLOCK,
         gram: Tensor | None = None,
     ) -> Tensor:
         """[Nt, Nv] global scores; see `glscl.similarity.global_scores`."""
@@ -152,7 +152,7 @@ class GLSCL(nn.Module):
         self,
         text: TextEncoding,
         video: VideoEncoding,
-        block_size: int | tuple[int, int] = 512,
+        block_size: int | tuple[int, int] = DEFAULT_BLOCK,
         gram: Tensor | None = None,
     ) -> Tensor:
         """All-pairs scores [Nt, Nv] = global + local_weight * local; `gram` is an optional cached Gram."""

@@ -32,6 +32,7 @@ from glscl.config import GLSCLConfig, strict_from_dict
 from glscl.losses import GLSCLLoss
 from glscl.metrics import both_directions
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
+from glscl.similarity import DEFAULT_BLOCK
 
 if TYPE_CHECKING:
     from glscl.backbone import Backbone
@@ -600,7 +601,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(
-        self, data: PairData, block_size: int | tuple[int, int] = 512, batch_size: int | None = None
+        self, data: PairData, block_size: int | tuple[int, int] = DEFAULT_BLOCK, batch_size: int | None = None
     ) -> dict[str, dict[str, float]]:
         """Retrieval metrics on `data` ({"t2v": ..., "v2t": ...}): each item is encoded once, pairs scored in blocks.
 

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 
 from glscl.checkpoint import checkpoint_hash, load_checkpoint
 from glscl.metrics import RankAccumulator, metrics_from_ranks
+from glscl.similarity import DEFAULT_BLOCK
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, gallery
@@ -38,7 +39,7 @@ class EvaluateConfig:
     split: str = "val_1"
     kind: str = "paragraph"
     shard_videos: int = 2048
-    block_size: int = 1024
+    block_size: tuple[int, int] = DEFAULT_BLOCK
     output_dir: str = "./data/runs/evaluate"
     dual_softmax: float | None = None
     ray: RayConfig = field(default_factory=RayConfig)

@@ -15,6 +15,7 @@ import torch
 from glscl.checkpoint import load_checkpoint
 from glscl.metrics import RankAccumulator, dual_softmax
 from glscl.model import GLSCL
+from glscl.similarity import DEFAULT_BLOCK
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_texts, read_videos
 
@@ -30,7 +31,7 @@ class ShardSpec:
     start: int
     stop: int
     checkpoint: str
-    block_size: int = 1024
+    block_size: tuple[int, int] = DEFAULT_BLOCK
     use_gpu: bool = False
     dual_softmax: float | None = None
 
