@@ -110,11 +110,12 @@ def score_shards(
     gpu = cluster_has_gpu()
     shards = max(1, math.ceil(len(ids) / config.shard_videos))
     bounds = np.linspace(0, len(ids), shards + 1).round().astype(int)
-    # Every shard actor must be alive at once (round two needs round one's blocks), so they share the CPUs
-    # (or GPUs) fractionally rather than waiting for each other.
-    cpus = ray.cluster_resources().get("CPU", 1.0)
-    gpus = ray.cluster_resources().get("GPU", 0.0)
-    resources = {"num_gpus": min(1.0, gpus / shards), "num_cpus": 0} if gpu else {"num_cpus": min(1.0, cpus / shards)}
+    # Every shard actor must be alive at once (round two needs round one's blocks): a whole CPU (or GPU) each
+    # when the cluster has that many, else a token share spread over the nodes, so that placement never waits.
+    available = ray.cluster_resources().get("GPU" if gpu else "CPU", 0.0)
+    share = 1.0 if shards <= int(available) else 0.01
+    resources = {"num_gpus": share, "num_cpus": 0} if gpu else {"num_cpus": share}
+    resources["scheduling_strategy"] = "SPREAD"
     actor = ray.remote(**resources)(ShardScorer)
     scorers = [
         actor.remote(

@@ -1,0 +1,126 @@
+"""Cluster mode: a real two-node Ray cluster on loopback (`ray start --head` plus a worker node, each in its own
+process group so that stopping them leaves any other Ray alone, with Ray's token authentication on), and
+`glscl ingest --ray-address` through it."""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lancedb
+import pytest
+from conftest import make_video
+
+from benchmarks.synthetic_gallery import GalleryConfig, build_gallery
+
+RAY = str(Path(sys.executable).with_name("ray"))
+CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_node(*args: str) -> subprocess.Popen:
+    command = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats", *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=CLUSTER_ENV
+    )
+
+
+def wait_for_nodes(address: str, count: int, timeout: float = 120) -> None:
+    probe = (
+        f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
+        "print(len([n for n in ray.nodes() if n['Alive']]))"
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=CLUSTER_ENV)
+        if out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == [str(count)]:
+            return
+        time.sleep(2)
+    raise TimeoutError(f"the Ray cluster at {address} did not reach {count} nodes")
+
+
+@pytest.fixture
+def cluster():
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    head = start_node("--head", f"--port={port}", "--include-dashboard=false")
+    nodes = [head]
+    try:
+        wait_for_nodes(address, 1)
+        nodes.append(start_node(f"--address={address}"))
+        wait_for_nodes(address, 2)
+        yield address
+    finally:
+        for node in reversed(nodes):
+            os.killpg(node.pid, signal.SIGTERM)
+            try:
+                node.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(node.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_ingest_and_evaluate_through_a_two_node_cluster(cluster, tmp_path):
+    for index, colour in enumerate(["red", "blue", "green"]):
+        make_video(tmp_path / "videos" / f"clip{index}.mp4", [colour])
+    db = tmp_path / "db"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "ingest",
+            str(tmp_path / "videos"),
+            "--db",
+            str(db),
+            "--frames",
+            "2",
+            "--ray-address",
+            cluster,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=CLUSTER_ENV,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    frames = lancedb.connect(str(db)).open_table("frames").to_arrow()
+    assert frames.num_rows == 3 and len(set(frames.column("video_id").to_pylist())) == 3
+    gallery = tmp_path / "gallery"
+    checkpoint = build_gallery(GalleryConfig(str(gallery), videos=24, frames=4, dim=16, words=5))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "evaluate",
+            "--checkpoint",
+            str(checkpoint),
+            "--db",
+            str(gallery),
+            "--shard-videos",
+            "10",
+            "--output",
+            str(tmp_path / "report"),
+            "--ray-address",
+            cluster,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=CLUSTER_ENV,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["shards"] == 3 and report["videos"] == report["texts"] == 24
