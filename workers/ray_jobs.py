@@ -38,7 +38,8 @@ def ensure_ray(config: RayConfig) -> None:
     if config.address:
         ray.init(address=config.address, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=config.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # "local" always starts a fresh Ray here, even when an earlier `ray start` left its address behind.
+        ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False
 
 
