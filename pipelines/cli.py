@@ -71,6 +71,16 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encode-actors", type=int, default=1, help="model actors per encode stage (default 1)")
 
 
+def add_kind_option(parser: argparse.ArgumentParser) -> None:
+    """--kind: which texts pair with videos, shared by train and evaluate."""
+    parser.add_argument(
+        "--kind",
+        choices=("paragraph", "sentence"),
+        default="paragraph",
+        help="paragraph-to-video (ActivityNet protocol, default) or sentence-to-video pairs",
+    )
+
+
 def store_config(args: argparse.Namespace) -> StoreConfig:
     """The StoreConfig named by --db and --storage-option."""
     return StoreConfig(uri=args.db, storage_options=_storage_options(args.storage_option))
@@ -188,12 +198,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     add_backbone_options(parser)
     parser.add_argument("--split", default="train", help="training split (default train)")
     parser.add_argument("--val-split", default="val_1", help="held-out split, or '' for none (default val_1)")
-    parser.add_argument(
-        "--kind",
-        choices=("paragraph", "sentence"),
-        default="paragraph",
-        help="paragraph-to-video (ActivityNet protocol, default) or sentence-to-video pairs",
-    )
+    add_kind_option(parser)
     parser.add_argument("--max-words", type=int, default=32, help="text length the texts were ingested with")
     parser.add_argument(
         "--mode",
@@ -287,12 +292,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by glscl train")
     add_store_options(parser)
     parser.add_argument("--split", default="val_1", help="split to evaluate (default val_1)")
-    parser.add_argument(
-        "--kind",
-        choices=("paragraph", "sentence"),
-        default="paragraph",
-        help="paragraph-to-video (ActivityNet protocol, default) or sentence-to-video",
-    )
+    add_kind_option(parser)
     parser.add_argument("--shard-videos", type=int, default=2048, help="gallery videos per Ray shard (default 2048)")
     parser.add_argument(
         "--dual-softmax",
