@@ -1,0 +1,164 @@
+"""Object storage end to end: a moto S3 server on 127.0.0.1, the real `glscl ingest` writing an s3:// database
+through --storage-option, the rows read back with the catalogue, a second run writing nothing, and `glscl
+maintain` compacting and pruning the S3 tables."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import boto3
+import pytest
+from conftest import make_video
+
+from pipelines.cli import main
+from schemas.catalog import Catalog, StoreConfig
+from schemas.tables import CAPTIONS, FRAMES, RUNS, TEXTS, VIDEOS
+
+pytestmark = [
+    pytest.mark.usefixtures("ray_local", "prefect_server"),
+    pytest.mark.filterwarnings(r"ignore:optimize\(cleanup_older_than=0\):UserWarning"),
+]
+
+BUCKET = "glscl-test"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "aws_region": "us-east-1"}
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A running moto S3 server: its endpoint and the LanceDB storage options that reach it."""
+
+    endpoint: str
+
+    @property
+    def storage_options(self) -> dict[str, str]:
+        """What `--storage-option` passes to LanceDB for this server (plain http, static test keys)."""
+        return {"aws_endpoint": self.endpoint, "allow_http": "true", **CREDENTIALS}
+
+    def cli_options(self, uri: str) -> list[str]:
+        """--db URI plus one --storage-option per setting."""
+        pairs = [f"{key}={value}" for key, value in self.storage_options.items()]
+        return ["--db", uri, *(arg for pair in pairs for arg in ("--storage-option", pair))]
+
+    def client(self):
+        """A boto3 S3 client for this server."""
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=CREDENTIALS["aws_access_key_id"],
+            aws_secret_access_key=CREDENTIALS["aws_secret_access_key"],
+            region_name=CREDENTIALS["aws_region"],
+        )
+
+    def object_keys(self) -> list[str]:
+        """Every object key in the test bucket."""
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -> None:
+    """Block until the server accepts connections; fail if it exits or takes too long."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited with code {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"moto server did not listen on port {port} within {seconds} s")
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3 server in its own process group, with one empty bucket; the whole group is killed at the end."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_port(port, process)
+        server = S3Server(f"http://127.0.0.1:{port}")
+        server.client().create_bucket(Bucket=BUCKET)
+        yield server
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """Two tiny videos with one caption each, listed in a CSV manifest."""
+    root = tmp_path_factory.mktemp("s3-videos")
+    make_video(root / "red.mp4", ["red", "blue"])
+    make_video(root / "green.mp4", ["green", "yellow"])
+    path = root / "list.csv"
+    path.write_text(
+        "id,path,split,caption\nred,red.mp4,train,A red screen then blue.\n"
+        "green,green.mp4,train,A green screen then yellow.\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def ingested(s3_server, manifest):
+    """The real `glscl ingest` of the manifest into s3://BUCKET/db; returns the database URI."""
+    uri = f"s3://{BUCKET}/db"
+    code = main(["ingest", str(manifest), *s3_server.cli_options(uri), "--frames", "4", "--json"])
+    assert code == 0
+    return uri
+
+
+def test_ingest_writes_the_tables_to_s3(s3_server, ingested):
+    catalog = Catalog(StoreConfig(ingested, s3_server.storage_options))
+    videos = catalog.scan(VIDEOS, ["source_id", "status", "split"]).to_pylist()
+    assert sorted(v["source_id"] for v in videos) == ["green", "red"]
+    assert {(v["status"], v["split"]) for v in videos} == {("ok", "train")}
+    frames = catalog.scan(FRAMES, ["num_frames", "frame_mask"]).to_pylist()
+    assert [f["num_frames"] for f in frames] == [4, 4] and all(f["frame_mask"] == [True] * 4 for f in frames)
+    captions = catalog.scan(CAPTIONS, ["text"])["text"].to_pylist()
+    assert sorted(captions) == ["A green screen then yellow.", "A red screen then blue."]
+    assert catalog.open_existing(TEXTS).count_rows() == 2
+    [run] = catalog.scan(RUNS, ["flow", "status"]).to_pylist()
+    assert run == {"flow": "ingest", "status": "completed"}
+    assert any(key.startswith("db/frames.lance/data/") for key in s3_server.object_keys()), "the data is in the bucket"
+
+
+def test_second_ingest_writes_nothing(s3_server, ingested, manifest, capsys):
+    catalog = Catalog(StoreConfig(ingested, s3_server.storage_options))
+    before = {name: v for name, v in catalog.versions().items() if name != "runs"}
+    capsys.readouterr()
+    assert main(["ingest", str(manifest), *s3_server.cli_options(ingested), "--frames", "4", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["counts"]["already_ingested"] == 2 and summary["counts"]["pending"] == 0
+    assert {name: v for name, v in catalog.versions().items() if name != "runs"} == before
+
+
+def test_maintain_compacts_and_prunes_the_s3_tables(s3_server, ingested, capsys):
+    capsys.readouterr()
+    assert main(["maintain", *s3_server.cli_options(ingested), "--retain-hours", "0", "--json"]) == 0
+    report = {t["table"]: t for t in json.loads(capsys.readouterr().out)["tables"]}
+    assert set(report) == {"videos", "frames", "captions", "texts", "runs"}
+    for name, upkeep in report.items():
+        assert upkeep["after"]["rows"] == upkeep["before"]["rows"], name
+        assert upkeep["after"]["versions"] == 1 < upkeep["before"]["versions"], name
+    runs = report["runs"]
+    assert runs["after"]["fragments"] < runs["before"]["fragments"]
+    catalog = Catalog(StoreConfig(ingested, s3_server.storage_options))
+    assert catalog.open_existing(VIDEOS).count_rows() == 2
+    assert {r["flow"] for r in catalog.scan(RUNS, ["flow"]).to_pylist()} == {"ingest", "maintain"}
