@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
 		echo "installing Debian's ffmpeg"; \
 		$$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq ffmpeg; }
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium (the search page's browser test)"; \
+		$$(command -v sudo) apt-get update -qq && $$(command -v sudo) apt-get install -y -qq chromium; }
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1

@@ -13,6 +13,7 @@ from glscl.backbone import TINY_MODEL, BackboneConfig
 from glscl.checkpoint import CheckpointError
 from glscl.config import HEAD_PRESETS
 from schemas.catalog import StoreConfig
+from workers.ann import VECTOR_INDEX_TYPES, AnnConfig
 from workers.features import FeaturesError
 from workers.probe import VideoError
 from workers.ray_jobs import RayConfig
@@ -327,6 +328,47 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_maintain_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl maintain [options]`."""
+    parser = commands.add_parser(
+        "maintain",
+        help="table upkeep: compact small fragments, update indexes, remove old versions",
+        description="Keep up every table of a database (or the --table ones): compact the small fragments each "
+        "commit leaves, add new rows to existing indexes, and remove table versions older than --retain-hours. "
+        "Reports fragments, rows, versions and unindexed rows before and after, and fails if a stored row was "
+        "lost or duplicated. Safe while ingest runs, as long as --retain-hours is above zero.",
+    )
+    add_store_options(parser)
+    parser.add_argument(
+        "--retain-hours",
+        type=float,
+        default=168.0,
+        help="keep versions younger than this (default 168 = 7 days); 0 keeps only the newest and breaks any "
+        "writer working on the table at that moment",
+    )
+    parser.add_argument(
+        "--table", action="append", default=[], help="table to keep up (repeatable; default: every table)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run_maintain(args: argparse.Namespace) -> int:
+    """Run the maintain flow and print its summary."""
+    from datetime import timedelta
+
+    from pipelines.maintain import MaintainConfig, maintain_flow
+
+    summary = maintain_flow(
+        MaintainConfig(
+            store=store_config(args),
+            retain_versions_older_than=timedelta(hours=args.retain_hours),
+            tables=tuple(args.table),
+        )
+    )
+    print(json.dumps(asdict(summary), indent=2) if args.json else summary.to_markdown())
+    return 0
+
+
 def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     """`glscl bench scoring [options]` and `glscl bench ingest [options]`."""
     parser = commands.add_parser(
@@ -351,6 +393,141 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_index_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl index --checkpoint DIR [options]`."""
+    parser = commands.add_parser(
+        "index",
+        help="encode every ingested video once with a checkpoint and build the search indexes",
+        description="Write the checkpoint's video_index table (encoded frames for exact re-ranking, concept "
+        "vectors, a projected ANN vector and filter metadata), then build or refresh its vector, full-text and "
+        "scalar indexes. Re-running adds only new videos and folds them into the indexes.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by glscl train")
+    add_store_options(parser)
+    parser.add_argument("--split", action="append", default=[], help="index only this split (repeatable)")
+    parser.add_argument("--vector-dim", type=int, default=256, help="ANN vector width after projection")
+    parser.add_argument("--index-type", choices=VECTOR_INDEX_TYPES, default="IVF_PQ", help="vector index type")
+    parser.add_argument("--min-rows", type=int, default=10_000, help="build the vector index from this many rows")
+    parser.add_argument("--partitions", type=int, default=None, help="IVF partitions (default about sqrt(rows))")
+    parser.add_argument("--sub-vectors", type=int, default=None, help="PQ sub-vectors (default width / 8)")
+    parser.add_argument("--shard-videos", type=int, default=512, help="videos per Ray task (default 512)")
+    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: local Ray)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def run_index(args: argparse.Namespace) -> int:
+    """Run the index flow and print its summary."""
+    from pipelines.index import IndexConfig, index_flow
+
+    summary = index_flow(
+        IndexConfig(
+            checkpoint=args.checkpoint,
+            store=store_config(args),
+            splits=tuple(args.split),
+            shard_videos=args.shard_videos,
+            ann=AnnConfig(
+                vector_dim=args.vector_dim,
+                index_type=args.index_type,
+                min_rows=args.min_rows,
+                num_partitions=args.partitions,
+                num_sub_vectors=args.sub_vectors,
+            ),
+            ray=RayConfig(address=args.ray_address),
+        )
+    )
+    print(json.dumps(asdict(summary), indent=2) if args.json else summary.to_markdown())
+    return 0
+
+
+def add_search_options(parser: argparse.ArgumentParser) -> None:
+    """The checkpoint, database, query backbone and ANN settings shared by `query` and `serve`."""
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder whose video index to search")
+    add_store_options(parser)
+    add_backbone_options(parser)
+    parser.add_argument("--candidates", type=int, default=200, help="ANN candidates re-ranked exactly")
+    parser.add_argument("--nprobes", type=int, default=32, help="IVF partitions probed per query")
+    parser.add_argument("--refine-factor", type=int, default=None, help="LanceDB refine factor (default off)")
+
+
+def search_config(args: argparse.Namespace):
+    """The SearchConfig named by the search options."""
+    from workers.search import SearchConfig
+
+    return SearchConfig(
+        checkpoint=args.checkpoint,
+        store=store_config(args),
+        backbone=backbone_config(args),
+        candidates=args.candidates,
+        nprobes=args.nprobes,
+        refine_factor=args.refine_factor,
+    )
+
+
+def add_query_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl query TEXT [options]`."""
+    parser = commands.add_parser(
+        "query",
+        help="text-to-video search over a checkpoint's video index",
+        description="Rank the indexed videos for TEXT: ANN candidates re-ranked with the exact GLSCL score "
+        "(--exact scores the whole gallery; --hybrid mixes in full-text matches on captions). Filters are "
+        "COLUMN OP VALUE with OP one of = != < <= > >= in, on video_id, dataset, split, source_path, duration_s, "
+        "ingested_at (ISO time), e.g. --where split=val_1 --where 'duration_s>=30' --where 'dataset in a,b'.",
+    )
+    parser.add_argument("text", help="the query")
+    parser.add_argument("-k", type=int, default=10, help="results to return (default 10)")
+    parser.add_argument("--where", action="append", default=[], help="metadata filter (repeatable, ANDed)")
+    parser.add_argument("--exact", action="store_true", help="score every video exactly (slow on big galleries)")
+    parser.add_argument("--hybrid", action="store_true", help="fuse full-text matches on captions (RRF)")
+    add_search_options(parser)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _result_markdown(result) -> str:
+    lines = [
+        f"## {result.mode} search: {result.query!r} ({result.candidates} candidates, "
+        f"{result.timings_ms['total']:.1f} ms)",
+        "",
+        "| rank | score | video | span (s) | path |",
+        "|---|---|---|---|---|",
+    ]
+    for hit in result.hits:
+        span = f"{hit.span_s[0]:.1f}-{hit.span_s[1]:.1f}" if hit.span_s else ""
+        lines.append(f"| {hit.rank} | {hit.score:.4f} | {hit.video_id} | {span} | {hit.source_path} |")
+    return "\n".join(lines)
+
+
+def run_query(args: argparse.Namespace) -> int:
+    """Answer one query and print the ranked videos."""
+    from workers.filters import parse_filter
+    from workers.search import Searcher
+
+    filters = [parse_filter(text) for text in args.where]
+    result = Searcher(search_config(args)).search(args.text, args.k, filters, exact=args.exact, hybrid=args.hybrid)
+    print(json.dumps(result.to_dict(), indent=2) if args.json else _result_markdown(result))
+    return 0
+
+
+def add_serve_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl serve --checkpoint DIR [options]`."""
+    parser = commands.add_parser(
+        "serve",
+        help="HTTP search API and web page (127.0.0.1 by default)",
+        description="Serve POST /search (JSON in and out; schema at /openapi.json, docs at /docs), thumbnails and "
+        "a search page at /, keeping the model and tables warm.",
+    )
+    add_search_options(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    from pipelines.serve import serve
+
+    serve(search_config(args), args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command."""
     parser = argparse.ArgumentParser(prog="glscl", description="Text-to-video search with GLSCL on LanceDB.")
@@ -360,10 +537,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(commands)
     add_evaluate_parser(commands)
     add_bench_parser(commands)
+    add_maintain_parser(commands)
+    add_index_parser(commands)
+    add_query_parser(commands)
+    add_serve_parser(commands)
     return parser
 
 
-_RUNNERS = {"ingest": run_ingest, "demo": run_demo, "train": run_train, "evaluate": run_evaluate, "bench": run_bench}
+_RUNNERS = {
+    "ingest": run_ingest,
+    "demo": run_demo,
+    "train": run_train,
+    "evaluate": run_evaluate,
+    "bench": run_bench,
+    "maintain": run_maintain,
+    "index": run_index,
+    "query": run_query,
+    "serve": run_serve,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -116,3 +116,10 @@ def check_schema(spec: TableSpec, schema: pa.Schema, uri: str, dim: int | None) 
 def sql_string(value: str) -> str:
     """Quote a value as an SQL string literal for a LanceDB filter (single quotes doubled)."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def sql_in(column: str, values: list[str]) -> str:
+    """`column IN (...)` over quoted string literals, for pushing an id list into a LanceDB filter."""
+    if not values:
+        return "FALSE"
+    return f"{column} IN ({', '.join(sql_string(v) for v in values)})"

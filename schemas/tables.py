@@ -96,6 +96,40 @@ def _texts(dim: int | None) -> list[pa.Field]:
     ]
 
 
+def _video_index(num_queries: int, vector_dim: int) -> Callable[[int | None], list[pa.Field]]:
+    def fields(dim: int | None) -> list[pa.Field]:
+        assert dim is not None
+        return [
+            pa.field("video_id", pa.string(), nullable=False),
+            pa.field("dataset", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("source_path", pa.string(), nullable=False),
+            pa.field("duration_s", pa.float64()),
+            pa.field("ingested_at", _TIMESTAMP, nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("frames", pa.list_(pa.list_(pa.float16(), dim)), nullable=False),
+            pa.field("frame_mask", pa.list_(pa.bool_()), nullable=False),
+            pa.field("timestamps", pa.list_(pa.float32()), nullable=False),
+            pa.field("local", pa.list_(pa.float16(), num_queries * dim), nullable=False),
+            pa.field("vector", _vector(vector_dim), nullable=False),
+            pa.field("indexed_at", _TIMESTAMP, nullable=False),
+            pa.field("run_id", pa.string(), nullable=False),
+        ]
+
+    return fields
+
+
+def _projection(_: int | None) -> list[pa.Field]:
+    return [
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("rows", pa.int32(), nullable=False),
+        pa.field("cols", pa.int32(), nullable=False),
+        pa.field("values", pa.list_(pa.float32()), nullable=False),
+        pa.field("fitted_on", pa.int64(), nullable=False),
+        pa.field("captured_energy", pa.float64(), nullable=False),
+    ]
+
+
 def _runs(_: int | None) -> list[pa.Field]:
     return [
         pa.field("run_id", pa.string(), nullable=False),
@@ -121,6 +155,7 @@ class TableSpec:
     version: int
     fields: Callable[[int | None], list[pa.Field]]
     needs_dim: bool = False
+    metadata: tuple[tuple[str, str], ...] = ()
 
     def schema(self, dim: int | None = None) -> pa.Schema:
         """The Arrow schema, with the table name, schema version and embed dim recorded in its metadata."""
@@ -129,6 +164,7 @@ class TableSpec:
         metadata = {TABLE_NAME_KEY: self.name.encode(), SCHEMA_VERSION_KEY: str(self.version).encode()}
         if self.needs_dim:
             metadata[EMBED_DIM_KEY] = str(dim).encode()
+        metadata.update({key.encode(): value.encode() for key, value in self.metadata})
         return pa.schema(self.fields(dim), metadata=metadata)
 
 
@@ -137,5 +173,36 @@ FRAMES = TableSpec("frames", ("video_id", "model_id", "sampling_hash"), 1, _fram
 CAPTIONS = TableSpec("captions", ("caption_id",), 1, _captions)
 TEXTS = TableSpec("texts", ("caption_id", "model_id", "max_words"), 1, _texts, needs_dim=True)
 RUNS = TableSpec("runs", ("run_id",), 1, _runs)
+
+VIDEO_INDEX_PREFIX = "video_index_"
+CHECKPOINT_KEY = "glscl.checkpoint_sha256"
+MODEL_ID_KEY = "glscl.backbone_model_id"
+INDEX_FILTER_COLUMNS = ("video_id", "dataset", "split", "source_path", "duration_s", "ingested_at")
+
+
+def video_index_name(checkpoint_sha: str) -> str:
+    """The name of a checkpoint's video index table."""
+    return VIDEO_INDEX_PREFIX + checkpoint_sha[:16]
+
+
+def video_index_spec(checkpoint_sha: str, model_id: str, num_queries: int, vector_dim: int) -> TableSpec:
+    """The `video_index` table of one checkpoint: per-video GLSCL encodings, the ANN vector, filter metadata.
+
+    One table per checkpoint (named by its hash), so a vector index never mixes two models' vectors.
+    """
+    return TableSpec(
+        video_index_name(checkpoint_sha),
+        ("video_id",),
+        1,
+        _video_index(num_queries, vector_dim),
+        needs_dim=True,
+        metadata=((CHECKPOINT_KEY, checkpoint_sha), (MODEL_ID_KEY, model_id)),
+    )
+
+
+def projection_spec(index_name: str) -> TableSpec:
+    """The table holding the ANN projection basis of one video index (a table, so object stores work too)."""
+    return TableSpec(index_name + "_projection", ("name",), 1, _projection)
+
 
 ALL_TABLES: tuple[TableSpec, ...] = (VIDEOS, FRAMES, CAPTIONS, TEXTS, RUNS)

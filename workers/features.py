@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.catalog import Catalog, sql_string
+from schemas.catalog import Catalog, sql_in, sql_string
 from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 
 
@@ -79,11 +79,12 @@ def _sampling_hash(catalog: Catalog, query: FeatureQuery) -> str:
 
 @dataclass
 class VideoFeatures:
-    """Frame features of some gallery videos, in gallery order."""
+    """Frame features of some gallery videos, in gallery order, with each frame's time in seconds."""
 
     video_ids: list[str]
     feats: np.ndarray
     mask: np.ndarray
+    timestamps: np.ndarray
 
 
 @dataclass
@@ -119,10 +120,10 @@ def read_videos(catalog: Catalog, query: FeatureQuery, sampling_hash: str, video
     """Frame features and masks of the given videos, in the given order."""
     frames = catalog.scan(
         FRAMES,
-        ["video_id", "features", "frame_mask"],
-        f"model_id = {sql_string(query.model_id)} AND sampling_hash = {sql_string(sampling_hash)}",
+        ["video_id", "features", "frame_mask", "timestamps"],
+        f"model_id = {sql_string(query.model_id)} AND sampling_hash = {sql_string(sampling_hash)} AND "
+        + sql_in("video_id", video_ids),
     )
-    frames = frames.filter(pc.is_in(frames["video_id"], pa.array(video_ids)))
     position = {vid: i for i, vid in enumerate(frames["video_id"].to_pylist())}
     frames = frames.take(pa.array([position[vid] for vid in video_ids], pa.int64()))
     slots = len(frames["frame_mask"][0]) if frames.num_rows else 0
@@ -130,6 +131,7 @@ def read_videos(catalog: Catalog, query: FeatureQuery, sampling_hash: str, video
         video_ids=list(video_ids),
         feats=dense(frames["features"], frames.num_rows, slots, -1),
         mask=dense(frames["frame_mask"], frames.num_rows, slots, dtype=bool),
+        timestamps=dense(frames["timestamps"], frames.num_rows, slots),
     )
 
 

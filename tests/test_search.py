@@ -1,0 +1,234 @@
+"""Index and search on tables written by the real ingest and train flows: two-stage equals exact when the
+candidates cover the gallery, filters apply before ranking, incremental indexing, hybrid text matches,
+the ANN index path, and clear errors for bad queries."""
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import torch
+import uvicorn
+
+from glscl.backbone import BackboneConfig
+from glscl.checkpoint import load_checkpoint, save_checkpoint
+from glscl.training import TrainConfig
+from pipelines.cli import main
+from pipelines.demo import DEMO_MAX_WORDS, DemoConfig, ingest_config
+from pipelines.index import IndexConfig, index_flow
+from pipelines.ingest import ingest_flow
+from pipelines.serve import create_app
+from pipelines.train import TrainFlowConfig, train_flow
+from schemas.catalog import StoreConfig
+from workers.ann import AnnConfig
+from workers.filters import Filter, FilterError, filters_sql, parse_filter
+from workers.search import SearchConfig, Searcher, SearchError
+from workers.synthetic import SyntheticConfig, generate_synthetic_dataset
+from workers.train_worker import BEST_DIR
+
+pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
+
+SMALL_ANN = AnnConfig(vector_dim=64, index_type="IVF_HNSW_SQ", min_rows=16, num_partitions=2)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    dataset = generate_synthetic_dataset(SyntheticConfig(out_dir=root, n_train=16, n_val=8, seed=5))
+    demo = DemoConfig(out_dir=str(root), store=StoreConfig(str(root / "db")))
+    assert ingest_flow(ingest_config(demo, dataset)).exit_code == 0
+    config = TrainFlowConfig(
+        store=demo.store,
+        max_words=DEMO_MAX_WORDS,
+        head_preset="tiny",
+        train=TrainConfig(epochs=2, batch_size=8, seed=1),
+        output_dir=str(root / "run"),
+    )
+    train_flow(config)
+    return demo.store, str(root / "run" / BEST_DIR), root
+
+
+@pytest.fixture(scope="module")
+def indexed(trained):
+    store, checkpoint, _ = trained
+    first = index_flow(IndexConfig(checkpoint, store, splits=("train",), shard_videos=5, ann=SMALL_ANN))
+    assert first.added == 16 and first.health_after.rows == 16
+    second = index_flow(IndexConfig(checkpoint, store, shard_videos=5, ann=SMALL_ANN))
+    assert second.added == 8 and second.health_after.rows == 24
+    assert all(count == 0 for count in second.health_after.unindexed.values()), second.health_after
+    return store, checkpoint, second
+
+
+def searcher(store, checkpoint, **settings) -> Searcher:
+    return Searcher(SearchConfig(checkpoint, store, **settings))
+
+
+def test_incremental_index_covers_new_videos_with_every_index(indexed):
+    _, _, summary = indexed
+    assert summary.projection["dim"] == 64 and 0 < summary.projection["captured_energy"] <= 1.0
+    assert "vector_idx" in summary.health_after.unindexed and "text_idx" in summary.health_after.unindexed
+    assert any("optimised" in action for action in summary.actions)
+
+
+def test_two_stage_equals_exact_when_candidates_cover_the_gallery(indexed):
+    store, checkpoint, _ = indexed
+    engine = searcher(store, checkpoint, candidates=24, nprobes=2)
+    for text in ("a red circle moves left", "a blue square appears then a green triangle"):
+        two_stage = engine.search(text, k=10)
+        exact = engine.search(text, k=10, exact=True)
+        assert [h.video_id for h in two_stage.hits] == [h.video_id for h in exact.hits]
+        assert [h.score for h in two_stage.hits] == pytest.approx([h.score for h in exact.hits], abs=1e-5)
+        assert two_stage.mode == "two-stage" and exact.mode == "exact" and two_stage.candidates == 24
+
+
+def test_filters_apply_before_ranking(indexed):
+    store, checkpoint, _ = indexed
+    engine = searcher(store, checkpoint, candidates=4, nprobes=1)
+    result = engine.search("a shape moves", k=8, filters=[Filter("split", "=", "val_1")])
+    assert len(result.hits) == 8 and {h.split for h in result.hits} == {"val_1"}
+    one = result.hits[3].video_id
+    only = engine.search("a shape moves", k=5, filters=[Filter("video_id", "in", [one])])
+    assert [h.video_id for h in only.hits] == [one]
+    none = engine.search("a shape moves", k=5, filters=[parse_filter("duration_s > 1e9")])
+    assert none.hits == []
+
+
+def test_hits_carry_metadata_and_a_time_span(indexed):
+    store, checkpoint, _ = indexed
+    hit = searcher(store, checkpoint).search("a red circle", k=1).hits[0]
+    assert hit.source_path.endswith(".mp4") and hit.duration_s > 0 and hit.text
+    start, end = hit.span_s
+    assert 0 <= start <= end <= hit.duration_s
+
+
+def test_hybrid_mode_fuses_full_text_matches(indexed):
+    store, checkpoint, _ = indexed
+    engine = searcher(store, checkpoint, candidates=2, nprobes=1)
+    target = engine.search("anything", k=1, exact=True).hits[0]
+    words = target.text.split(". ", 1)[-1]
+    result = engine.search(words, k=3, hybrid=True)
+    assert result.mode == "hybrid" and all(h.fused is not None for h in result.hits)
+    assert target.video_id in [h.video_id for h in result.hits]
+
+
+@pytest.mark.parametrize(
+    ("query", "k", "filters", "message"),
+    [
+        ("  ", 5, [], "empty"),
+        ("a circle", 0, [], "k must be between"),
+        ("a circle", 5000, [], "k must be between"),
+        ("a circle", 5, [Filter("colour", "=", "red")], "unknown filter column 'colour'"),
+        ("a circle", 5, [Filter("split", "~", "x")], "unknown filter operator"),
+        ("a circle", 5, [Filter("duration_s", ">", "long")], "needs a number"),
+    ],
+)
+def test_bad_queries_get_clear_errors(indexed, query, k, filters, message):
+    store, checkpoint, _ = indexed
+    with pytest.raises(SearchError, match=message):
+        searcher(store, checkpoint).search(query, k=k, filters=filters)
+
+
+def test_checkpoint_without_index_and_wrong_backbone_are_refused(indexed, tmp_path):
+    store, checkpoint, _ = indexed
+    model, config, meta = load_checkpoint(checkpoint)
+    with torch.no_grad():
+        model.local_interaction.queries.add_(0.5)
+    other = save_checkpoint(tmp_path / "other", model, config, meta["extra"])
+    with pytest.raises(SearchError, match="no video index for checkpoint"):
+        searcher(store, str(other))
+    with pytest.raises(SearchError, match="does not match the checkpoint"):
+        searcher(indexed[0], indexed[1], backbone=BackboneConfig(seed=7))
+
+
+def test_filter_sql_never_embeds_raw_text():
+    from schemas.tables import INDEX_FILTER_COLUMNS, video_index_spec
+
+    schema = video_index_spec("0" * 64, "m", 2, 8).schema(4)
+    sql = filters_sql([Filter("split", "=", "x' OR 1=1 --")], schema, INDEX_FILTER_COLUMNS)
+    assert sql == "split = 'x'' OR 1=1 --'"
+    assert filters_sql([parse_filter("ingested_at >= 2026-01-02")], schema, INDEX_FILTER_COLUMNS) == (
+        "ingested_at >= TIMESTAMP '2026-01-02 00:00:00.000000'"
+    )
+    assert parse_filter("dataset in a, b") == Filter("dataset", "in", ["a", "b"])
+    with pytest.raises(FilterError, match="cannot read filter"):
+        parse_filter("split")
+
+
+def test_cli_index_and_query(indexed, capsys):
+    store, checkpoint, _ = indexed
+    assert main(["index", "--checkpoint", checkpoint, "--db", store.uri, "--vector-dim", "64", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["added"] == 0 and report["health_after"]["rows"] == 24
+    code = main(["query", "a red circle", "-k", "3", "--checkpoint", checkpoint, "--db", store.uri, "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["hits"]) == 3 and result["hits"][0]["rank"] == 1
+    code = main(["query", "a red circle", "--checkpoint", checkpoint, "--db", store.uri, "--where", "colour=red"])
+    assert code == 2 and "unknown filter column" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def server(indexed):
+    store, checkpoint, _ = indexed
+    app = create_app(Searcher(SearchConfig(checkpoint, store)))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not instance.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert instance.started
+    yield f"http://127.0.0.1:{port}"
+    instance.should_exit = True
+    thread.join(timeout=10)
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_http_api_round_trip_and_errors(server):
+    status, body = post(
+        f"{server}/search",
+        {"text": "a red circle", "k": 4, "filters": [{"column": "split", "op": "in", "value": ["train", "val_1"]}]},
+    )
+    assert status == 200 and len(body["hits"]) == 4 and body["mode"] == "two-stage"
+    assert post(f"{server}/search", {"text": "", "k": 4})[0] == 400
+    assert post(f"{server}/search", {"text": "a circle", "k": 0})[0] == 422
+    status, body = post(f"{server}/search", {"text": "x", "filters": [{"column": "nope", "op": "=", "value": "1"}]})
+    assert status == 400 and "unknown filter column" in body["detail"]
+    with urllib.request.urlopen(f"{server}/openapi.json", timeout=30) as response:
+        schema = json.loads(response.read())
+    assert "/search" in schema["paths"] and "SearchRequest" in schema["components"]["schemas"]
+    video = post(f"{server}/search", {"text": "a red circle", "k": 1})[1]["hits"][0]["video_id"]
+    with urllib.request.urlopen(f"{server}/thumbnail/{video}?t=0.5", timeout=30) as response:
+        assert response.headers["content-type"] == "image/jpeg" and response.read(3) == b"\xff\xd8\xff"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is installed by `make setup`")
+def test_web_page_in_headless_chromium(server):
+    url = f"{server}/?q=a+red+circle+moves&k=3&where=split%3Dval_1"
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    items = re.findall(r'<li data-video-id="([^"]+)"', dom)
+    assert len(items) == 3, dom[-2000:]
+    assert dom.count('data-loaded="1"') == 3
+    assert "3 videos" in dom and "val_1" in dom

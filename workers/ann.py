@@ -1,0 +1,111 @@
+"""Indexes of a `video_index` table: the ANN vector index, the full-text index on caption text and scalar
+indexes on filter columns; created on first use and brought up to date (new rows indexed, fragments
+compacted) on later runs, since LanceDB does not index appended rows by itself."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import lancedb
+from lancedb.index import FTS, Bitmap, BTree, IvfHnswSq, IvfPq
+
+VECTOR_INDEX_TYPES = ("IVF_PQ", "IVF_HNSW_SQ", "none")
+SCALAR_INDEXES = {"video_id": "btree", "dataset": "bitmap", "split": "bitmap", "duration_s": "btree"}
+_BITMAP = "bitmap"
+
+
+@dataclass(frozen=True)
+class AnnConfig:
+    """How the approximate stage is built: vector width after projection, index type and its sizes.
+
+    Below `min_rows` no vector index is built: a flat scan of the projected vectors is exact and fast there.
+    `num_partitions` defaults to about sqrt(rows); `num_sub_vectors` to one PQ code per 8 dimensions.
+    """
+
+    vector_dim: int = 256
+    index_type: str = "IVF_PQ"
+    min_rows: int = 10_000
+    num_partitions: int | None = None
+    num_sub_vectors: int | None = None
+    sample_rate: int = 256
+    max_iterations: int = 50
+    projection_sample: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.index_type not in VECTOR_INDEX_TYPES:
+            raise ValueError(f"index_type must be one of {VECTOR_INDEX_TYPES}, got {self.index_type!r}")
+        if self.vector_dim < 1:
+            raise ValueError(f"vector_dim must be >= 1, got {self.vector_dim}")
+
+
+@dataclass
+class IndexHealth:
+    """What a person checks after indexing: rows, fragments, and rows not yet covered by each index."""
+
+    rows: int
+    fragments: int
+    small_fragments: int
+    unindexed: dict[str, int]
+
+
+def _vector_index(config: AnnConfig, rows: int, dim: int):
+    partitions = config.num_partitions or max(1, round(math.sqrt(rows)))
+    if config.index_type == "IVF_HNSW_SQ":
+        return IvfHnswSq(
+            distance_type="dot",
+            num_partitions=partitions,
+            sample_rate=config.sample_rate,
+            max_iterations=config.max_iterations,
+        )
+    sub_vectors = config.num_sub_vectors or max(1, dim // 8)
+    if dim % sub_vectors:
+        raise ValueError(f"num_sub_vectors {sub_vectors} must divide the vector width {dim}")
+    return IvfPq(
+        distance_type="dot",
+        num_partitions=partitions,
+        num_sub_vectors=sub_vectors,
+        sample_rate=config.sample_rate,
+        max_iterations=config.max_iterations,
+    )
+
+
+def _indexed_columns(table: lancedb.table.Table) -> set[str]:
+    return {column for index in table.list_indices() for column in index.columns}
+
+
+def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> list[str]:
+    """Create missing indexes and fold new rows into existing ones; returns what was done, in words."""
+    done = []
+    rows = table.count_rows()
+    indexed = _indexed_columns(table)
+    if indexed:
+        table.optimize()
+        done.append("optimised existing indexes and compacted fragments")
+    if "vector" not in indexed and config.index_type != "none" and rows >= config.min_rows:
+        table.create_index("vector", config=_vector_index(config, rows, dim))
+        done.append(f"built {config.index_type} vector index over {rows} rows")
+    if "text" not in indexed:
+        table.create_index("text", config=FTS(with_position=False))
+        done.append("built full-text index on text")
+    for column, kind in SCALAR_INDEXES.items():
+        if column not in indexed:
+            table.create_index(column, config=Bitmap() if kind == _BITMAP else BTree())
+            done.append(f"built {kind} index on {column}")
+    return done
+
+
+def index_health(table: lancedb.table.Table) -> IndexHealth:
+    """Row and fragment counts and unindexed rows per index (LanceDB's own statistics)."""
+    stats = table.stats()
+    fragments = stats["fragment_stats"]
+    unindexed = {}
+    for index in table.list_indices():
+        index_stats = table.index_stats(index.name)
+        unindexed[index.name] = int(index_stats.num_unindexed_rows) if index_stats else 0
+    return IndexHealth(
+        rows=int(stats["num_rows"]),
+        fragments=int(fragments["num_fragments"]),
+        small_fragments=int(fragments["num_small_fragments"]),
+        unindexed=unindexed,
+    )

@@ -1,0 +1,168 @@
+"""The index stage: encode stored frame features of some videos once with a checkpoint and build their
+`video_index` rows (encoded frames for the exact re-rank, concept vectors, the unprojected search vector, and
+the metadata and caption text users filter and search on)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from glscl.checkpoint import checkpoint_hash, load_checkpoint
+from glscl.search_vectors import video_search_vectors
+from schemas.catalog import Catalog, StoreConfig, sql_in
+from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, VIDEOS, TableSpec, projection_spec, video_index_spec
+from workers.features import FeatureQuery, dense, read_videos
+from workers.rows import list_array, now_utc, vector_array
+from workers.score import encode_videos
+
+SEARCH_VECTOR = "search_vector"
+
+
+@dataclass(frozen=True)
+class CheckpointIndex:
+    """The index table of a checkpoint and what its rows are built from."""
+
+    spec: TableSpec
+    sha256: str
+    model_id: str
+    sampling_hash: str
+    embed_dim: int
+
+
+def checkpoint_index(checkpoint: str, vector_dim: int) -> CheckpointIndex:
+    """Name and schema of a checkpoint's video index, from the checkpoint's config and recorded features;
+    the ANN vector is `vector_dim` wide at most ((1 + K) * D when that is smaller)."""
+    _, config, meta = load_checkpoint(checkpoint)
+    extra = meta.get("extra", {})
+    missing = [key for key in ("backbone_model_id", "sampling_hash") if key not in extra]
+    if missing:
+        raise ValueError(f"checkpoint {checkpoint} does not record {', '.join(missing)}: train it with glscl")
+    sha = checkpoint_hash(checkpoint)
+    width = min(vector_dim, (1 + config.num_queries) * config.embed_dim)
+    spec = video_index_spec(sha, extra["backbone_model_id"], config.num_queries, width)
+    return CheckpointIndex(spec, sha, extra["backbone_model_id"], extra["sampling_hash"], config.embed_dim)
+
+
+@dataclass(frozen=True)
+class IndexShard:
+    """One unit of index work: these videos' features (backbone, sampling), this checkpoint, this run."""
+
+    store: StoreConfig
+    checkpoint: str
+    model_id: str
+    sampling_hash: str
+    video_ids: tuple[str, ...]
+    run_id: str
+
+
+def caption_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, str]:
+    """Searchable text per video: its paragraph caption, else its sentences in order (empty when none)."""
+    captions = catalog.scan(CAPTIONS, ["video_id", "kind", "order", "text"], sql_in("video_id", video_ids))
+    paragraphs: dict[str, str] = {}
+    sentences: dict[str, list[tuple[int, str]]] = {}
+    for vid, kind, order, text in zip(*(captions[c].to_pylist() for c in captions.column_names), strict=True):
+        if kind == CAPTION_PARAGRAPH:
+            paragraphs[vid] = text
+        else:
+            sentences.setdefault(vid, []).append((order, text))
+    return {vid: paragraphs.get(vid) or " ".join(t for _, t in sorted(sentences.get(vid, []))) for vid in video_ids}
+
+
+def _float16_rows(values: np.ndarray) -> pa.Array:
+    """[N, M] to a fixed-size float16 list column."""
+    flat = pa.array(np.ascontiguousarray(values, dtype=np.float16).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+
+
+def _float16_multivectors(values: np.ndarray) -> pa.ListArray:
+    """[N, F, D] to a list of fixed-size float16 lists (F vectors of D per row)."""
+    n, f, d = values.shape
+    offsets = pa.array(np.arange(0, (n + 1) * f, f, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, _float16_rows(values.reshape(n * f, d)))
+
+
+@torch.inference_mode()
+def index_rows(shard: IndexShard) -> pa.Table:
+    """Encode the shard's videos with the checkpoint; rows carry the unprojected `search_vector` column, which
+    the index flow replaces by the projected `vector` once the projection basis is known."""
+    model, _, _ = load_checkpoint(shard.checkpoint)
+    catalog = Catalog(shard.store)
+    ids = list(shard.video_ids)
+    query = FeatureQuery(split="", model_id=shard.model_id, max_words=0, sampling_hash=shard.sampling_hash)
+    videos = read_videos(catalog, query, shard.sampling_hash, ids)
+    encoded = encode_videos(model, videos.feats, videos.mask, torch.device("cpu"))
+    vectors = video_search_vectors(encoded.frames, encoded.mask, encoded.local).numpy()
+    meta = catalog.scan(
+        VIDEOS, ["video_id", "dataset", "split", "source_path", "duration_s", "ingested_at"], sql_in("video_id", ids)
+    )
+    order = {vid: i for i, vid in enumerate(meta["video_id"].to_pylist())}
+    meta = meta.take(pa.array([order[vid] for vid in ids], pa.int64()))
+    texts = caption_texts(catalog, ids)
+    titles = [Path(path).stem if path else "" for path in meta["source_path"].to_pylist()]
+    n = len(ids)
+    return pa.table(
+        {
+            "video_id": pa.array(ids, pa.string()),
+            "dataset": meta["dataset"],
+            "split": meta["split"],
+            "source_path": meta["source_path"],
+            "duration_s": meta["duration_s"],
+            "ingested_at": meta["ingested_at"],
+            "text": pa.array([f"{title}. {texts[vid]}".strip(". ") for title, vid in zip(titles, ids, strict=True)]),
+            "frames": _float16_multivectors(encoded.frames.numpy()),
+            "frame_mask": list_array(videos.mask, pa.bool_()),
+            "timestamps": list_array(videos.timestamps.astype(np.float32), pa.float32()),
+            "local": _float16_rows(encoded.local.flatten(1).numpy()),
+            SEARCH_VECTOR: vector_array(vectors),
+            "indexed_at": pa.array([now_utc()] * n, pa.timestamp("us", tz="UTC")),
+            "run_id": pa.array([shard.run_id] * n, pa.string()),
+        }
+    )
+
+
+def project_rows(rows: pa.Table, basis: np.ndarray, spec: TableSpec, dim: int) -> pa.Table:
+    """Replace the unprojected search vectors by their projection onto `basis` [in, out], in the table's schema."""
+    vectors = dense(rows[SEARCH_VECTOR], rows.num_rows, -1)
+    projected = rows.drop_columns([SEARCH_VECTOR]).append_column("vector", vector_array(vectors @ basis))
+    schema = spec.schema(dim)
+    return projected.select(schema.names).cast(schema)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The ANN projection basis of one video index and how well it fits the vectors it was fitted on."""
+
+    basis: np.ndarray
+    fitted_on: int
+    captured_energy: float
+
+
+def load_projection(catalog: Catalog, index_name: str) -> Projection | None:
+    """The stored projection of the named video index, or None before the first index run."""
+    spec = projection_spec(index_name)
+    if not catalog.exists(spec):
+        return None
+    rows = catalog.scan(spec, ["rows", "cols", "values", "fitted_on", "captured_energy"])
+    if rows.num_rows == 0:
+        return None
+    shape = (rows["rows"][0].as_py(), rows["cols"][0].as_py())
+    basis = np.asarray(rows["values"][0].values.to_numpy(), dtype=np.float32).reshape(shape)
+    return Projection(basis, rows["fitted_on"][0].as_py(), rows["captured_energy"][0].as_py())
+
+
+def save_projection(catalog: Catalog, index_name: str, projection: Projection) -> None:
+    """Store the projection (once per index: later runs reuse it so old and new vectors stay comparable)."""
+    spec = projection_spec(index_name)
+    row = {
+        "name": "vector",
+        "rows": projection.basis.shape[0],
+        "cols": projection.basis.shape[1],
+        "values": projection.basis.reshape(-1).tolist(),
+        "fitted_on": projection.fitted_on,
+        "captured_energy": projection.captured_energy,
+    }
+    catalog.merge(spec, pa.Table.from_pylist([row], schema=spec.schema()))
