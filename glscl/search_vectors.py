@@ -50,13 +50,13 @@ def fit_projection(vectors: Tensor, dim: int, seed: int = 0) -> Tensor:
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        _, _, top = torch.svd_lowrank(vectors.double(), q=min(rank + 16, rows, width), niter=4)
+        _, _, top = torch.svd_lowrank(vectors.float(), q=min(rank + 16, rows, width), niter=2)
     finally:
         torch.random.set_rng_state(generator_state)
     basis = top[:, :rank]
     if rank < dim:
         extra = torch.randn(width, dim - rank, generator=generator, dtype=torch.float64)
-        basis, _ = torch.linalg.qr(torch.cat([basis, extra], dim=1))
+        basis, _ = torch.linalg.qr(torch.cat([basis.double(), extra], dim=1))
     return basis.float().contiguous()
 
 

@@ -131,9 +131,15 @@ def global_pair_scores(
         raise ValueError(f"need as many texts as videos, got {text.shape[0]} and {frames.shape[0]}")
     prep = _prepare(text, frames, mask, temperature)
     v = frames.to(prep.dtype)
-    g = gram_matrices(v) if gram is None else gram.to(prep.dtype)
     logits = torch.bmm(v, prep.scaled_text.unsqueeze(-1)).masked_fill_(prep.padding, torch.finfo(prep.dtype).min)
-    scores = _pooled_cosine(logits, g, temperature).squeeze(-1) / prep.text_norm
+    if gram is None:
+        # One pair per video: pooling the frames directly (F x D) is cheaper than a Gram matrix (F x F x D).
+        weights = torch.softmax(logits, dim=1)
+        pooled = (weights * v).sum(1)
+        numerator = temperature * (weights * logits).sum((1, 2))
+        scores = numerator / pooled.norm(dim=-1).clamp_min(_NORM_EPS) / prep.text_norm
+        return scores.masked_fill(~prep.has_frames, 0.0)
+    scores = _pooled_cosine(logits, gram.to(prep.dtype), temperature).squeeze(-1) / prep.text_norm
     return scores.masked_fill(~prep.has_frames, 0.0)
 
 

@@ -66,9 +66,14 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone-seed", type=int, default=0, help="seed of the random backbone weights (default 0)")
 
 
+def add_ray_address_option(parser: argparse.ArgumentParser) -> None:
+    """--ray-address: run the command's Ray work on an existing cluster."""
+    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: start Ray locally)")
+
+
 def add_ray_options(parser: argparse.ArgumentParser) -> None:
     """--ray-address and stage sizes."""
-    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: start Ray locally)")
+    add_ray_address_option(parser)
     parser.add_argument("--encode-actors", type=int, default=1, help="model actors per encode stage (default 1)")
 
 
@@ -80,6 +85,11 @@ def add_kind_option(parser: argparse.ArgumentParser) -> None:
         default="paragraph",
         help="paragraph-to-video (ActivityNet protocol, default) or sentence-to-video pairs",
     )
+
+
+def print_report(report, as_json: bool) -> None:
+    """Print a flow's summary dataclass as JSON or as its Markdown."""
+    print(json.dumps(asdict(report), indent=2, default=str) if as_json else report.to_markdown())
 
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
@@ -148,7 +158,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     from pipelines.ingest import ingest_flow
 
     summary = ingest_flow(ingest_config(args))
-    print(json.dumps(asdict(summary), indent=2) if args.json else summary.to_markdown())
+    print_report(summary, args.json)
     return summary.exit_code
 
 
@@ -227,7 +237,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--log-every", type=int, default=10, help="log the loss terms every N steps (default 10)")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1: in-process)")
     parser.add_argument("--output", default="./data/runs/train", help="run folder (checkpoints, history, plots)")
-    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: local Ray)")
+    add_ray_address_option(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -277,7 +287,7 @@ def run_train(args: argparse.Namespace) -> int:
     from pipelines.train import train_flow
 
     summary = train_flow(train_config(args))
-    print(json.dumps(asdict(summary), indent=2) if args.json else summary.to_markdown())
+    print_report(summary, args.json)
     return 0
 
 
@@ -304,7 +314,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         "inference-time extra, shown apart from the main numbers; off by default)",
     )
     parser.add_argument("--output", default="./data/runs/evaluate", help="report folder")
-    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: local Ray)")
+    add_ray_address_option(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -324,7 +334,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             ray=RayConfig(address=args.ray_address),
         )
     )
-    print(json.dumps(asdict(report), indent=2) if args.json else report.to_markdown())
+    print_report(report, args.json)
     return 0
 
 
@@ -365,7 +375,7 @@ def run_maintain(args: argparse.Namespace) -> int:
             tables=tuple(args.table),
         )
     )
-    print(json.dumps(asdict(summary), indent=2) if args.json else summary.to_markdown())
+    print_report(summary, args.json)
     return 0
 
 
@@ -405,13 +415,13 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by glscl train")
     add_store_options(parser)
     parser.add_argument("--split", action="append", default=[], help="index only this split (repeatable)")
-    parser.add_argument("--vector-dim", type=int, default=256, help="ANN vector width after projection")
+    parser.add_argument("--vector-dim", type=int, default=512, help="ANN vector width after projection")
     parser.add_argument("--index-type", choices=VECTOR_INDEX_TYPES, default="IVF_PQ", help="vector index type")
     parser.add_argument("--min-rows", type=int, default=10_000, help="build the vector index from this many rows")
     parser.add_argument("--partitions", type=int, default=None, help="IVF partitions (default about sqrt(rows))")
     parser.add_argument("--sub-vectors", type=int, default=None, help="PQ sub-vectors (default width / 8)")
     parser.add_argument("--shard-videos", type=int, default=512, help="videos per Ray task (default 512)")
-    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: local Ray)")
+    add_ray_address_option(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -435,7 +445,7 @@ def run_index(args: argparse.Namespace) -> int:
             ray=RayConfig(address=args.ray_address),
         )
     )
-    print(json.dumps(asdict(summary), indent=2) if args.json else summary.to_markdown())
+    print_report(summary, args.json)
     return 0
 
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from schemas.catalog import sql_string
 from workers.filters import Filter
-from workers.search import MAX_K, SearchConfig, Searcher, SearchError
+from workers.search import MAX_K, SearchConfig, Searcher, SearchError, SearchResult
 
 PAGE = Path(__file__).parent / "static" / "search.html"
 THUMBNAIL_WIDTH = 192
@@ -38,31 +38,6 @@ class SearchRequest(BaseModel):
     filters: list[FilterIn] = Field(default_factory=list, description="metadata conditions, ANDed")
     exact: bool = Field(False, description="score every video exactly instead of ANN + re-rank")
     hybrid: bool = Field(False, description="fuse full-text matches on captions")
-
-
-class HitOut(BaseModel):
-    """One ranked video."""
-
-    rank: int
-    video_id: str
-    score: float
-    source_path: str
-    dataset: str
-    split: str
-    duration_s: float | None
-    span_s: tuple[float, float] | None
-    text: str
-    fused: float | None
-
-
-class SearchResponse(BaseModel):
-    """Ranked videos, the mode used, the candidate count and timings in milliseconds."""
-
-    query: str
-    mode: str
-    hits: list[HitOut]
-    candidates: int
-    timings_ms: dict[str, float]
 
 
 def _thumbnail(path: str, seconds: float) -> bytes:
@@ -107,16 +82,16 @@ def create_app(searcher: Searcher) -> FastAPI:
         """Liveness plus what is served."""
         return {"status": "ok", "index": searcher.table.name, "videos": searcher.table.count_rows()}
 
-    @app.post("/search", response_model=SearchResponse, responses={400: {"description": "a bad query"}})
-    def search(request: SearchRequest) -> dict:
-        """Top-k videos for a text query."""
+    @app.post("/search", response_model=SearchResult, responses={400: {"description": "a bad query"}})
+    def search(request: SearchRequest) -> SearchResult:
+        """Top-k videos for a text query: ranked hits, the mode used, candidates re-ranked, timings (ms)."""
         filters = [Filter(f.column, f.op, f.value) for f in request.filters]
         try:
             with lock:
                 result = searcher.search(request.text, request.k, filters, request.exact, request.hybrid)
         except SearchError as error:
             raise HTTPException(400, str(error)) from None
-        return result.to_dict()
+        return result
 
     @app.get("/thumbnail/{video_id}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail_route(video_id: str, t: float = 0.0) -> Response:

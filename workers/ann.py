@@ -23,7 +23,7 @@ class AnnConfig:
     `num_partitions` defaults to about sqrt(rows); `num_sub_vectors` to one PQ code per 8 dimensions.
     """
 
-    vector_dim: int = 256
+    vector_dim: int = 512
     index_type: str = "IVF_PQ"
     min_rows: int = 10_000
     num_partitions: int | None = None

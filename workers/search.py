@@ -37,11 +37,12 @@ class SearchError(ValueError):
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """The checkpoint and database to search, the backbone that encodes query text, and the ANN settings."""
+    """The checkpoint and database to search, the backbone that encodes query text (None: queries arrive
+    already encoded, as in the synthetic benchmarks), and the ANN settings."""
 
     checkpoint: str
     store: StoreConfig = field(default_factory=StoreConfig)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    backbone: BackboneConfig | None = field(default_factory=BackboneConfig)
     candidates: int = 200
     nprobes: int = 32
     refine_factor: int | None = None
@@ -113,9 +114,10 @@ class Searcher:
             )
         self.table = self.catalog.db.open_table(name)
         stored_model = (self.table.schema.metadata or {}).get(MODEL_ID_KEY.encode(), b"").decode()
-        if config.backbone.model_id != extra["backbone_model_id"] or stored_model != extra["backbone_model_id"]:
+        backbone_id = config.backbone.model_id if config.backbone else extra["backbone_model_id"]
+        if backbone_id != extra["backbone_model_id"] or stored_model != extra["backbone_model_id"]:
             raise SearchError(
-                f"the query backbone {config.backbone.model_id!r} does not match the checkpoint's "
+                f"the query backbone {backbone_id!r} does not match the checkpoint's "
                 f"{extra['backbone_model_id']!r} (index built with {stored_model!r}): pass the --model, "
                 "--pretrained and --backbone-seed the videos were ingested with"
             )
@@ -124,13 +126,15 @@ class Searcher:
             raise SearchError(f"video index {name} has no projection: run `glscl index` again")
         self.basis = torch.from_numpy(np.array(projection.basis))
         self.max_words = int(extra.get("max_words", self.model_config.max_words))
-        self.backbone = Backbone(config.backbone)
+        self.backbone = Backbone(config.backbone) if config.backbone else None
         self.has_vector_index = any("vector" in i.columns for i in self.table.list_indices())
 
     def encode(self, text: str) -> TextEncoding:
         """The query's GLSCL text encoding (CLIP text tower, then the GLSCL text side)."""
         if not text or not text.strip():
             raise SearchError("the query text is empty")
+        if self.backbone is None:
+            raise SearchError("this searcher has no text backbone: it only takes encoded queries")
         sentence, tokens, mask = self.backbone.encode_texts([text.strip()], self.max_words)
         with torch.inference_mode():
             return self.model.encode_text(torch.from_numpy(sentence), torch.from_numpy(tokens), torch.from_numpy(mask))
@@ -139,29 +143,48 @@ class Searcher:
         self, text: str, k: int = 10, filters: tuple[Filter, ...] | list[Filter] = (), exact=False, hybrid=False
     ) -> SearchResult:
         """Top-k videos for `text` (see the module docstring for the modes)."""
+        where = self._where(k, filters)
+        start = time.perf_counter()
+        encoding = self.encode(text)
+        encode_ms = (time.perf_counter() - start) * 1000
+        result = self._run(encoding, k, where, exact, text if hybrid else None)
+        result.query = text
+        result.timings_ms = {"encode_text": encode_ms, **result.timings_ms}
+        result.timings_ms["total"] += encode_ms
+        return result
+
+    def search_encoded(
+        self, encoding: TextEncoding, k: int = 10, filters: tuple[Filter, ...] | list[Filter] = (), exact=False
+    ) -> SearchResult:
+        """Top-k videos for an already encoded query (one text)."""
+        return self._run(encoding, k, self._where(k, filters), exact, None)
+
+    def _where(self, k: int, filters: tuple[Filter, ...] | list[Filter]) -> str | None:
         if not 1 <= k <= MAX_K:
             raise SearchError(f"k must be between 1 and {MAX_K}, got {k}")
         try:
-            where = filters_sql(tuple(filters), self.table.schema, INDEX_FILTER_COLUMNS)
+            return filters_sql(tuple(filters), self.table.schema, INDEX_FILTER_COLUMNS)
         except ValueError as error:
             raise SearchError(str(error)) from None
+
+    def _run(self, encoding: TextEncoding, k: int, where: str | None, exact: bool, hybrid_text: str | None):
         start = time.perf_counter()
-        encoding = self.encode(text)
-        timings = {"encode_text": (time.perf_counter() - start) * 1000}
+        timings = {}
         if exact:
             rows, scores = self._exact(encoding, k, where)
             mode, fused = "exact", None
         else:
-            rows = self._candidates(encoding, max(k, self.config.candidates), where)
-            if hybrid:
-                rows = _union(rows, self._text_matches(text, max(k, self.config.candidates), where))
-            timings["candidates"] = (time.perf_counter() - start) * 1000 - sum(timings.values())
+            limit = max(k, self.config.candidates)
+            rows = self._candidates(encoding, limit, where)
+            if hybrid_text is not None:
+                rows = _union(rows, self._text_matches(hybrid_text, limit, where))
+            timings["candidates"] = (time.perf_counter() - start) * 1000
             scores = self._rerank(encoding, rows)
-            mode, fused = ("hybrid", _rrf(scores, rows)) if hybrid else ("two-stage", None)
+            mode, fused = ("hybrid", _rrf(scores, rows)) if hybrid_text is not None else ("two-stage", None)
         timings["rerank"] = (time.perf_counter() - start) * 1000 - sum(timings.values())
         hits = self._hits(encoding, rows, scores, fused, k)
         timings["total"] = (time.perf_counter() - start) * 1000
-        return SearchResult(text, mode, hits, rows.num_rows, timings)
+        return SearchResult("", mode, hits, rows.num_rows, timings)
 
     def _candidates(self, encoding: TextEncoding, limit: int, where: str | None) -> pa.Table:
         vector = text_search_vectors(encoding.sentence, encoding.local, self.model_config.local_weight) @ self.basis
@@ -193,7 +216,9 @@ class Searcher:
     def _rerank(self, encoding: TextEncoding, rows: pa.Table) -> np.ndarray:
         if rows.num_rows == 0:
             return np.zeros(0, dtype=np.float32)
-        return self.model.score(encoding, self._videos(rows))[0].numpy()
+        count = rows.num_rows
+        text = TextEncoding(encoding.sentence.expand(count, -1), encoding.local.expand(count, -1, -1))
+        return self.model.pair_scores(text, self._videos(rows)).numpy()
 
     @torch.inference_mode()
     def _exact(self, encoding: TextEncoding, k: int, where: str | None) -> tuple[pa.Table, np.ndarray]:

@@ -72,17 +72,17 @@ def caption_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, str]:
     return {vid: paragraphs.get(vid) or " ".join(t for _, t in sorted(sentences.get(vid, []))) for vid in video_ids}
 
 
-def _float16_rows(values: np.ndarray) -> pa.Array:
+def float16_rows(values: np.ndarray) -> pa.Array:
     """[N, M] to a fixed-size float16 list column."""
     flat = pa.array(np.ascontiguousarray(values, dtype=np.float16).reshape(-1))
     return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
 
 
-def _float16_multivectors(values: np.ndarray) -> pa.ListArray:
+def float16_multivectors(values: np.ndarray) -> pa.ListArray:
     """[N, F, D] to a list of fixed-size float16 lists (F vectors of D per row)."""
     n, f, d = values.shape
     offsets = pa.array(np.arange(0, (n + 1) * f, f, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, _float16_rows(values.reshape(n * f, d)))
+    return pa.ListArray.from_arrays(offsets, float16_rows(values.reshape(n * f, d)))
 
 
 @torch.inference_mode()
@@ -113,10 +113,10 @@ def index_rows(shard: IndexShard) -> pa.Table:
             "duration_s": meta["duration_s"],
             "ingested_at": meta["ingested_at"],
             "text": pa.array([f"{title}. {texts[vid]}".strip(". ") for title, vid in zip(titles, ids, strict=True)]),
-            "frames": _float16_multivectors(encoded.frames.numpy()),
+            "frames": float16_multivectors(encoded.frames.numpy()),
             "frame_mask": list_array(videos.mask, pa.bool_()),
             "timestamps": list_array(videos.timestamps.astype(np.float32), pa.float32()),
-            "local": _float16_rows(encoded.local.flatten(1).numpy()),
+            "local": float16_rows(encoded.local.flatten(1).numpy()),
             SEARCH_VECTOR: vector_array(vectors),
             "indexed_at": pa.array([now_utc()] * n, pa.timestamp("us", tz="UTC")),
             "run_id": pa.array([shard.run_id] * n, pa.string()),

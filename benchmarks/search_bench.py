@@ -1,0 +1,384 @@
+"""Two-stage search against exhaustive exact GLSCL scoring: recall@1/@10 of the exact top-k and per-query
+latency p50/p95, at several gallery sizes, over a swept (candidates, nprobes) grid; beside it the per-query time
+of an exhaustive X-Pool-style head (timed on a slice, extrapolated) and of the text towers.
+
+Galleries are synthetic *encoded* video_index tables written straight to LanceDB (no decoding, no video
+encoder): each video has two events drawn around shared topics; its encoded frames (CLIP-like norm 10) show
+the first event in the first half and the second in the second half, its K concept vectors are noisy random
+rotations of the events. A query describes one event of a target video. The exact top-k is computed while
+the gallery is written, with the same scorer the search uses, on the same float16 values.
+
+Usage: python -m benchmarks.search_bench --root DIR [--sizes 5000 100000 1000000] [--queries 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from benchmarks.scoring import cpu_name
+from glscl.backbone import Backbone, BackboneConfig
+from glscl.baselines import XPoolHead
+from glscl.checkpoint import checkpoint_hash, save_checkpoint
+from glscl.config import GLSCLConfig
+from glscl.model import GLSCL, TextEncoding, VideoEncoding
+from glscl.search_vectors import captured_energy, fit_projection, video_search_vectors
+from schemas.catalog import Catalog, StoreConfig
+from schemas.tables import video_index_spec
+from workers.ann import AnnConfig, ensure_indexes, index_health
+from workers.rows import list_array, vector_array
+from workers.search import SearchConfig, Searcher
+from workers.video_index import Projection, float16_multivectors, float16_rows, save_projection
+
+MODEL_ID = "synthetic-encodings"
+FRAME_NORM = 10.0
+TEXT_NORM = 8.0
+
+
+@dataclass(frozen=True)
+class SearchBenchConfig:
+    """Gallery shapes, query count, the ANN grid to sweep and where to write."""
+
+    root: str
+    sizes: tuple[int, ...] = (5000, 100_000, 1_000_000)
+    dim: int = 512
+    num_queries: int = 8
+    frames: int = 16
+    vector_dim: int = 512
+    queries: int = 100
+    topics: int = 2000
+    candidates: tuple[int, ...] = (50, 100, 200)
+    nprobes: tuple[int, ...] = (16, 32, 64)
+    refine_factors: tuple[int, ...] = (0, 4)
+    chunk: int = 20_000
+    xpool_slice: int = 10_000
+    exact_mode_max: int = 100_000
+    seed: int = 0
+    output: str = "benchmarks/search_results.json"
+    ann: AnnConfig = field(default_factory=lambda: AnnConfig(min_rows=4096, sample_rate=64, max_iterations=25))
+
+
+class Generator:
+    """Deterministic synthetic encodings: per chunk, events first (cheap, so query targets can be drawn up front),
+    then frames and concept vectors. Noise levels are relative: sigma = noise norm / signal norm."""
+
+    def __init__(self, config: SearchBenchConfig) -> None:
+        self.config = config
+        base = np.random.default_rng(config.seed)
+        self.topics = _unit(base.standard_normal((config.topics, config.dim), dtype=np.float32))
+        self.rotations = base.standard_normal((config.num_queries, config.dim, config.dim), dtype=np.float32)
+        self.rotations /= math.sqrt(config.dim)
+
+    def events(self, chunk: int, n: int) -> np.ndarray:
+        """[n, 2, D] unit event vectors of the chunk's videos, each near one of the shared topics."""
+        rng = np.random.default_rng((self.config.seed, chunk, 0))
+        topic = self.topics[rng.integers(0, self.config.topics, (n, 2))]
+        return _noisy(topic, 0.8, rng)
+
+    def concepts(self, mixed: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+        """K unit concept vectors per row: noisy fixed random rotations of `mixed` [..., D] -> [..., K, D]."""
+        return _noisy(np.stack([mixed @ r for r in self.rotations], axis=-2), sigma, rng)
+
+    def videos(self, chunk: int, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded frames [n, F, D] and concepts [n, K, D], rounded through float16 as the table stores them."""
+        rng = np.random.default_rng((self.config.seed, chunk, 1))
+        frames = self.config.frames
+        half = np.repeat(np.array([0, 1]), [frames // 2, frames - frames // 2])
+        encoded = FRAME_NORM * _noisy(events[:, half], 0.5, rng)
+        local = self.concepts(events.sum(1), 0.5, rng)
+        return encoded.astype(np.float16).astype(np.float32), local.astype(np.float16).astype(np.float32)
+
+    def query(self, events: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A text about one event of a video (and a little of the other): sentence [D] and concepts [K, D]."""
+        event = events[rng.integers(0, 2)]
+        sentence = TEXT_NORM * _noisy(event, 0.5, rng)
+        return sentence, self.concepts(event + 0.5 * events.sum(0), 0.6, rng)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _noisy(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """unit(x + noise) with |noise| about sigma * |x| (isotropic Gaussian)."""
+    scale = sigma * np.linalg.norm(x, axis=-1, keepdims=True) / math.sqrt(x.shape[-1])
+    return _unit(x + scale * rng.standard_normal(x.shape, dtype=np.float32))
+
+
+def _queries(config: SearchBenchConfig, generator: Generator, size: int) -> tuple[TextEncoding, np.ndarray]:
+    rng = np.random.default_rng((config.seed, size, 2))
+    targets = np.sort(rng.choice(size, config.queries, replace=False))
+    sentences, locals_ = [], []
+    for target in targets:
+        chunk, offset = divmod(int(target), config.chunk)
+        events = generator.events(chunk, min(config.chunk, size - chunk * config.chunk))[offset]
+        sentence, local = generator.query(events, rng)
+        sentences.append(sentence)
+        locals_.append(local)
+    return TextEncoding(torch.from_numpy(np.stack(sentences)), torch.from_numpy(np.stack(locals_))), targets
+
+
+def _rows(ids: range, frames: np.ndarray, local: np.ndarray, vectors: np.ndarray, spec, dim: int) -> pa.Table:
+    n = len(frames)
+    timestamps = np.tile(np.arange(frames.shape[1], dtype=np.float32), (n, 1))
+    stamp = pa.array([time.time_ns() // 1000] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    table = pa.table(
+        {
+            "video_id": pa.array([f"syn{i:09d}" for i in ids]),
+            "dataset": pa.array(["synthetic"] * n),
+            "split": pa.array(["val" if i % 2 else "test" for i in ids]),
+            "source_path": pa.array([""] * n),
+            "duration_s": pa.array(np.full(n, float(frames.shape[1]))),
+            "ingested_at": stamp,
+            "text": pa.array([f"synthetic video {i}" for i in ids]),
+            "frames": float16_multivectors(frames),
+            "frame_mask": list_array(np.ones(frames.shape[:2], dtype=bool), pa.bool_()),
+            "timestamps": list_array(timestamps, pa.float32()),
+            "local": float16_rows(local.reshape(n, -1)),
+            "vector": vector_array(vectors),
+            "indexed_at": stamp,
+            "run_id": pa.array(["search-bench"] * n),
+        }
+    )
+    schema = spec.schema(dim)
+    return table.select(schema.names).cast(schema)
+
+
+def load_or_build(config: SearchBenchConfig, size: int) -> dict:
+    """The gallery of `size` videos under `root`, built once: later runs reuse its tables and reference."""
+    folder = Path(config.root) / f"n{size}"
+    facts, arrays = folder / "build.json", folder / "reference.npz"
+    if not (facts.exists() and arrays.exists()):
+        built = build(config, size, folder)
+        np.savez(
+            arrays,
+            sentence=built.pop("sentence"),
+            local=built.pop("local"),
+            targets=built.pop("targets"),
+            exact_top10=built.pop("exact_top10"),
+        )
+        facts.write_text(json.dumps(built, indent=2))
+    built = json.loads(facts.read_text())
+    with np.load(arrays) as data:
+        built["text"] = TextEncoding(torch.from_numpy(data["sentence"]), torch.from_numpy(data["local"]))
+        built["exact_top10"] = data["exact_top10"]
+    return built
+
+
+def build(config: SearchBenchConfig, size: int, folder: Path) -> dict:
+    """Write a gallery of `size` videos with its checkpoint and indexes; return the exact top-10 per query."""
+    model_config = GLSCLConfig(embed_dim=config.dim, num_queries=config.num_queries, max_frames=config.frames)
+    torch.manual_seed(config.seed)
+    model = GLSCL(model_config).eval()
+    extra = {"backbone_model_id": MODEL_ID, "sampling_hash": "synthetic", "max_words": 32, "kind": "paragraph"}
+    checkpoint = save_checkpoint(folder / "checkpoint", model, model_config, extra)
+    width = min(config.vector_dim, (1 + config.num_queries) * config.dim)
+    spec = video_index_spec(checkpoint_hash(checkpoint), MODEL_ID, config.num_queries, width)
+    catalog = Catalog(StoreConfig(str(folder / "db")))
+    generator = Generator(config)
+    text, targets = _queries(config, generator, size)
+    best_scores = torch.full((config.queries, 10), -math.inf)
+    best_ids = torch.zeros((config.queries, 10), dtype=torch.long)
+    projection, start = None, time.perf_counter()
+    with torch.inference_mode():
+        for chunk, low in enumerate(range(0, size, config.chunk)):
+            high = min(low + config.chunk, size)
+            frames, local = generator.videos(chunk, generator.events(chunk, high - low))
+            mask = torch.ones(frames.shape[:2], dtype=torch.bool)
+            video = VideoEncoding(torch.from_numpy(frames), mask, torch.from_numpy(local))
+            scores = model.score(text, video)
+            merged = torch.cat([best_scores, scores], 1)
+            ids = torch.cat([best_ids, torch.arange(low, high).expand(config.queries, -1)], 1)
+            best_scores, order = merged.topk(10, dim=1)
+            best_ids = ids.gather(1, order)
+            vectors = video_search_vectors(video.frames, video.mask, video.local)
+            if projection is None:
+                basis = fit_projection(vectors[: config.ann.projection_sample], width)
+                sample = min(len(vectors), config.ann.projection_sample)
+                projection = Projection(basis.numpy(), sample, captured_energy(vectors, basis))
+                save_projection(catalog, spec.name, projection)
+            projected = (vectors @ torch.from_numpy(projection.basis)).numpy()
+            rows = _rows(range(low, high), frames, local, projected, spec, config.dim)
+            catalog.merge(spec, rows, config.dim)
+            print(f"  n={size}: {high}/{size} videos written ({time.perf_counter() - start:.0f} s)", flush=True)
+    write_s = time.perf_counter() - start
+    table = catalog.open_existing(spec)
+    start = time.perf_counter()
+    actions = ensure_indexes(table, config.ann, width)
+    index_s = time.perf_counter() - start
+    return {
+        "checkpoint": str(checkpoint),
+        "store": str(folder / "db"),
+        "sentence": text.sentence.numpy(),
+        "local": text.local.numpy(),
+        "targets": targets,
+        "exact_top10": best_ids.numpy(),
+        "write_s": write_s,
+        "index_s": index_s,
+        "actions": actions,
+        "captured_energy": projection.captured_energy,
+        "health": asdict(index_health(table)),
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
+    """Recall and latency of the two-stage search for every (candidates, nprobes, refine factor) setting."""
+    text, exact = built["text"], built["exact_top10"]
+    store = StoreConfig(built["store"])
+    single = [TextEncoding(text.sentence[i : i + 1], text.local[i : i + 1]) for i in range(config.queries)]
+    rows = []
+    grid = [(c, n, r) for r in config.refine_factors for n in config.nprobes for c in config.candidates]
+    for candidates, nprobes, refine in grid:
+        searcher = Searcher(SearchConfig(built["checkpoint"], store, None, candidates, nprobes, refine or None))
+        searcher.search_encoded(single[0], 10)
+        latencies, recall1, recall10 = [], [], []
+        for i, encoding in enumerate(single):
+            start = time.perf_counter()
+            result = searcher.search_encoded(encoding, 10)
+            latencies.append((time.perf_counter() - start) * 1000)
+            found = [int(hit.video_id[3:]) for hit in result.hits]
+            recall1.append(float(exact[i, 0] in found[:1]))
+            recall10.append(len(set(found) & set(exact[i].tolist())) / 10)
+        row = {
+            "videos": size,
+            "candidates": candidates,
+            "nprobes": nprobes,
+            "refine_factor": refine,
+            "recall@1": statistics.mean(recall1),
+            "recall@10": statistics.mean(recall10),
+            "p50_ms": _percentile(latencies, 50),
+            "p95_ms": _percentile(latencies, 95),
+        }
+        print(f"  {row}", flush=True)
+        rows.append(row)
+    return rows
+
+
+def exact_mode_ms(config: SearchBenchConfig, built: dict) -> float:
+    """Median per-query time of the Searcher's exhaustive exact mode (streams every row), over 3 queries."""
+    searcher = Searcher(SearchConfig(built["checkpoint"], StoreConfig(built["store"]), None))
+    text = built["text"]
+    times = []
+    for i in range(3):
+        start = time.perf_counter()
+        searcher.search_encoded(TextEncoding(text.sentence[i : i + 1], text.local[i : i + 1]), 10, exact=True)
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def xpool_ms_per_video(config: SearchBenchConfig) -> float:
+    """Per-query milliseconds per gallery video of an exhaustive X-Pool-style head (one query, per-video
+    projections included, as it must at query time), timed on a slice."""
+    generator = Generator(config)
+    frames, _ = generator.videos(0, generator.events(0, config.xpool_slice))
+    videos = torch.from_numpy(frames)
+    mask = torch.ones(videos.shape[:2], dtype=torch.bool)
+    head = XPoolHead(dim=config.dim).eval()
+    text = torch.randn(1, config.dim)
+    with torch.inference_mode():
+        head.score(text, videos[:1000], mask[:1000])
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            head.score(text, videos, mask, text_block=1, video_block=1024)
+            times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times) / config.xpool_slice
+
+
+def text_tower_ms(model_name: str = "ViT-B-32", head_dim: int = 512) -> dict[str, float]:
+    """Per-query milliseconds of the CLIP text tower (random weights: the same work as real ones) and of the
+    GLSCL text side (paper-size head), one 32-token query at a time."""
+    backbone = Backbone(BackboneConfig(model_name=model_name))
+    model = GLSCL(GLSCLConfig(embed_dim=head_dim)).eval()
+    query = "a man in a red jacket climbs a wall, then waves at the camera"
+    timings: dict[str, list[float]] = {"clip_text_tower": [], "glscl_text_side": []}
+    for repeat in range(12):
+        start = time.perf_counter()
+        sentence, tokens, mask = backbone.encode_texts([query], 32)
+        middle = time.perf_counter()
+        with torch.inference_mode():
+            model.encode_text(torch.from_numpy(sentence), torch.from_numpy(tokens), torch.from_numpy(mask))
+        end = time.perf_counter()
+        if repeat >= 2:
+            timings["clip_text_tower"].append((middle - start) * 1000)
+            timings["glscl_text_side"].append((end - middle) * 1000)
+    return {name: statistics.median(values) for name, values in timings.items()}
+
+
+def run_search_bench(config: SearchBenchConfig) -> dict:
+    """Build each gallery, sweep the grid, time the baselines; write JSON and return it."""
+    torch.manual_seed(config.seed)
+    xpool_per_video = xpool_ms_per_video(config)
+    report: dict = {
+        "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "config": {k: v for k, v in asdict(config).items() if k != "ann"} | {"ann": asdict(config.ann)},
+        "text_tower_ms": text_tower_ms(),
+        "xpool_ms_per_video": xpool_per_video,
+        "sizes": [],
+    }
+    for size in config.sizes:
+        print(f"gallery of {size} videos", flush=True)
+        built = load_or_build(config, size)
+        entry = {
+            "videos": size,
+            "write_s": built["write_s"],
+            "index_s": built["index_s"],
+            "actions": built["actions"],
+            "captured_energy": built["captured_energy"],
+            "health": built["health"],
+            "sweep": sweep(config, built, size),
+            "xpool_exhaustive_ms_per_query": xpool_per_video * size,
+        }
+        if size <= config.exact_mode_max:
+            entry["exact_mode_ms_per_query"] = exact_mode_ms(config, built)
+        report["sizes"].append(entry)
+        Path(config.output).write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="folder for the galleries (tens of GB at 1M videos)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 100_000, 1_000_000])
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--candidates", type=int, nargs="+", default=[50, 100, 200])
+    parser.add_argument("--nprobes", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--refine-factors", type=int, nargs="+", default=[0, 4], help="0: no refine step")
+    parser.add_argument("--build-only", action="store_true", help="write the galleries and stop")
+    parser.add_argument("--output", default="benchmarks/search_results.json")
+    args = parser.parse_args(argv)
+    config = SearchBenchConfig(
+        root=args.root,
+        sizes=tuple(args.sizes),
+        queries=args.queries,
+        frames=args.frames,
+        candidates=tuple(args.candidates),
+        nprobes=tuple(args.nprobes),
+        refine_factors=tuple(args.refine_factors),
+        output=args.output,
+    )
+    if args.build_only:
+        for size in config.sizes:
+            load_or_build(config, size)
+        return
+    report = run_search_bench(config)
+    print(json.dumps({k: v for k, v in report.items() if k != "sizes"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
