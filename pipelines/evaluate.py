@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from glscl.checkpoint import checkpoint_hash, load_checkpoint
 from glscl.metrics import RankAccumulator, metrics_from_ranks
 from glscl.similarity import DEFAULT_BLOCK
+from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, gallery
@@ -213,4 +214,5 @@ def evaluate_flow(config: EvaluateConfig) -> EvaluateReport:
     Path(files["markdown"]).write_text(report.to_markdown() + "\n")
     run.finish("completed", {"texts": report.texts, "videos": report.videos}, {}, timings)
     get_run_logger().info("t2v R@1 %.1f, v2t R@1 %.1f", metrics["t2v"]["R@1"], metrics["v2t"]["R@1"])
+    publish_summary("evaluate", report.to_markdown(), f"glscl evaluate run {run.run_id}")
     return report

@@ -18,6 +18,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from glscl.backbone import BackboneConfig
+from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig, sql_string
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_FAILED, VIDEOS
@@ -371,4 +372,5 @@ def ingest_flow(config: IngestConfig) -> IngestSummary:
         counts["already_ingested"],
         timings["total"],
     )
+    publish_summary("ingest", summary.to_markdown(), f"glscl ingest run {run.run_id}")
     return summary

@@ -22,6 +22,7 @@ from glscl.config import HEAD_PRESETS, GLSCLConfig
 from glscl.metrics import both_directions
 from glscl.model import GLSCL
 from glscl.training import TrainConfig, Trainer, TrainModule
+from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_split
@@ -232,4 +233,5 @@ def train_flow(config: TrainFlowConfig) -> TrainSummary:
     (output / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     (output / "summary.md").write_text(summary.to_markdown() + "\n")
     run.finish("completed", {"steps": steps}, {}, {"seconds": summary.seconds, "pairs_per_s": throughput})
+    publish_summary("train", summary.to_markdown(), f"glscl train run {run.run_id}")
     return summary

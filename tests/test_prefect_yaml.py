@@ -32,3 +32,11 @@ def test_bad_parameters_are_refused():
 
     with pytest.raises(Exception, match="sources"):
         ingest_flow.validate_parameters({"config": {"store": {"uri": "x"}}})
+
+
+def test_maintain_is_scheduled_nightly():
+    (maintain,) = [d for d in DEPLOYMENTS if d["name"] == "maintain"]
+    assert maintain["entrypoint"] == "pipelines/maintain.py:maintain_flow"
+    (schedule,) = maintain["schedules"]
+    minute, hour, *every = schedule["cron"].split()
+    assert minute.isdigit() and hour.isdigit() and every == ["*", "*", "*"]
