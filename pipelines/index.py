@@ -13,6 +13,7 @@ import torch
 from prefect import flow, get_run_logger
 
 from glscl.search_vectors import captured_energy, fit_projection
+from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
 from schemas.tables import FRAMES, VIDEO_OK, VIDEOS
@@ -169,4 +170,5 @@ def index_flow(config: IndexConfig) -> IndexSummary:
         run.fail(error)
         raise
     run.finish("completed", {"added": added, "rows": summary.health_after.rows}, {}, timings)
+    publish_summary("index", summary.to_markdown(), f"glscl index run {run.run_id}")
     return summary

@@ -15,6 +15,7 @@ from lancedb.table import Table
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import ALL_TABLES
@@ -229,4 +230,6 @@ def maintain_flow(config: MaintainConfig) -> MaintainSummary:
     timings = {t.table: t.seconds for t in done} | {"total": seconds}
     versions = run.finish("completed", _counts(done), {}, timings)
     hours = config.retain_versions_older_than.total_seconds() / 3600
-    return MaintainSummary(run.run_id, hours, done, versions, seconds)
+    summary = MaintainSummary(run.run_id, hours, done, versions, seconds)
+    publish_summary("maintain", summary.to_markdown(), f"glscl maintain run {run.run_id}")
+    return summary

@@ -77,18 +77,24 @@ class Catalog:
         """The current version of every glscl table present, for run reports."""
         return {spec.name: self.db.open_table(spec.name).version for spec in ALL_TABLES if self.exists(spec)}
 
+    def _rows_at(self, spec: TableSpec, version: int) -> int:
+        """The table's row count at one version: a commit is checked against the version just before it, so that
+        another writer's commit in between is not counted as this one's."""
+        table = self.db.open_table(spec.name)
+        table.checkout(version)
+        return table.count_rows()
+
     def merge(self, spec: TableSpec, rows: pa.Table, dim: int | None = None, update: bool = False) -> MergeOutcome:
         """Insert rows whose key is new (and update matching ones when `update`), then check the row count."""
         table = self.open(spec, dim)
         if rows.num_rows == 0:
             return MergeOutcome(spec.name, 0, 0, table.version)
         rows = rows.select(table.schema.names).cast(table.schema)
-        before = table.count_rows()
         builder = table.merge_insert(list(spec.key)).when_not_matched_insert_all()
         if update:
             builder = builder.when_matched_update_all()
         result = builder.execute(rows)
-        after = table.count_rows()
+        before, after = self._rows_at(spec, result.version - 1), self._rows_at(spec, result.version)
         if after != before + result.num_inserted_rows:
             raise CommitCheckError(
                 f"table {spec.name!r}: {before} rows + {result.num_inserted_rows} inserted should give "

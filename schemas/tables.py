@@ -10,6 +10,8 @@ import pyarrow as pa
 SCHEMA_VERSION_KEY = b"glscl.schema_version"
 TABLE_NAME_KEY = b"glscl.table"
 EMBED_DIM_KEY = b"glscl.embed_dim"
+PRIMARY_KEY = b"lance-schema:unenforced-primary-key"
+PRIMARY_KEY_POSITION = b"lance-schema:unenforced-primary-key:position"
 
 VIDEO_OK = "ok"
 VIDEO_FAILED = "failed"
@@ -165,7 +167,15 @@ class TableSpec:
         if self.needs_dim:
             metadata[EMBED_DIM_KEY] = str(dim).encode()
         metadata.update({key.encode(): value.encode() for key, value in self.metadata})
-        return pa.schema(self.fields(dim), metadata=metadata)
+        # Key columns are Lance unenforced primary keys: then two writers committing the same new key conflict,
+        # and merge_insert retries against the latest version instead of storing the row twice.
+        fields = [
+            f.with_metadata({PRIMARY_KEY: b"true", PRIMARY_KEY_POSITION: str(self.key.index(f.name) + 1).encode()})
+            if f.name in self.key
+            else f
+            for f in self.fields(dim)
+        ]
+        return pa.schema(fields, metadata=metadata)
 
 
 VIDEOS = TableSpec("videos", ("video_id",), 1, _videos)
