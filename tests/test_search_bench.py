@@ -1,0 +1,40 @@
+"""The search benchmark end to end on a tiny gallery: it builds the tables and index, reuses them on a second run,
+and its recall is computed against the exact reference (full candidates and probes find the exact top-10)."""
+
+import json
+
+from benchmarks.search_bench import SearchBenchConfig, run_search_bench
+from glscl.backbone import TINY_MODEL
+from workers.ann import AnnConfig
+
+
+def test_search_bench_on_a_tiny_gallery(tmp_path):
+    config = SearchBenchConfig(
+        root=str(tmp_path / "galleries"),
+        sizes=(600,),
+        dim=32,
+        num_queries=2,
+        frames=4,
+        vector_dim=48,
+        queries=6,
+        topics=40,
+        candidates=(10, 600),
+        nprobes=(1, 8),
+        refine_factors=(0,),
+        chunk=250,
+        xpool_slice=100,
+        output=str(tmp_path / "report.json"),
+        text_model=TINY_MODEL,
+        ann=AnnConfig(min_rows=256, num_partitions=8, sample_rate=32, max_iterations=5),
+    )
+    report = run_search_bench(config)
+    [size] = report["sizes"]
+    assert size["videos"] == 600 and size["health"]["rows"] == 600
+    assert any("IVF_PQ" in action for action in size["actions"])
+    full = next(r for r in size["sweep"] if r["candidates"] == 600 and r["nprobes"] == 8)
+    assert full["recall@10"] == 1.0 and full["recall@1"] == 1.0
+    assert all(0.0 <= r["recall@10"] <= 1.0 and r["p95_ms"] >= r["p50_ms"] > 0 for r in size["sweep"])
+    assert size["exact_mode_ms_per_query"] > 0 and size["xpool_exhaustive_ms_per_query"] > 0
+    again = run_search_bench(config)
+    assert again["sizes"][0]["write_s"] == size["write_s"]
+    assert json.loads((tmp_path / "report.json").read_text())["sizes"][0]["videos"] == 600
