@@ -32,6 +32,7 @@ from glscl.checkpoint import checkpoint_hash, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.search_vectors import captured_energy, fit_projection, video_search_vectors
+from pipelines.plots import new_figure, save_figure
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import video_index_spec
 from workers.ann import AnnConfig, ensure_indexes, index_health
@@ -315,6 +316,19 @@ def text_tower_ms(model_name: str) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
+def plot_sweep(report: dict, path: Path) -> Path:
+    """Recall@10 against p50 latency for every swept setting, one series per gallery size, as a PNG."""
+    figure, axis = new_figure(size=(7, 4.5))
+    for entry in report["sizes"]:
+        rows = sorted(entry["sweep"], key=lambda r: r["p50_ms"])
+        axis.scatter([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], label=f"{entry['videos']:,} videos")
+    axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+    axis.axvline(50, color="grey", linestyle="--", linewidth=0.8)
+    axis.set(xlabel="p50 latency per query (ms)", ylabel="recall@10 of the exact GLSCL top-10", xscale="log")
+    axis.set_title("two-stage search (ANN + exact re-rank), swept candidates / nprobes / refine")
+    return save_figure(figure, path)
+
+
 def run_search_bench(config: SearchBenchConfig) -> dict:
     """Build each gallery, sweep the grid, time the baselines; write JSON and return it."""
     torch.manual_seed(config.seed)
@@ -343,6 +357,7 @@ def run_search_bench(config: SearchBenchConfig) -> dict:
             entry["exact_mode_ms_per_query"] = exact_mode_ms(config, built)
         report["sizes"].append(entry)
         Path(config.output).write_text(json.dumps(report, indent=2, default=str))
+    plot_sweep(report, Path(config.output).with_suffix(".png"))
     return report
 
 
