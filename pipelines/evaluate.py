@@ -11,7 +11,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import ray
 from prefect import flow, get_run_logger, task
@@ -21,14 +20,12 @@ from glscl.checkpoint import checkpoint_hash, load_checkpoint
 from glscl.metrics import RankAccumulator, metrics_from_ranks
 from glscl.similarity import DEFAULT_BLOCK
 from pipelines.artifacts import publish_summary
+from pipelines.plots import new_figure, save_figure
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, gallery
 from workers.ray_jobs import RayConfig, cluster_has_gpu, ensure_ray
 from workers.score import ShardScorer, ShardSpec
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 
 @dataclass(frozen=True)
@@ -152,18 +149,13 @@ def score_shards(
 
 def plot_recall(accumulator: RankAccumulator, path: Path) -> Path:
     """Recall@K curves (both directions) as a PNG."""
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = new_figure()
     for name, ranks in (("text-to-video", accumulator.t2v_ranks()), ("video-to-text", accumulator.v2t_ranks())):
         ranks = np.sort(ranks.numpy())
         ks = np.unique(np.concatenate([np.geomspace(1, ranks.max(), 50).round(), [1, 5, 10, 50]]))
         axis.plot(ks, [100.0 * np.mean(ranks <= k) for k in ks], label=name)
     axis.set(xscale="log", xlabel="K", ylabel="recall@K (%)", title="exact GLSCL retrieval")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 @flow(name="glscl-evaluate")

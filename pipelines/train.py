@@ -10,7 +10,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import matplotlib
 import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -23,14 +22,12 @@ from glscl.metrics import both_directions
 from glscl.model import GLSCL
 from glscl.training import TrainConfig, Trainer, TrainModule
 from pipelines.artifacts import publish_summary
+from pipelines.plots import new_figure, save_figure
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_split
 from workers.ray_jobs import RayConfig, cluster_has_gpu, ensure_ray
 from workers.train_worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, TrainJob, head_pairs, ray_train, train_worker
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 
 @dataclass(frozen=True)
@@ -179,22 +176,15 @@ def plot_curves(history: list[dict], path: Path) -> Path:
     """Loss terms per logged step and held-out R@1 per evaluation, as a PNG."""
     steps = [r for r in history if r.get("event") == "step"]
     evals = [r for r in history if r.get("event") == "eval"]
-    figure, (loss_axis, recall_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    figure, (loss_axis, recall_axis) = new_figure(2, (10, 4))
     for term in ("total", "contrastive", "icl", "idl"):
         if steps and term in steps[0]:
             loss_axis.plot([r["step"] for r in steps], [r[term] for r in steps], label=term)
     loss_axis.set(xlabel="step", ylabel="loss", title="training loss")
-    if steps:
-        loss_axis.legend()
     for direction in ("t2v", "v2t"):
         recall_axis.plot([r["step"] for r in evals], [r[direction]["R@1"] for r in evals], marker="o", label=direction)
     recall_axis.set(xlabel="step", ylabel="R@1 (%)", title="held-out R@1")
-    if evals:
-        recall_axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 @flow(name="glscl-train")

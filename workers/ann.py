@@ -55,31 +55,20 @@ class IndexHealth:
 
 
 def _vector_index(config: AnnConfig, rows: int, dim: int):
-    partitions = config.num_partitions or max(1, round(math.sqrt(rows)))
+    ivf = {
+        "distance_type": "dot",
+        "num_partitions": config.num_partitions or max(1, round(math.sqrt(rows))),
+        "sample_rate": config.sample_rate,
+        "max_iterations": config.max_iterations,
+    }
     if config.index_type == "IVF_FLAT":
-        return IvfFlat(
-            distance_type="dot",
-            num_partitions=partitions,
-            sample_rate=config.sample_rate,
-            max_iterations=config.max_iterations,
-        )
+        return IvfFlat(**ivf)
     if config.index_type == "IVF_HNSW_SQ":
-        return IvfHnswSq(
-            distance_type="dot",
-            num_partitions=partitions,
-            sample_rate=config.sample_rate,
-            max_iterations=config.max_iterations,
-        )
+        return IvfHnswSq(**ivf)
     sub_vectors = config.num_sub_vectors or max(1, dim // 8)
     if dim % sub_vectors:
         raise ValueError(f"num_sub_vectors {sub_vectors} must divide the vector width {dim}")
-    return IvfPq(
-        distance_type="dot",
-        num_partitions=partitions,
-        num_sub_vectors=sub_vectors,
-        sample_rate=config.sample_rate,
-        max_iterations=config.max_iterations,
-    )
+    return IvfPq(num_sub_vectors=sub_vectors, **ivf)
 
 
 def _index_types(table: lancedb.table.Table) -> dict[str, str]:
