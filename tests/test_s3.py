@@ -1,6 +1,6 @@
 """Object storage end to end: a moto S3 server on 127.0.0.1, the real `glscl ingest` writing an s3:// database
-through --storage-option, the rows read back with the catalogue, a second run writing nothing, and `glscl
-maintain` compacting and pruning the S3 tables."""
+through --storage-option, the rows read back with the catalogue, a second run writing nothing, `glscl
+maintain` compacting and pruning the S3 tables, and `glscl index` + `glscl query` on the same database."""
 
 import json
 import os
@@ -13,8 +13,13 @@ from dataclasses import dataclass
 
 import boto3
 import pytest
+import torch
 from conftest import make_video
 
+from glscl.backbone import BackboneConfig
+from glscl.checkpoint import save_checkpoint
+from glscl.config import TINY_HEAD, GLSCLConfig
+from glscl.model import GLSCL
 from pipelines.cli import main
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, RUNS, TEXTS, VIDEOS
@@ -162,3 +167,20 @@ def test_maintain_compacts_and_prunes_the_s3_tables(s3_server, ingested, capsys)
     catalog = Catalog(StoreConfig(ingested, s3_server.storage_options))
     assert catalog.open_existing(VIDEOS).count_rows() == 2
     assert {r["flow"] for r in catalog.scan(RUNS, ["flow"]).to_pylist()} == {"ingest", "maintain"}
+
+
+def test_index_and_query_on_s3(s3_server, ingested, tmp_path, capsys):
+    catalog = Catalog(StoreConfig(ingested, s3_server.storage_options))
+    [sampling_hash] = set(catalog.scan(FRAMES, ["sampling_hash"])["sampling_hash"].to_pylist())
+    torch.manual_seed(0)
+    head = GLSCLConfig(embed_dim=BackboneConfig().embed_dim, max_frames=4, max_words=32, **TINY_HEAD)
+    extra = {"backbone_model_id": BackboneConfig().model_id, "sampling_hash": sampling_hash, "max_words": 32}
+    checkpoint = str(save_checkpoint(tmp_path / "checkpoint", GLSCL(head), head, extra))
+    capsys.readouterr()
+    assert main(["index", "--checkpoint", checkpoint, *s3_server.cli_options(ingested), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["health_after"]["rows"] == 2
+    query = ["query", "a red screen", "-k", "2", "--checkpoint", checkpoint, *s3_server.cli_options(ingested)]
+    assert main([*query, "--hybrid", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert sorted(h["video_id"] for h in hits) == sorted(catalog.scan(VIDEOS, ["video_id"])["video_id"].to_pylist())
+    assert any(key.startswith("db/video_index_") for key in s3_server.object_keys())
