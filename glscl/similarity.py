@@ -123,15 +123,28 @@ def global_scores(
     return (scores / prep.text_norm.unsqueeze(-1)).masked_fill(~prep.has_frames, 0.0)
 
 
-def global_pair_scores(
-    text: Tensor, frames: Tensor, mask: Tensor | None, temperature: float, gram: Tensor | None = None
-) -> Tensor:
-    """Global scores of aligned pairs (text i, video i), [N]; e.g. for re-ranking gathered candidates."""
+def _pair_logits(text: Tensor, frames: Tensor, mask: Tensor | None, temperature: float):
+    """Set-up, frames in the accumulation dtype and masked logits [N, F, 1] of aligned pairs (text i, video i)."""
     if text.shape[0] != frames.shape[0]:
         raise ValueError(f"need as many texts as videos, got {text.shape[0]} and {frames.shape[0]}")
     prep = _prepare(text, frames, mask, temperature)
     v = frames.to(prep.dtype)
     logits = torch.bmm(v, prep.scaled_text.unsqueeze(-1)).masked_fill_(prep.padding, torch.finfo(prep.dtype).min)
+    return prep, v, logits
+
+
+def pooling_weights(text: Tensor, frames: Tensor, mask: Tensor | None, temperature: float) -> Tensor:
+    """The global interaction's text-conditioned softmax weights over each video's frames for aligned pairs,
+    [N, F]: which frames a text matches (padded frames weigh 0)."""
+    _, _, logits = _pair_logits(text, frames, mask, temperature)
+    return torch.softmax(logits, dim=1).squeeze(-1)
+
+
+def global_pair_scores(
+    text: Tensor, frames: Tensor, mask: Tensor | None, temperature: float, gram: Tensor | None = None
+) -> Tensor:
+    """Global scores of aligned pairs (text i, video i), [N]; e.g. for re-ranking gathered candidates."""
+    prep, v, logits = _pair_logits(text, frames, mask, temperature)
     if gram is None:
         # One pair per video: pooling the frames directly (F x D) is cheaper than a Gram matrix (F x F x D).
         weights = torch.softmax(logits, dim=1)

@@ -19,6 +19,7 @@ from glscl.backbone import Backbone, BackboneConfig
 from glscl.checkpoint import load_checkpoint
 from glscl.model import TextEncoding, VideoEncoding
 from glscl.search_vectors import text_search_vectors
+from glscl.similarity import pooling_weights
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import INDEX_FILTER_COLUMNS, MODEL_ID_KEY, VIDEO_INDEX_PREFIX, video_index_name
 from workers.features import dense
@@ -246,10 +247,14 @@ class Searcher:
     ) -> list[SearchHit]:
         ranking = fused if fused is not None else scores
         order = np.argsort(-ranking, kind="stable")[:k]
+        if len(order) == 0:
+            return []
         top = rows.take(pa.array(order, pa.int64()))
-        weights = self._frame_weights(encoding, top)
-        timestamps = dense(top["timestamps"], top.num_rows, weights.shape[1]) if top.num_rows else weights
-        mask = dense(top["frame_mask"], top.num_rows, weights.shape[1], dtype=bool) if top.num_rows else weights
+        video = self._videos(top)
+        sentence = encoding.sentence.expand(top.num_rows, -1)
+        weights = pooling_weights(sentence, video.frames, video.mask, self.model_config.global_temperature).numpy()
+        mask = video.mask.numpy()
+        timestamps = dense(top["timestamps"], top.num_rows, mask.shape[1])
         return [
             SearchHit(
                 rank=rank + 1,
@@ -259,21 +264,12 @@ class Searcher:
                 dataset=top["dataset"][rank].as_py(),
                 split=top["split"][rank].as_py(),
                 duration_s=top["duration_s"][rank].as_py(),
-                span_s=_span(weights[rank], timestamps[rank], mask[rank].astype(bool)),
+                span_s=_span(weights[rank], timestamps[rank], mask[rank]),
                 text=top["text"][rank].as_py(),
                 fused=None if fused is None else float(fused[index]),
             )
             for rank, index in enumerate(order)
         ]
-
-    def _frame_weights(self, encoding: TextEncoding, rows: pa.Table) -> np.ndarray:
-        """The global interaction's softmax weights of each frame for this text, [n, F]."""
-        if rows.num_rows == 0:
-            return np.zeros((0, 0), dtype=np.float32)
-        video = self._videos(rows)
-        logits = video.frames.float() @ encoding.sentence[0].float() / self.model_config.global_temperature
-        logits = logits.masked_fill(~video.mask, float("-inf"))
-        return torch.softmax(logits, dim=1).nan_to_num(0.0).numpy()
 
 
 def _union(first: pa.Table, second: pa.Table) -> pa.Table:
