@@ -102,10 +102,17 @@ def _fit(rows: list, ann: AnnConfig, width: int) -> Projection:
     return Projection(basis.numpy(), len(vectors), captured_energy(sample, basis))
 
 
-def _encode_and_write(config: IndexConfig, catalog: Catalog, index: CheckpointIndex, ids: list[str], run_id: str):
-    """Encode shards on Ray and write them as they finish; the first run fits the projection on early shards."""
+def _encode_and_write(
+    config: IndexConfig,
+    catalog: Catalog,
+    index: CheckpointIndex,
+    ids: list[str],
+    run_id: str,
+    projection: Projection | None,
+) -> tuple[int, Projection]:
+    """Encode shards on Ray and write them as they finish; without a stored projection (the first run) it is
+    fitted on the early shards."""
     logger = get_run_logger()
-    projection = load_projection(catalog, index.spec.name)
     width = index.spec.schema(index.embed_dim).field("vector").type.list_size
     shards = [
         IndexShard(config.store, config.checkpoint, index.model_id, index.sampling_hash, tuple(ids[i:j]), run_id)
@@ -148,7 +155,7 @@ def index_flow(config: IndexConfig) -> IndexSummary:
         added, projection = 0, load_projection(catalog, index.spec.name)
         if ids:
             ensure_ray(config.ray)
-            added, projection = _encode_and_write(config, catalog, index, ids, run.run_id)
+            added, projection = _encode_and_write(config, catalog, index, ids, run.run_id, projection)
         timings["encode_write"] = time.perf_counter() - start - timings["select"]
         if projection is None:
             raise ValueError(f"no videos to index in {config.store.uri}: ingest videos with the checkpoint's backbone")

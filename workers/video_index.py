@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from glscl.checkpoint import checkpoint_hash, load_checkpoint
+from glscl.checkpoint import load_checkpoint
 from glscl.search_vectors import video_search_vectors
 from schemas.catalog import Catalog, StoreConfig, sql_in
 from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, VIDEOS, TableSpec, projection_spec, video_index_spec
@@ -36,12 +36,12 @@ class CheckpointIndex:
 def checkpoint_index(checkpoint: str, vector_dim: int) -> CheckpointIndex:
     """Name and schema of a checkpoint's video index, from the checkpoint's config and recorded features;
     the ANN vector is `vector_dim` wide at most ((1 + K) * D when that is smaller)."""
-    _, config, meta = load_checkpoint(checkpoint)
+    _, config, meta = load_checkpoint(checkpoint)  # verifies the weights against the recorded sha256
     extra = meta.get("extra", {})
     missing = [key for key in ("backbone_model_id", "sampling_hash") if key not in extra]
     if missing:
         raise ValueError(f"checkpoint {checkpoint} does not record {', '.join(missing)}: train it with glscl")
-    sha = checkpoint_hash(checkpoint)
+    sha = meta["sha256"]
     width = min(vector_dim, (1 + config.num_queries) * config.embed_dim)
     spec = video_index_spec(sha, extra["backbone_model_id"], config.num_queries, width)
     return CheckpointIndex(spec, sha, extra["backbone_model_id"], extra["sampling_hash"], config.embed_dim)
