@@ -44,6 +44,20 @@ def make_bad_files(folder: Path) -> dict[str, Path]:
     return {"empty": empty, "garbage": garbage, "truncated": truncated, "audio": audio}
 
 
+def ingest_synthetic(root: Path, n_train: int, n_val: int, seed: int):
+    """Generate the synthetic ActivityNet-format clips under `root`, ingest both splits with the real ingest flow
+    into `root/db`, and return that StoreConfig (needs the ray_local and prefect_server fixtures)."""
+    from pipelines.demo import DemoConfig, ingest_config
+    from pipelines.ingest import ingest_flow
+    from schemas.catalog import StoreConfig
+    from workers.synthetic import SyntheticConfig, generate_synthetic_dataset
+
+    dataset = generate_synthetic_dataset(SyntheticConfig(out_dir=root, n_train=n_train, n_val=n_val, seed=seed))
+    demo = DemoConfig(out_dir=str(root), store=StoreConfig(str(root / "db")))
+    assert ingest_flow(ingest_config(demo, dataset)).exit_code == 0
+    return demo.store
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the whole test run (starting Ray takes seconds)."""

@@ -15,21 +15,19 @@ import urllib.request
 import pytest
 import torch
 import uvicorn
+from conftest import ingest_synthetic
 
 from glscl.backbone import BackboneConfig
 from glscl.checkpoint import load_checkpoint, save_checkpoint
 from glscl.training import TrainConfig
 from pipelines.cli import main
-from pipelines.demo import DEMO_MAX_WORDS, DemoConfig, ingest_config
+from pipelines.demo import DEMO_MAX_WORDS
 from pipelines.index import IndexConfig, index_flow
-from pipelines.ingest import ingest_flow
 from pipelines.serve import create_app
 from pipelines.train import TrainFlowConfig, train_flow
-from schemas.catalog import StoreConfig
 from workers.ann import AnnConfig
 from workers.filters import Filter, FilterError, filters_sql, parse_filter
 from workers.search import SearchConfig, Searcher, SearchError
-from workers.synthetic import SyntheticConfig, generate_synthetic_dataset
 from workers.train_worker import BEST_DIR
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
@@ -40,18 +38,16 @@ SMALL_ANN = AnnConfig(vector_dim=64, index_type="IVF_HNSW_SQ", min_rows=16, num_
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("search")
-    dataset = generate_synthetic_dataset(SyntheticConfig(out_dir=root, n_train=16, n_val=8, seed=5))
-    demo = DemoConfig(out_dir=str(root), store=StoreConfig(str(root / "db")))
-    assert ingest_flow(ingest_config(demo, dataset)).exit_code == 0
+    store = ingest_synthetic(root, n_train=16, n_val=8, seed=5)
     config = TrainFlowConfig(
-        store=demo.store,
+        store=store,
         max_words=DEMO_MAX_WORDS,
         head_preset="tiny",
         train=TrainConfig(epochs=2, batch_size=8, seed=1),
         output_dir=str(root / "run"),
     )
     train_flow(config)
-    return demo.store, str(root / "run" / BEST_DIR), root
+    return store, str(root / "run" / BEST_DIR), root
 
 
 @pytest.fixture(scope="module")

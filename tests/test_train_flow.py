@@ -7,15 +7,13 @@ import shutil
 import lancedb
 import pytest
 import torch
+from conftest import ingest_synthetic
 from safetensors.torch import load_file
 
 from glscl.training import TrainConfig
 from pipelines.cli import main
-from pipelines.demo import DEMO_MAX_WORDS, DemoConfig, ingest_config
-from pipelines.ingest import ingest_flow
+from pipelines.demo import DEMO_MAX_WORDS
 from pipelines.train import TrainFlowConfig, train_flow
-from schemas.catalog import StoreConfig
-from workers.synthetic import SyntheticConfig, generate_synthetic_dataset
 from workers.train_worker import BEST_DIR, HISTORY_FILE, LATEST_DIR
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
@@ -24,10 +22,7 @@ pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic")
-    dataset = generate_synthetic_dataset(SyntheticConfig(out_dir=root, n_train=16, n_val=8, seed=3))
-    demo = DemoConfig(out_dir=str(root), store=StoreConfig(str(root / "db")))
-    assert ingest_flow(ingest_config(demo, dataset)).exit_code == 0
-    return demo.store
+    return ingest_synthetic(root, n_train=16, n_val=8, seed=3)
 
 
 def flow_config(store, output, **train) -> TrainFlowConfig:
