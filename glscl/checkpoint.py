@@ -143,3 +143,13 @@ def load_checkpoint(
     model.to(device).eval()
     meta = {key: manifest[key] for key in manifest if key != "config"}
     return model, config, meta
+
+
+def recorded_extras(checkpoint: str | Path, meta: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The checkpoint's recorded training facts (`extra`), checked to hold `keys` (e.g. the backbone it was
+    trained on), so that a checkpoint from elsewhere fails with a clear error instead of a KeyError."""
+    extra = meta.get("extra", {})
+    missing = [key for key in keys if key not in extra]
+    if missing:
+        raise CheckpointError(f"checkpoint {checkpoint} does not record {', '.join(missing)}: train it with glscl")
+    return extra

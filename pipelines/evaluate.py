@@ -16,7 +16,7 @@ import ray
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from glscl.checkpoint import checkpoint_hash, load_checkpoint
+from glscl.checkpoint import checkpoint_hash, load_checkpoint, recorded_extras
 from glscl.metrics import RankAccumulator, metrics_from_ranks
 from glscl.similarity import DEFAULT_BLOCK
 from pipelines.artifacts import publish_summary
@@ -90,10 +90,7 @@ class EvaluateReport:
 def feature_query(config: EvaluateConfig) -> FeatureQuery:
     """The stored features a checkpoint was trained on: backbone, text length and sampling from its metadata."""
     _, _, meta = load_checkpoint(config.checkpoint)
-    extra = meta.get("extra", {})
-    missing = [k for k in ("backbone_model_id", "max_words", "sampling_hash") if k not in extra]
-    if missing:
-        raise ValueError(f"checkpoint {config.checkpoint} does not record {', '.join(missing)}: train it with glscl")
+    extra = recorded_extras(config.checkpoint, meta, ("backbone_model_id", "max_words", "sampling_hash"))
     return FeatureQuery(
         config.split, extra["backbone_model_id"], int(extra["max_words"]), config.kind, extra["sampling_hash"]
     )
@@ -163,8 +160,7 @@ def evaluate_flow(config: EvaluateConfig) -> EvaluateReport:
     """Exact metrics of a checkpoint on a split, sharded over Ray actors; writes JSON, Markdown and a PNG."""
     start = time.perf_counter()
     catalog = Catalog(config.store)
-    run = RunRecorder(catalog, "evaluate", asdict(config)).start()
-    try:
+    with RunRecorder(catalog, "evaluate", asdict(config)) as run:
         query = feature_query(config)
         _, ids = gallery(catalog, query)
         versions = catalog.versions()
@@ -199,9 +195,6 @@ def evaluate_flow(config: EvaluateConfig) -> EvaluateReport:
             timings,
             files,
         )
-    except BaseException as error:
-        run.fail(error)
-        raise
     Path(files["json"]).write_text(json.dumps(asdict(report), indent=2))
     Path(files["markdown"]).write_text(report.to_markdown() + "\n")
     run.finish("completed", {"texts": report.texts, "videos": report.videos}, {}, timings)

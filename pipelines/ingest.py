@@ -340,8 +340,7 @@ def ingest_flow(config: IngestConfig) -> IngestSummary:
     start = time.perf_counter()
     logger.info(config.backbone.describe())
     catalog = Catalog(config.store)
-    run = RunRecorder(catalog, "ingest", asdict(config)).start()
-    try:
+    with RunRecorder(catalog, "ingest", asdict(config)) as run:
         discovery = discover(config)
         timings = {"discover": time.perf_counter() - start}
         counts, failures = discovery.counts, discovery.failures
@@ -354,9 +353,6 @@ def ingest_flow(config: IngestConfig) -> IngestSummary:
             encode_texts(config, discovery.texts, run.run_id) if discovery.texts else (0, 0.0)
         )
         tally = _ingest_shards(config, discovery.pending, run.run_id, counts, failures)
-    except BaseException as error:
-        run.fail(error)
-        raise
     timings.update(frames_job_wall=tally.frames_wall, commit=tally.commit_seconds, total=time.perf_counter() - start)
     throughput = tally.throughput(counts["ok"] + counts["failed"])
     summary = IngestSummary(

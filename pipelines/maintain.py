@@ -203,8 +203,7 @@ def maintain_flow(config: MaintainConfig) -> MaintainSummary:
     logger = get_run_logger()
     start = time.perf_counter()
     catalog = Catalog(config.store)
-    run = RunRecorder(catalog, "maintain", asdict(config)).start()
-    try:
+    with RunRecorder(catalog, "maintain", asdict(config)) as run:
         present = table_names(catalog.db)
         missing = sorted(set(config.tables) - set(present))
         if missing:
@@ -223,9 +222,6 @@ def maintain_flow(config: MaintainConfig) -> MaintainSummary:
                 t.after.versions,
                 t.seconds,
             )
-    except BaseException as error:
-        run.fail(error)
-        raise
     seconds = time.perf_counter() - start
     timings = {t.table: t.seconds for t in done} | {"total": seconds}
     versions = run.finish("completed", _counts(done), {}, timings)

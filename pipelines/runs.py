@@ -17,7 +17,11 @@ from workers.rows import now_utc
 
 @dataclass
 class RunRecorder:
-    """One row in `runs` for one flow run, written at start ('running') and updated at the end."""
+    """One row in `runs` for one flow run, written at start ('running') and updated at the end.
+
+    Used as a context manager: entering records the start, an exception leaving the block records the failure
+    (and propagates); the block calls `finish` with the outcome.
+    """
 
     catalog: Catalog
     flow: str
@@ -32,6 +36,13 @@ class RunRecorder:
         """Record the run as running, with its parameters and the table versions it starts from."""
         self._write("running", finished=False)
         return self
+
+    def __enter__(self) -> RunRecorder:
+        return self.start()
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if error is not None:
+            self.fail(error)
 
     def finish(self, status: str, counts: dict, failures: dict, timings: dict) -> dict[str, int]:
         """Record the outcome; returns the table versions after the run (this row included)."""

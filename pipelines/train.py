@@ -192,8 +192,7 @@ def train_flow(config: TrainFlowConfig) -> TrainSummary:
     """Train GLSCL on a split's stored features and report held-out metrics against the baselines."""
     start = time.perf_counter()
     catalog = Catalog(config.store)
-    run = RunRecorder(catalog, "train", asdict(config)).start()
-    try:
+    with RunRecorder(catalog, "train", asdict(config)) as run:
         job = plan_job(config, run.run_id)
         history = run_training(config, job)
         output = Path(config.output_dir)
@@ -217,9 +216,6 @@ def train_flow(config: TrainFlowConfig) -> TrainSummary:
             str(plot_curves(history, output / "curves.png")),
             time.perf_counter() - start,
         )
-    except BaseException as error:
-        run.fail(error)
-        raise
     (output / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     (output / "summary.md").write_text(summary.to_markdown() + "\n")
     run.finish("completed", {"steps": steps}, {}, {"seconds": summary.seconds, "pairs_per_s": throughput})
