@@ -31,14 +31,14 @@ from glscl.baselines import XPoolHead
 from glscl.checkpoint import checkpoint_hash, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
-from glscl.search_vectors import captured_energy, fit_projection, video_search_vectors
+from glscl.search_vectors import captured_energy, fit_projection, video_segment_vectors
 from pipelines.plots import new_figure, save_figure
 from schemas.catalog import Catalog, StoreConfig
-from schemas.tables import video_index_spec
+from schemas.tables import segment_vector_width, video_index_spec
 from workers.ann import AnnConfig, ensure_indexes, index_health
-from workers.rows import list_array, vector_array
+from workers.rows import list_array, multivector_array, vector_array
 from workers.search import SearchConfig, Searcher
-from workers.video_index import Projection, float16_multivectors, float16_rows, save_projection
+from workers.video_index import Projection, save_projection
 
 MODEL_ID = "synthetic-encodings"
 FRAME_NORM = 10.0
@@ -129,7 +129,7 @@ def _queries(config: SearchBenchConfig, generator: Generator, size: int) -> tupl
     return TextEncoding(torch.from_numpy(np.stack(sentences)), torch.from_numpy(np.stack(locals_))), targets
 
 
-def _rows(ids: range, frames: np.ndarray, local: np.ndarray, vectors: np.ndarray, spec, dim: int) -> pa.Table:
+def _rows(ids: range, frames: np.ndarray, local: np.ndarray, segments: tuple, spec, dim: int) -> pa.Table:
     n = len(frames)
     timestamps = np.tile(np.arange(frames.shape[1], dtype=np.float32), (n, 1))
     stamp = pa.array([time.time_ns() // 1000] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
@@ -142,11 +142,11 @@ def _rows(ids: range, frames: np.ndarray, local: np.ndarray, vectors: np.ndarray
             "duration_s": pa.array(np.full(n, float(frames.shape[1]))),
             "ingested_at": stamp,
             "text": pa.array([f"synthetic video {i}" for i in ids]),
-            "frames": float16_multivectors(frames),
+            "frames": multivector_array(frames, dtype=np.float16),
             "frame_mask": list_array(np.ones(frames.shape[:2], dtype=bool), pa.bool_()),
             "timestamps": list_array(timestamps, pa.float32()),
-            "local": float16_rows(local.reshape(n, -1)),
-            "vector": vector_array(vectors),
+            "local": vector_array(local.reshape(n, -1), np.float16),
+            "vector": multivector_array(*segments),
             "indexed_at": stamp,
             "run_id": pa.array(["search-bench"] * n),
         }
@@ -168,7 +168,7 @@ def load_or_build(config: SearchBenchConfig, size: int) -> dict:
     built = json.loads(facts.read_text())
     table = Catalog(StoreConfig(built["store"])).db.open_table(built["table"])
     start = time.perf_counter()
-    actions = ensure_indexes(table, config.ann, table.schema.field("vector").type.list_size)
+    actions = ensure_indexes(table, config.ann, segment_vector_width(table.schema))
     if any(action.startswith("built") for action in actions):
         built |= {"index_s": time.perf_counter() - start, "actions": actions}
         facts.write_text(json.dumps(built, indent=2))
@@ -205,14 +205,16 @@ def build(config: SearchBenchConfig, size: int, folder: Path) -> dict:
             ids = torch.cat([best_ids, torch.arange(low, high).expand(config.queries, -1)], 1)
             best_scores, order = merged.topk(10, dim=1)
             best_ids = ids.gather(1, order)
-            vectors = video_search_vectors(video.frames, video.mask, video.local)
+            vectors, present = video_segment_vectors(
+                video.frames, video.mask, video.local, config.ann.segments, model_config.local_weight
+            )
             if projection is None:
-                basis = fit_projection(vectors[: config.ann.projection_sample], width)
-                sample = min(len(vectors), config.ann.projection_sample)
-                projection = Projection(basis.numpy(), sample, captured_energy(vectors, basis))
+                sample = vectors[present][: config.ann.projection_sample]
+                basis = fit_projection(sample, width)
+                projection = Projection(basis.numpy(), len(sample), captured_energy(sample, basis))
                 save_projection(catalog, spec.name, projection)
             projected = (vectors @ torch.from_numpy(projection.basis)).numpy()
-            rows = _rows(range(low, high), frames, local, projected, spec, config.dim)
+            rows = _rows(range(low, high), frames, local, (projected, present.numpy()), spec, config.dim)
             catalog.merge(spec, rows, config.dim)
             print(f"  n={size}: {high}/{size} videos written ({time.perf_counter() - start:.0f} s)", flush=True)
     return {

@@ -1,18 +1,24 @@
 """Indexable vectors for two-stage GLSCL search.
 
 The exact score is global(t, v) + w * local(t, v). The local term is one dot product of flattened, normalised
-K x D concept vectors divided by K; the global term depends on the text through its frame pooling, so it is
-approximated by the cosine of the sentence with the video's mean frame. Concatenating both sides gives one
-inner product that approximates the score:
+K x D concept vectors divided by K; the global term depends on the text through its frame pooling, which
+weighs the frames that match the text. It is approximated by the best cosine of the sentence with the mean
+of one of S contiguous segments of the video (a text about one event of a two-event video matches that
+event's segment, where the whole-video mean dilutes it). Each segment gives one vector, and the largest inner
+product over a video's segments approximates its score:
 
-    video: [ mean_frame / |mean_frame| , q_v (K*D) ]      text: [ s / |s| , (w / K) * q_t (K*D) ]
+    segment: [ seg_mean / |seg_mean| , sqrt(w / K) * q_v (K*D) ]    text: [ s / |s| , sqrt(w / K) * q_t (K*D) ]
 
-These (1 + K) * D vectors are projected onto the top principal directions of the video vectors (an uncentred
-SVD, which preserves inner products), so the ANN index stays small; the candidates it returns are re-ranked
-with the exact score.
+The local weight w / K is split evenly between the two sides, so the concept block carries the same share of
+each side's norm as it has in the score: the projection fitted on video vectors and the ANN partitions then
+follow what ranks videos, instead of the (K times larger) raw concept block. The (1 + K) * D vectors are
+projected onto the top principal directions of the segment vectors (an uncentred SVD, which preserves inner
+products), so the ANN index stays small; the candidates it returns are re-ranked with the exact score.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -21,18 +27,36 @@ from torch import Tensor
 _EPS = 1e-8
 
 
-def video_search_vectors(frames: Tensor, mask: Tensor, local: Tensor) -> Tensor:
-    """[Nv, (1+K)*D] video vectors from encoded frames [Nv, F, D], frame mask [Nv, F] and concepts [Nv, K, D]."""
-    valid = mask.to(frames.dtype).unsqueeze(-1)
-    mean = (frames * valid).sum(1) / valid.sum(1).clamp_min(1.0)
-    return torch.cat([F.normalize(mean, dim=-1, eps=_EPS), local.flatten(1)], dim=1).float()
+def segment_weights(mask: Tensor, segments: int) -> Tensor:
+    """[Nv, F, S] 0/1 weights assigning each valid frame to one of `segments` contiguous, nearly equal groups
+    of that video's valid frames (a video with fewer valid frames than S fills only the first groups)."""
+    if segments < 1:
+        raise ValueError(f"segments must be >= 1, got {segments}")
+    valid = mask.bool()
+    position = valid.long().cumsum(1) - 1
+    count = valid.sum(1, keepdim=True).clamp_min(1)
+    group = torch.div(position * segments, count, rounding_mode="floor")
+    group = torch.where(count < segments, position, group).clamp(0, segments - 1)
+    return F.one_hot(group, segments).to(torch.float32) * valid.unsqueeze(-1)
+
+
+def video_segment_vectors(frames: Tensor, mask: Tensor, local: Tensor, segments: int, local_weight: float):
+    """Segment vectors [Nv, S, (1+K)*D] from encoded frames [Nv, F, D], frame mask [Nv, F] and concepts
+    [Nv, K, D], and which segments hold frames [Nv, S] (a video with no valid frame keeps one, all-mean)."""
+    weights = segment_weights(mask, segments)
+    sums = torch.einsum("nfs,nfd->nsd", weights, frames.float())
+    present = weights.sum(1) > 0
+    present[:, 0] |= ~present.any(1)
+    means = F.normalize(sums, dim=-1, eps=_EPS)
+    scaled = local.flatten(1).float() * math.sqrt(local_weight / local.shape[1])
+    vectors = torch.cat([means, scaled.unsqueeze(1).expand(-1, segments, -1)], dim=-1)
+    return vectors, present
 
 
 def text_search_vectors(sentence: Tensor, local: Tensor, local_weight: float) -> Tensor:
-    """[Nt, (1+K)*D] text vectors whose inner product with `video_search_vectors` approximates the score."""
-    num_queries = local.shape[1]
-    scaled = local.flatten(1) * (local_weight / num_queries)
-    return torch.cat([F.normalize(sentence, dim=-1, eps=_EPS), scaled], dim=1).float()
+    """[Nt, (1+K)*D] text vectors whose inner product with a video's segment vectors approximates the score."""
+    scaled = local.flatten(1).float() * math.sqrt(local_weight / local.shape[1])
+    return torch.cat([F.normalize(sentence.float(), dim=-1, eps=_EPS), scaled], dim=1)
 
 
 def fit_projection(vectors: Tensor, dim: int, seed: int = 0) -> Tensor:

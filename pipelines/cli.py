@@ -409,16 +409,18 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
         "index",
         help="encode every ingested video once with a checkpoint and build the search indexes",
         description="Write the checkpoint's video_index table (encoded frames for exact re-ranking, concept "
-        "vectors, a projected ANN vector and filter metadata), then build or refresh its vector, full-text and "
-        "scalar indexes. Re-running adds only new videos and folds them into the indexes.",
+        "vectors, projected ANN vectors per time segment and filter metadata), then build or refresh its vector, "
+        "full-text and scalar indexes. Re-running adds only new videos and folds them into the indexes.",
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by glscl train")
     add_store_options(parser)
     parser.add_argument("--split", action="append", default=[], help="index only this split (repeatable)")
-    parser.add_argument("--vector-dim", type=int, default=512, help="ANN vector width after projection")
-    parser.add_argument("--index-type", choices=VECTOR_INDEX_TYPES, default="IVF_PQ", help="vector index type")
-    parser.add_argument("--min-rows", type=int, default=10_000, help="build the vector index from this many rows")
-    parser.add_argument("--partitions", type=int, default=None, help="IVF partitions (default about sqrt(rows))")
+    ann = AnnConfig()
+    parser.add_argument("--vector-dim", type=int, default=ann.vector_dim, help="ANN vector width after projection")
+    parser.add_argument("--segments", type=int, default=ann.segments, help="ANN vectors per video (time segments)")
+    parser.add_argument("--index-type", choices=VECTOR_INDEX_TYPES, default=ann.index_type, help="vector index type")
+    parser.add_argument("--min-rows", type=int, default=ann.min_rows, help="build the vector index from this many rows")
+    parser.add_argument("--partitions", type=int, default=None, help="IVF partitions (default sqrt(segment vectors))")
     parser.add_argument("--sub-vectors", type=int, default=None, help="PQ sub-vectors (default width / 8)")
     parser.add_argument("--shard-videos", type=int, default=512, help="videos per Ray task (default 512)")
     add_ray_address_option(parser)
@@ -437,6 +439,7 @@ def run_index(args: argparse.Namespace) -> int:
             shard_videos=args.shard_videos,
             ann=AnnConfig(
                 vector_dim=args.vector_dim,
+                segments=args.segments,
                 index_type=args.index_type,
                 min_rows=args.min_rows,
                 num_partitions=args.partitions,

@@ -16,9 +16,8 @@ from glscl.search_vectors import captured_energy, fit_projection
 from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
-from schemas.tables import FRAMES, VIDEO_OK, VIDEOS
+from schemas.tables import FRAMES, VIDEO_OK, VIDEOS, segment_vector_width
 from workers.ann import AnnConfig, IndexHealth, ensure_indexes, index_health
-from workers.features import dense
 from workers.ray_jobs import RayConfig, ensure_ray
 from workers.video_index import (
     SEARCH_VECTOR,
@@ -30,6 +29,7 @@ from workers.video_index import (
     load_projection,
     project_rows,
     save_projection,
+    segment_matrix,
 )
 
 
@@ -96,7 +96,7 @@ def pending_videos(catalog: Catalog, index: CheckpointIndex, splits: tuple[str, 
 
 
 def _fit(rows: list, ann: AnnConfig, width: int) -> Projection:
-    vectors = np.concatenate([dense(part[SEARCH_VECTOR], part.num_rows, -1) for part in rows])[: ann.projection_sample]
+    vectors = np.concatenate([segment_matrix(part[SEARCH_VECTOR]) for part in rows])[: ann.projection_sample]
     sample = torch.from_numpy(vectors)
     basis = fit_projection(sample, width)
     return Projection(basis.numpy(), len(vectors), captured_energy(sample, basis))
@@ -113,9 +113,17 @@ def _encode_and_write(
     """Encode shards on Ray and write them as they finish; without a stored projection (the first run) it is
     fitted on the early shards."""
     logger = get_run_logger()
-    width = index.spec.schema(index.embed_dim).field("vector").type.list_size
+    width = segment_vector_width(index.spec.schema(index.embed_dim))
     shards = [
-        IndexShard(config.store, config.checkpoint, index.model_id, index.sampling_hash, tuple(ids[i:j]), run_id)
+        IndexShard(
+            config.store,
+            config.checkpoint,
+            index.model_id,
+            index.sampling_hash,
+            tuple(ids[i:j]),
+            run_id,
+            config.ann.segments,
+        )
         for i, j in ((i, min(i + config.shard_videos, len(ids))) for i in range(0, len(ids), config.shard_videos))
     ]
     task = ray.remote(num_cpus=1, max_retries=2)(index_rows)
@@ -146,8 +154,7 @@ def index_flow(config: IndexConfig) -> IndexSummary:
     """Index the checkpoint's new videos and bring the table's indexes up to date."""
     start = time.perf_counter()
     catalog = Catalog(config.store)
-    run = RunRecorder(catalog, "index", asdict(config)).start()
-    try:
+    with RunRecorder(catalog, "index", asdict(config)) as run:
         index = checkpoint_index(config.checkpoint, config.ann.vector_dim)
         before = index_health(catalog.open_existing(index.spec)) if catalog.exists(index.spec) else None
         ids = pending_videos(catalog, index, config.splits)
@@ -160,7 +167,7 @@ def index_flow(config: IndexConfig) -> IndexSummary:
         if projection is None:
             raise ValueError(f"no videos to index in {config.store.uri}: ingest videos with the checkpoint's backbone")
         table = catalog.open_existing(index.spec)
-        width = table.schema.field("vector").type.list_size
+        width = segment_vector_width(table.schema)
         actions = ensure_indexes(table, config.ann, width)
         timings["indexes"] = time.perf_counter() - start - sum(timings.values())
         summary = IndexSummary(
@@ -173,9 +180,6 @@ def index_flow(config: IndexConfig) -> IndexSummary:
             {"dim": width, "fitted_on": projection.fitted_on, "captured_energy": round(projection.captured_energy, 4)},
             timings,
         )
-    except BaseException as error:
-        run.fail(error)
-        raise
     run.finish("completed", {"added": added, "rows": summary.health_after.rows}, {}, timings)
     publish_summary("index", summary.to_markdown(), f"glscl index run {run.run_id}")
     return summary

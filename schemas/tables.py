@@ -113,7 +113,7 @@ def _video_index(num_queries: int, vector_dim: int) -> Callable[[int | None], li
             pa.field("frame_mask", pa.list_(pa.bool_()), nullable=False),
             pa.field("timestamps", pa.list_(pa.float32()), nullable=False),
             pa.field("local", pa.list_(pa.float16(), num_queries * dim), nullable=False),
-            pa.field("vector", _vector(vector_dim), nullable=False),
+            pa.field("vector", _multivector(vector_dim), nullable=False),
             pa.field("indexed_at", _TIMESTAMP, nullable=False),
             pa.field("run_id", pa.string(), nullable=False),
         ]
@@ -203,11 +203,16 @@ def video_index_spec(checkpoint_sha: str, model_id: str, num_queries: int, vecto
     return TableSpec(
         video_index_name(checkpoint_sha),
         ("video_id",),
-        1,
+        2,
         _video_index(num_queries, vector_dim),
         needs_dim=True,
         metadata=((CHECKPOINT_KEY, checkpoint_sha), (MODEL_ID_KEY, model_id)),
     )
+
+
+def segment_vector_width(schema: pa.Schema) -> int:
+    """Width of the projected segment vectors of a `video_index` schema (its `vector` multivector column)."""
+    return schema.field("vector").type.value_type.list_size
 
 
 def projection_spec(index_name: str) -> TableSpec:

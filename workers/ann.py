@@ -25,7 +25,10 @@ class AnnConfig:
     (64 sub-vectors) takes 250 s on 2 cores, and it scores the probed partitions exactly (7 ms for 32 of 316
     partitions). IVF_PQ trades that for 32x less index memory on galleries whose vectors do not fit in RAM.
     Below `min_rows` no vector index is built: a flat scan of the projected vectors is exact and fast there.
-    `num_partitions` defaults to about sqrt(rows); `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions.
+    `num_partitions` defaults to about sqrt(segment vectors); `num_sub_vectors` (IVF_PQ) to one code per 8
+    dimensions. Each video gets `segments` vectors (contiguous parts of its frames, see glscl.search_vectors),
+    a LanceDB multivector column searched by its best segment, which LanceDB supports with cosine distance
+    only; every segment vector has the same norm before projection, so cosine ranks as the inner product does.
     """
 
     vector_dim: int = 512
@@ -36,12 +39,15 @@ class AnnConfig:
     sample_rate: int = 256
     max_iterations: int = 50
     projection_sample: int = 20_000
+    segments: int = 4
 
     def __post_init__(self) -> None:
         if self.index_type not in VECTOR_INDEX_TYPES:
             raise ValueError(f"index_type must be one of {VECTOR_INDEX_TYPES}, got {self.index_type!r}")
         if self.vector_dim < 1:
             raise ValueError(f"vector_dim must be >= 1, got {self.vector_dim}")
+        if self.segments < 1:
+            raise ValueError(f"segments must be >= 1, got {self.segments}")
 
 
 @dataclass
@@ -54,10 +60,13 @@ class IndexHealth:
     unindexed: dict[str, int]
 
 
+DISTANCE = "cosine"
+
+
 def _vector_index(config: AnnConfig, rows: int, dim: int):
     ivf = {
-        "distance_type": "dot",
-        "num_partitions": config.num_partitions or max(1, round(math.sqrt(rows))),
+        "distance_type": DISTANCE,
+        "num_partitions": config.num_partitions or max(1, round(math.sqrt(rows * config.segments))),
         "sample_rate": config.sample_rate,
         "max_iterations": config.max_iterations,
     }

@@ -1,7 +1,8 @@
-"""Text-to-video search over a checkpoint's `video_index` table, in two stages: an approximate inner-product
-search over the projected vectors (ANN index, or a flat scan on small tables) for `candidates` videos, then the
-exact GLSCL score of those candidates from their stored encodings. `exact=True` scores the whole (filtered)
-gallery exactly instead; `hybrid=True` adds full-text matches on captions and fuses both rankings (RRF).
+"""Text-to-video search over a checkpoint's `video_index` table, in two stages: an approximate search over the
+projected segment vectors (ANN index, or a flat scan on small tables; a video ranks by its best segment) for
+`candidates` videos, then the exact GLSCL score of those candidates from their stored encodings. `exact=True`
+scores the whole (filtered) gallery exactly instead; `hybrid=True` adds full-text matches on captions and fuses
+both rankings (RRF).
 
 A Searcher keeps the model, text tower and table handles warm; the CLI, the HTTP API and `search()` share it.
 """
@@ -22,6 +23,7 @@ from glscl.search_vectors import text_search_vectors
 from glscl.similarity import pooling_weights
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import INDEX_FILTER_COLUMNS, MODEL_ID_KEY, VIDEO_INDEX_PREFIX, video_index_name
+from workers.ann import DISTANCE
 from workers.features import dense
 from workers.filters import Filter, filters_sql
 from workers.video_index import load_projection
@@ -189,7 +191,7 @@ class Searcher:
 
     def _candidates(self, encoding: TextEncoding, limit: int, where: str | None) -> pa.Table:
         vector = text_search_vectors(encoding.sentence, encoding.local, self.model_config.local_weight) @ self.basis
-        query = self.table.search(vector[0].numpy(), vector_column_name="vector").distance_type("dot").limit(limit)
+        query = self.table.search(vector[0].numpy(), vector_column_name="vector").distance_type(DISTANCE).limit(limit)
         if self.has_vector_index:
             query = query.nprobes(self.config.nprobes)
             if self.config.refine_factor:

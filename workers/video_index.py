@@ -9,14 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
-from glscl.checkpoint import load_checkpoint
-from glscl.search_vectors import video_search_vectors
+from glscl.checkpoint import load_checkpoint, recorded_extras
+from glscl.search_vectors import video_segment_vectors
 from schemas.catalog import Catalog, StoreConfig, sql_in
 from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, VIDEOS, TableSpec, projection_spec, video_index_spec
 from workers.features import FeatureQuery, dense, read_videos
-from workers.rows import list_array, now_utc, vector_array
+from workers.rows import list_array, multivector_array, now_utc, vector_array
 from workers.score import encode_videos
 
 SEARCH_VECTOR = "search_vector"
@@ -37,10 +38,7 @@ def checkpoint_index(checkpoint: str, vector_dim: int) -> CheckpointIndex:
     """Name and schema of a checkpoint's video index, from the checkpoint's config and recorded features;
     the ANN vector is `vector_dim` wide at most ((1 + K) * D when that is smaller)."""
     _, config, meta = load_checkpoint(checkpoint)  # verifies the weights against the recorded sha256
-    extra = meta.get("extra", {})
-    missing = [key for key in ("backbone_model_id", "sampling_hash") if key not in extra]
-    if missing:
-        raise ValueError(f"checkpoint {checkpoint} does not record {', '.join(missing)}: train it with glscl")
+    extra = recorded_extras(checkpoint, meta, ("backbone_model_id", "sampling_hash"))
     sha = meta["sha256"]
     width = min(vector_dim, (1 + config.num_queries) * config.embed_dim)
     spec = video_index_spec(sha, extra["backbone_model_id"], config.num_queries, width)
@@ -57,6 +55,7 @@ class IndexShard:
     sampling_hash: str
     video_ids: tuple[str, ...]
     run_id: str
+    segments: int
 
 
 def caption_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, str]:
@@ -72,30 +71,19 @@ def caption_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, str]:
     return {vid: paragraphs.get(vid) or " ".join(t for _, t in sorted(sentences.get(vid, []))) for vid in video_ids}
 
 
-def float16_rows(values: np.ndarray) -> pa.Array:
-    """[N, M] to a fixed-size float16 list column."""
-    flat = pa.array(np.ascontiguousarray(values, dtype=np.float16).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
-
-
-def float16_multivectors(values: np.ndarray) -> pa.ListArray:
-    """[N, F, D] to a list of fixed-size float16 lists (F vectors of D per row)."""
-    n, f, d = values.shape
-    offsets = pa.array(np.arange(0, (n + 1) * f, f, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, float16_rows(values.reshape(n * f, d)))
-
-
 @torch.inference_mode()
 def index_rows(shard: IndexShard) -> pa.Table:
     """Encode the shard's videos with the checkpoint; rows carry the unprojected `search_vector` column, which
     the index flow replaces by the projected `vector` once the projection basis is known."""
-    model, _, _ = load_checkpoint(shard.checkpoint)
+    model, config, _ = load_checkpoint(shard.checkpoint)
     catalog = Catalog(shard.store)
     ids = list(shard.video_ids)
     query = FeatureQuery(split="", model_id=shard.model_id, max_words=0, sampling_hash=shard.sampling_hash)
     videos = read_videos(catalog, query, shard.sampling_hash, ids)
     encoded = encode_videos(model, videos.feats, videos.mask, torch.device("cpu"))
-    vectors = video_search_vectors(encoded.frames, encoded.mask, encoded.local).numpy()
+    vectors, present = video_segment_vectors(
+        encoded.frames, encoded.mask, encoded.local, shard.segments, config.local_weight
+    )
     meta = catalog.scan(
         VIDEOS, ["video_id", "dataset", "split", "source_path", "duration_s", "ingested_at"], sql_in("video_id", ids)
     )
@@ -113,11 +101,11 @@ def index_rows(shard: IndexShard) -> pa.Table:
             "duration_s": meta["duration_s"],
             "ingested_at": meta["ingested_at"],
             "text": pa.array([f"{title}. {texts[vid]}".strip(". ") for title, vid in zip(titles, ids, strict=True)]),
-            "frames": float16_multivectors(encoded.frames.numpy()),
+            "frames": multivector_array(encoded.frames.numpy(), dtype=np.float16),
             "frame_mask": list_array(videos.mask, pa.bool_()),
             "timestamps": list_array(videos.timestamps.astype(np.float32), pa.float32()),
-            "local": float16_rows(encoded.local.flatten(1).numpy()),
-            SEARCH_VECTOR: vector_array(vectors),
+            "local": vector_array(encoded.local.flatten(1).numpy(), np.float16),
+            SEARCH_VECTOR: multivector_array(vectors.numpy(), present.numpy()),
             "indexed_at": pa.array([now_utc()] * n, pa.timestamp("us", tz="UTC")),
             "run_id": pa.array([shard.run_id] * n, pa.string()),
         }
@@ -125,11 +113,22 @@ def index_rows(shard: IndexShard) -> pa.Table:
 
 
 def project_rows(rows: pa.Table, basis: np.ndarray, spec: TableSpec, dim: int) -> pa.Table:
-    """Replace the unprojected search vectors by their projection onto `basis` [in, out], in the table's schema."""
-    vectors = dense(rows[SEARCH_VECTOR], rows.num_rows, -1)
-    projected = rows.drop_columns([SEARCH_VECTOR]).append_column("vector", vector_array(vectors @ basis))
+    """Replace the unprojected segment vectors by their projection onto `basis` [in, out], in the table's
+    schema (each row keeps its number of segments)."""
+    segments = rows[SEARCH_VECTOR].combine_chunks()
+    lengths = pc.list_value_length(segments).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    column = pa.ListArray.from_arrays(offsets, vector_array(segment_matrix(segments) @ basis))
+    table = rows.drop_columns([SEARCH_VECTOR]).append_column("vector", column)
     schema = spec.schema(dim)
-    return projected.select(schema.names).cast(schema)
+    return table.select(schema.names).cast(schema)
+
+
+def segment_matrix(segments: pa.ChunkedArray | pa.ListArray) -> np.ndarray:
+    """Every segment vector of a multivector column, one per row of a [segments, width] float32 array."""
+    values = segments.combine_chunks() if isinstance(segments, pa.ChunkedArray) else segments
+    flat = pc.list_flatten(values)
+    return dense(flat, len(flat), -1)
 
 
 @dataclass(frozen=True)

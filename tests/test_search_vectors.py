@@ -1,0 +1,96 @@
+"""Segment vectors for the approximate search stage: frame grouping, the score algebra, Arrow layout."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glscl.search_vectors import segment_weights, text_search_vectors, video_segment_vectors
+from glscl.similarity import local_scores
+from schemas.tables import segment_vector_width, video_index_spec
+from workers.rows import multivector_array
+from workers.video_index import SEARCH_VECTOR, project_rows, segment_matrix
+
+
+def _groups(mask: list[bool], segments: int) -> list[int]:
+    """Segment of each frame (-1 for padded frames)."""
+    weights = segment_weights(torch.tensor([mask]), segments)[0]
+    return [int(row.argmax()) if row.sum() else -1 for row in weights]
+
+
+def test_valid_frames_split_into_contiguous_nearly_equal_segments():
+    assert _groups([True] * 8, 4) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert _groups([True] * 6 + [False] * 2, 4) == [0, 0, 1, 2, 2, 3, -1, -1]
+    assert _groups([True] * 3 + [False] * 5, 4) == [0, 1, 2, -1, -1, -1, -1, -1]
+    assert _groups([False, True, False, True, True, False, True, False], 2) == [-1, 0, -1, 0, 1, -1, 1, -1]
+    with pytest.raises(ValueError, match="segments"):
+        segment_weights(torch.ones(1, 4, dtype=torch.bool), 0)
+
+
+def test_segment_inner_product_is_sentence_cosine_plus_weighted_local_score():
+    torch.manual_seed(0)
+    frames, local = torch.randn(3, 8, 16) * 10, F.normalize(torch.randn(3, 4, 16), dim=-1)
+    mask = torch.tensor([[True] * 8, [True] * 5 + [False] * 3, [True] * 2 + [False] * 6])
+    sentence, text_local = torch.randn(2, 16) * 8, F.normalize(torch.randn(2, 4, 16), dim=-1)
+    vectors, present = video_segment_vectors(frames, mask, local, segments=4, local_weight=0.5)
+    assert vectors.shape == (3, 4, 5 * 16)
+    assert present.tolist() == [[True] * 4, [True] * 4, [True, True, False, False]]
+    norms = vectors.norm(dim=-1)[present]
+    assert torch.allclose(norms, torch.full_like(norms, 1.5**0.5), atol=1e-5)
+    text = text_search_vectors(sentence, text_local, local_weight=0.5)
+    products = torch.einsum("td,vsd->tvs", text, vectors)
+    # first segment: frames 0-1 of 8 and of 5 valid frames; frame 0 alone when only 2 frames are valid
+    first_segment = F.normalize(torch.stack([frames[0, :2].sum(0), frames[1, :2].sum(0), frames[2, 0]]), dim=-1)
+    cosine = F.normalize(sentence, dim=-1) @ first_segment.T
+    expected = cosine + 0.5 * local_scores(text_local, local)
+    assert torch.allclose(products[:, :, 0], expected, atol=1e-5)
+
+
+def test_a_text_about_one_event_matches_its_segment_best():
+    torch.manual_seed(1)
+    first, second = F.normalize(torch.randn(2, 32), dim=-1)
+    frames = torch.cat([first.expand(4, -1), second.expand(4, -1)]).unsqueeze(0) * 10
+    local = F.normalize(torch.randn(1, 2, 32), dim=-1)
+    vectors, _ = video_segment_vectors(frames, torch.ones(1, 8, dtype=torch.bool), local, 2, 0.5)
+    text = text_search_vectors(second.unsqueeze(0) * 8, local, 0.5)
+    products = (vectors[0] @ text[0]).tolist()
+    assert products[1] > products[0]
+    assert products[1] == pytest.approx(1.0 + 0.5, abs=1e-5)
+
+
+def test_multivector_column_keeps_present_segments_and_projection_keeps_counts():
+    values = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    present = np.array([[True, False, True], [True, True, True]])
+    column = multivector_array(values, present)
+    assert pa.compute.list_value_length(column).to_pylist() == [2, 3]
+    assert np.array_equal(segment_matrix(column), values[present])
+
+    spec = video_index_spec("ab" * 32, "model", num_queries=1, vector_dim=2)
+    schema = spec.schema(4)
+    now = datetime.now(UTC)
+    row = {
+        "video_id": "v",
+        "dataset": "d",
+        "split": "val",
+        "source_path": "",
+        "duration_s": 1.0,
+        "ingested_at": now,
+        "text": "",
+        "frames": [[0.0] * 4],
+        "frame_mask": [True],
+        "timestamps": [0.0],
+        "local": [0.0] * 4,
+        "indexed_at": now,
+        "run_id": "r",
+    }
+    rows = pa.table({name: pa.array([row[name]] * 2, schema.field(name).type) for name in row})
+    basis = np.eye(4, 2, dtype=np.float32)
+    projected = project_rows(rows.append_column(SEARCH_VECTOR, column), basis, spec, 4)
+    assert projected.schema == schema and segment_vector_width(projected.schema) == 2
+    assert pa.compute.list_value_length(projected["vector"]).to_pylist() == [2, 3]
+    assert np.array_equal(segment_matrix(projected["vector"]), values[present][:, :2])
