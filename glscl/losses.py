@@ -9,13 +9,31 @@ from torch import Tensor
 from glscl.config import GLSCLConfig
 
 
-def info_nce(scores: Tensor, logit_scale: Tensor | float) -> Tensor:
-    """Symmetric InfoNCE on logit_scale * scores [B, B]; the diagonal holds the positives."""
+def info_nce(
+    scores: Tensor,
+    logit_scale: Tensor | float,
+    negative_scores: Tensor | None = None,
+    negative_valid: Tensor | None = None,
+) -> Tensor:
+    """Symmetric InfoNCE on logit_scale * scores [B, B] (texts x videos); the diagonal holds the positives.
+
+    Hard negative texts (`negative_scores` [M, B], negatives x videos; `negative_valid` [M] marks the real
+    ones) join the video-to-text softmax: each video must pick its own text over them as well as over the other
+    videos' texts. The text-to-video side is unchanged (a negative text has no video to find).
+    """
     if scores.ndim != 2 or scores.shape[0] != scores.shape[1]:
         raise ValueError(f"scores must be a square [B, B] matrix, got {tuple(scores.shape)}")
     logits = logit_scale * scores
     targets = torch.arange(scores.shape[0], device=scores.device)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    video_to_text = logits.T
+    if negative_scores is not None:
+        if negative_scores.ndim != 2 or negative_scores.shape[1] != scores.shape[1]:
+            raise ValueError(f"negative_scores must be [M, {scores.shape[1]}], got {tuple(negative_scores.shape)}")
+        negatives = logit_scale * negative_scores
+        if negative_valid is not None:
+            negatives = negatives.masked_fill(~negative_valid.bool().unsqueeze(1), float("-inf"))
+        video_to_text = torch.cat([video_to_text, negatives.T], dim=1)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(video_to_text, targets))
 
 
 def inter_consistency_loss(video_local: Tensor, text_local: Tensor, beta: float, target: float) -> Tensor:
@@ -54,11 +72,18 @@ class GLSCLLoss:
         self.config = config
 
     def __call__(
-        self, scores: Tensor, logit_scale: Tensor | float, video_local: Tensor, text_local: Tensor
+        self,
+        scores: Tensor,
+        logit_scale: Tensor | float,
+        video_local: Tensor,
+        text_local: Tensor,
+        negative_scores: Tensor | None = None,
+        negative_valid: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        """Terms for a batch of B matched pairs: keys contrastive, icl, idl and total (all scalars)."""
+        """Terms for a batch of B matched pairs (and optional hard negative texts, see `info_nce`): keys
+        contrastive, icl, idl and total (all scalars)."""
         cfg = self.config
-        contrastive = info_nce(scores, logit_scale)
+        contrastive = info_nce(scores, logit_scale, negative_scores, negative_valid)
         icl = inter_consistency_loss(video_local, text_local, cfg.icl_beta, cfg.icl_target)
         idl = intra_diversity_loss(video_local, cfg.idl_margin)
         if cfg.idl_both_modalities:

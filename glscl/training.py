@@ -64,6 +64,8 @@ class TrainConfig:
 
     `eval_every` counts steps between evaluations/checkpoints (0: only at epoch ends); `log_every` counts steps
     between step logs (0: none). `betas`/`eps` are the authors' BertAdam values (AdamW adds bias correction).
+    `order_negatives` adds, per training video with two or more sentences, its sentences in reverse order as a
+    hard negative text (a project addition, not in the paper: it makes event order matter to the loss).
     """
 
     epochs: int = 5
@@ -74,6 +76,7 @@ class TrainConfig:
     mode: Mode = "head"
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
+    order_negatives: bool = False
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -118,14 +121,20 @@ class TextInput(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """Aligned pairs: text i describes video i."""
+    """Aligned pairs: text i describes video i; optionally one hard negative text per video (`negatives` row i
+    is a text video i must not match, real where `negative_valid` [B] is true)."""
 
     videos: VideoInput
     texts: TextInput
+    negatives: TextInput | None = None
+    negative_valid: Tensor | None = None
 
     def to(self, device: torch.device) -> Batch:
         """The same pairs on `device`."""
-        return Batch(self.videos.to(device), self.texts.to(device))
+        if self.negatives is None:
+            return Batch(self.videos.to(device), self.texts.to(device))
+        valid = self.negative_valid.to(device, non_blocking=True)
+        return Batch(self.videos.to(device), self.texts.to(device), self.negatives.to(device), valid)
 
 
 @dataclass
@@ -135,6 +144,8 @@ class PairData:
     Head mode: `videos` float CLIP frame features [Nv, F, D], `tokens` float token features [Nt, L, D], plus
     `sentence` [Nt, D] and `token_mask` [Nt, L]. Full mode: `videos` uint8 frames [Nv, F, S, S, 3] and `tokens`
     integer CLIP token ids [Nt, L] (no sentence/token_mask: the backbone derives them). Arrays become tensors.
+    Optional hard negatives: `negatives` texts in the same form, and `video_negative` [Nv], the negative text of
+    each video (-1: none), e.g. its own sentences in another order.
     """
 
     videos: Tensor
@@ -143,6 +154,8 @@ class PairData:
     text_to_video: Tensor
     sentence: Tensor | None = None
     token_mask: Tensor | None = None
+    negatives: TextInput | None = None
+    video_negative: Tensor | None = None
 
     def __post_init__(self) -> None:
         self.videos = torch.as_tensor(self.videos)
@@ -155,6 +168,7 @@ class PairData:
             self.token_mask = torch.as_tensor(self.token_mask).bool()
         self._check_videos()
         self._check_texts()
+        self._check_negatives()
 
     @property
     def mode(self) -> Mode:
@@ -206,6 +220,23 @@ class PairData:
         if self.token_mask.shape != self.tokens.shape[:2]:
             raise ValueError(f"token_mask {tuple(self.token_mask.shape)} != tokens {tuple(self.tokens.shape[:2])}")
 
+    def _check_negatives(self) -> None:
+        """Negative texts have the positives' form, and each video names one of them or none (-1)."""
+        if (self.negatives is None) != (self.video_negative is None):
+            raise ValueError("negatives and video_negative come together")
+        if self.negatives is None:
+            return
+        self.negatives = TextInput(*(None if t is None else torch.as_tensor(t) for t in self.negatives))
+        self.video_negative = torch.as_tensor(self.video_negative).long()
+        form = [None if t is None else (t.dtype, t.shape[1:]) for t in self.text_input(slice(0, 0))]
+        if [None if t is None else (t.dtype, t.shape[1:]) for t in self.negatives] != form:
+            raise ValueError("negative texts must have the same fields, dtypes and shapes as the texts")
+        count = self.negatives.tokens.shape[0]
+        if self.video_negative.shape != (self.num_videos,):
+            raise ValueError(f"video_negative must have shape ({self.num_videos},)")
+        if self.num_videos and not -1 <= int(self.video_negative.min()) <= int(self.video_negative.max()) < count:
+            raise ValueError(f"video_negative values must lie in [-1, {count})")
+
     def video_input(self, index: Tensor | np.ndarray | slice) -> VideoInput:
         """The videos at `index`."""
         index = _as_index(index)
@@ -221,8 +252,14 @@ class PairData:
         )
 
     def pairs(self, video_index: Tensor | np.ndarray, text_index: Tensor | np.ndarray) -> Batch:
-        """A batch whose text i is `text_index[i]` and video i is `video_index[i]`."""
-        return Batch(self.video_input(video_index), self.text_input(text_index))
+        """A batch whose text i is `text_index[i]` and video i is `video_index[i]` (with the videos' hard
+        negatives when the data has them)."""
+        batch = Batch(self.video_input(video_index), self.text_input(text_index))
+        if self.negatives is None:
+            return batch
+        chosen = self.video_negative[_as_index(video_index)]
+        picked = TextInput(*(None if t is None else t[chosen.clamp_min(0)] for t in self.negatives))
+        return batch._replace(negatives=picked, negative_valid=chosen >= 0)
 
 
 def _as_index(index: Tensor | np.ndarray | slice) -> Tensor | slice:
@@ -296,12 +333,15 @@ class WarmupCosine:
 
 
 class TrainOutput(NamedTuple):
-    """What the loss needs from a global batch: scores [B, B] (texts x videos), gamma, local concepts [B, K, D]."""
+    """What the loss needs from a global batch: scores [B, B] (texts x videos), gamma, local concepts [B, K, D],
+    and with hard negatives their scores [B, B] (negative texts x videos) and validity [B]."""
 
     scores: Tensor
     logit_scale: Tensor
     video_local: Tensor
     text_local: Tensor
+    negative_scores: Tensor | None = None
+    negative_valid: Tensor | None = None
 
 
 def _identity(tensor: Tensor) -> Tensor:
@@ -357,7 +397,12 @@ class TrainModule(nn.Module):
         """Encode this rank's pairs, all-gather the encodings with `gather`, score the global batch."""
         video = VideoEncoding(*(gather(t) for t in self.encode_videos(batch.videos)))
         text = TextEncoding(*(gather(t) for t in self.encode_texts(batch.texts)))
-        return TrainOutput(self.head.score(text, video), self.head.logit_scale_exp(), video.local, text.local)
+        output = TrainOutput(self.head.score(text, video), self.head.logit_scale_exp(), video.local, text.local)
+        if batch.negatives is None:
+            return output
+        negatives = TextEncoding(*(gather(t) for t in self.encode_texts(batch.negatives)))
+        valid = gather(batch.negative_valid)
+        return output._replace(negative_scores=self.head.score(negatives, video), negative_valid=valid)
 
 
 def all_gather_with_grad(tensor: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
@@ -528,7 +573,7 @@ class Trainer:
         with torch.random.fork_rng(devices=cuda, device_type="cuda"):
             torch.manual_seed(_dropout_seed(self.train_config.seed, self.rank, self.step))
             out = self.module(batch, self._gather_for_loss)
-            terms = self.loss(out.scores, out.logit_scale, out.video_local, out.text_local)
+            terms = self.loss(*out)
         self.optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]

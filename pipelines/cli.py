@@ -177,6 +177,7 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-videos", type=int, default=100, help="held-out videos (default 100)")
     parser.add_argument("--seed", type=int, default=0, help="data and training seed (default 0)")
     parser.add_argument("--epochs", type=int, default=80, help="training epochs (default 80)")
+    parser.add_argument("--order-negatives", action="store_true", help="train with order hard negatives")
     add_ray_options(parser)
 
 
@@ -191,6 +192,7 @@ def run_demo(args: argparse.Namespace) -> int:
         val_videos=args.val_videos,
         seed=args.seed,
         train_epochs=args.epochs,
+        order_negatives=args.order_negatives,
         ray=ray_config(args),
     )
     return run_demo_flow(config)
@@ -235,6 +237,11 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
     parser.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: each epoch)")
     parser.add_argument("--log-every", type=int, default=10, help="log the loss terms every N steps (default 10)")
+    parser.add_argument(
+        "--order-negatives",
+        action="store_true",
+        help="add each video's sentences in reverse order as a hard negative text (teaches event order)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1: in-process)")
     parser.add_argument("--output", default="./data/runs/train", help="run folder (checkpoints, history, plots)")
     add_ray_address_option(parser)
@@ -275,6 +282,7 @@ def train_config(args: argparse.Namespace):
             eval_every=args.eval_every,
             log_every=args.log_every,
             mode=args.mode,
+            order_negatives=args.order_negatives,
         ),
         output_dir=args.output,
         workers=args.workers,

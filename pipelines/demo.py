@@ -40,6 +40,7 @@ class DemoConfig:
     seed: int = 0
     train_epochs: int = 80
     batch_size: int = 32
+    order_negatives: bool = False
     ray: RayConfig = field(default_factory=RayConfig)
 
     def synthetic(self) -> SyntheticConfig:
@@ -116,7 +117,13 @@ def train_config(config: DemoConfig) -> TrainFlowConfig:
         store=config.store,
         max_words=DEMO_MAX_WORDS,
         head_preset="tiny",
-        train=TrainConfig(epochs=config.train_epochs, batch_size=config.batch_size, seed=config.seed, log_every=5),
+        train=TrainConfig(
+            epochs=config.train_epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            log_every=5,
+            order_negatives=config.order_negatives,
+        ),
         output_dir=str(Path(config.out_dir) / "train"),
     )
 

@@ -83,3 +83,21 @@ def test_total_combines_weighted_terms() -> None:
     torch.testing.assert_close(
         visual_only(scores, 100.0, video, text)["idl"], config.idl_alpha * intra_diversity_loss(video, 0.1)
     )
+
+
+def test_hard_negatives_join_the_video_to_text_softmax_only() -> None:
+    torch.manual_seed(0)
+    scores, negatives = torch.randn(4, 4), torch.randn(4, 4)
+    none_valid = torch.zeros(4, dtype=torch.bool)
+    torch.testing.assert_close(info_nce(scores, 10.0, negatives, none_valid), info_nce(scores, 10.0))
+    valid = torch.tensor([True, False, True, True])
+    text_to_video = sum(-torch.log_softmax(10.0 * scores[i], 0)[i] for i in range(4)) / 4
+    video_to_text = 0.0
+    for j in range(4):
+        row = torch.cat([scores[:, j], negatives[valid, j]]) * 10.0
+        video_to_text = video_to_text - torch.log_softmax(row, 0)[j] / 4
+    torch.testing.assert_close(info_nce(scores, 10.0, negatives, valid), 0.5 * (text_to_video + video_to_text))
+    diagonal = torch.eye(4) * 0.9
+    assert info_nce(diagonal, 100.0, torch.zeros(4, 4)) < 1e-6
+    # a negative that ties each video's own text halves its video-to-text probability: loss 0.5 * ln 2
+    torch.testing.assert_close(info_nce(diagonal, 100.0, diagonal), torch.tensor(0.5 * math.log(2)))

@@ -2,6 +2,7 @@
 unbroken run, 2-worker Ray Train (DDP over gloo), reports and refusals."""
 
 import json
+import math
 import shutil
 
 import lancedb
@@ -14,7 +15,9 @@ from glscl.training import TrainConfig
 from pipelines.cli import main
 from pipelines.demo import DEMO_MAX_WORDS
 from pipelines.train import TrainFlowConfig, train_flow
-from workers.train_worker import BEST_DIR, HISTORY_FILE, LATEST_DIR
+from schemas.catalog import Catalog
+from schemas.tables import CAPTIONS
+from workers.train_worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, order_negative_texts
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 
@@ -139,3 +142,20 @@ def test_tampered_checkpoint_is_refused_by_evaluate(store, trained, tmp_path, ca
     code = main(["evaluate", "--checkpoint", str(copy), "--db", store.uri, "--output", str(tmp_path / "r")])
     assert code == 2
     assert "sha256" in capsys.readouterr().err
+
+
+def test_order_negatives_reverse_each_video_and_train(store, tmp_path):
+    catalog = Catalog(store)
+    captions = catalog.scan(CAPTIONS, ["video_id", "order", "text"], "kind = 'sentence' AND split = 'train'")
+    told: dict[str, list[tuple[int, str]]] = {}
+    for row in captions.to_pylist():
+        told.setdefault(row["video_id"], []).append((row["order"], row["text"]))
+    negatives = order_negative_texts(catalog, sorted(told))
+    several = {vid for vid, items in told.items() if len({text for _, text in items}) > 1}
+    assert several and set(negatives) == several
+    for vid in several:
+        assert negatives[vid] == " ".join(text for _, text in sorted(told[vid], reverse=True))
+    summary = train_flow(flow_config(store, tmp_path / "negatives", order_negatives=True))
+    history = [json.loads(line) for line in (tmp_path / "negatives" / HISTORY_FILE).read_text().splitlines()]
+    losses = [r["contrastive"] for r in history if r["event"] == "step"]
+    assert summary.steps == 6 and len(losses) == 6 and all(math.isfinite(loss) for loss in losses)

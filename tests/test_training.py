@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -24,6 +25,7 @@ from glscl.training import (
     STATE_TENSORS,
     PairData,
     PairSampler,
+    TextInput,
     TrainConfig,
     Trainer,
     TrainModule,
@@ -84,6 +86,35 @@ def make_trainer(config: GLSCLConfig | None = None, init_seed: int = 0, **train:
     torch.manual_seed(init_seed)
     module = TrainModule(GLSCL(config))
     return Trainer(module, config, TrainConfig(**{"epochs": 3, "batch_size": 16, **train}))
+
+
+def with_negatives(data: PairData, every: int = 2) -> PairData:
+    """`data` plus a hard negative text for every `every`-th video: its own text with the token order reversed."""
+    videos = torch.arange(0, data.num_videos, every)
+    first_text = torch.stack([(data.text_to_video == v).nonzero()[0, 0] for v in videos.tolist()])
+    negatives = TextInput(data.tokens[first_text].flip(1), data.sentence[first_text], data.token_mask[first_text])
+    video_negative = torch.full((data.num_videos,), -1)
+    video_negative[videos] = torch.arange(len(videos))
+    return dataclasses.replace(data, negatives=negatives, video_negative=video_negative)
+
+
+def test_order_negatives_ride_along_with_their_videos() -> None:
+    data = with_negatives(synthetic_pairs(6))
+    batch = data.pairs(torch.tensor([1, 2, 4]), torch.tensor([1, 2, 4]))
+    assert batch.negative_valid.tolist() == [False, True, True]
+    torch.testing.assert_close(batch.negatives.tokens[1], data.tokens[2].flip(0))
+    with pytest.raises(ValueError, match="video_negative"):
+        dataclasses.replace(data, video_negative=torch.full((6,), 5))
+    with pytest.raises(ValueError, match="same fields"):
+        dataclasses.replace(data, negatives=TextInput(data.tokens[:3, :2], data.sentence[:3], data.token_mask[:3, :2]))
+    with pytest.raises(ValueError, match="together"):
+        dataclasses.replace(data, video_negative=None)
+    plain, hard = make_trainer(), make_trainer()
+    plain.set_total_steps(1)
+    hard.set_total_steps(1)
+    batch = synthetic_pairs().pairs(torch.arange(16), torch.arange(16))
+    harder = with_negatives(synthetic_pairs()).pairs(torch.arange(16), torch.arange(16))
+    assert hard.train_step(harder)["contrastive"] > plain.train_step(batch)["contrastive"]
 
 
 def test_train_config_and_pair_data_validation() -> None:

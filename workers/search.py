@@ -30,6 +30,7 @@ from workers.video_index import load_projection
 
 MAX_K = 1000
 RRF_OFFSET = 60
+ALL_PARTITIONS = 1 << 20  # LanceDB clamps nprobes to the index's partition count
 _META_COLUMNS = ["video_id", "source_path", "dataset", "split", "duration_s", "text"]
 _RERANK_COLUMNS = ["frames", "frame_mask", "timestamps", "local"]
 
@@ -41,7 +42,12 @@ class SearchError(ValueError):
 @dataclass(frozen=True)
 class SearchConfig:
     """The checkpoint and database to search, the backbone that encodes query text (None: queries arrive
-    already encoded, as in the synthetic benchmarks), and the ANN settings."""
+    already encoded, as in the synthetic benchmarks), and the ANN settings.
+
+    Galleries of at most `probe_all_below` videos probe every IVF partition: on few videos a partition holds
+    loosely related ones, so partial probing loses neighbours, while probing all is still cheap (12 ms at 5k
+    videos here, six times faster than LanceDB's flat multivector scan).
+    """
 
     checkpoint: str
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -50,6 +56,7 @@ class SearchConfig:
     nprobes: int = 32
     refine_factor: int | None = None
     exact_batch: int = 4096
+    probe_all_below: int = 20_000
 
 
 @dataclass
@@ -131,6 +138,8 @@ class Searcher:
         self.max_words = int(extra.get("max_words", self.model_config.max_words))
         self.backbone = Backbone(config.backbone) if config.backbone else None
         self.has_vector_index = any("vector" in i.columns for i in self.table.list_indices())
+        small = self.table.count_rows() <= config.probe_all_below
+        self.nprobes = ALL_PARTITIONS if small else config.nprobes
 
     def encode(self, text: str) -> TextEncoding:
         """The query's GLSCL text encoding (CLIP text tower, then the GLSCL text side)."""
@@ -193,7 +202,7 @@ class Searcher:
         vector = text_search_vectors(encoding.sentence, encoding.local, self.model_config.local_weight) @ self.basis
         query = self.table.search(vector[0].numpy(), vector_column_name="vector").distance_type(DISTANCE).limit(limit)
         if self.has_vector_index:
-            query = query.nprobes(self.config.nprobes)
+            query = query.nprobes(self.nprobes)
             if self.config.refine_factor:
                 query = query.refine_factor(self.config.refine_factor)
         if where:

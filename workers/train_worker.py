@@ -4,8 +4,10 @@ worker or by Ray Train (TorchTrainer, DDP over gloo/NCCL) for several."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +23,9 @@ from glscl.backbone import Backbone, BackboneConfig
 from glscl.checkpoint import save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL
-from glscl.training import PairData, TrainConfig, Trainer, TrainModule, all_gather_with_grad
-from schemas.catalog import Catalog, StoreConfig, sql_string
-from schemas.tables import CAPTIONS, FRAMES, VIDEOS
+from glscl.training import PairData, TextInput, TrainConfig, Trainer, TrainModule, all_gather_with_grad
+from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
+from schemas.tables import CAPTION_SENTENCE, CAPTIONS, FRAMES, VIDEOS
 from workers.decode import decode_frames
 from workers.features import FeatureQuery, SplitFeatures, read_split
 from workers.sampling import SamplingConfig
@@ -78,11 +80,60 @@ def full_pairs(catalog: Catalog, features: SplitFeatures, backbone: Backbone, ma
     )
 
 
-def load_pairs(job: TrainJob, query: FeatureQuery, backbone: Backbone | None) -> PairData:
-    """The split's pairs in the job's mode."""
+def order_negative_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, str]:
+    """Each video's sentences in reverse order as one paragraph: the same events told in the wrong order, which
+    only a model that reads order can reject (videos with fewer than two distinct sentences get none)."""
+    rows = catalog.scan(
+        CAPTIONS,
+        ["video_id", "order", "text"],
+        f"kind = {sql_string(CAPTION_SENTENCE)} AND " + sql_in("video_id", video_ids),
+    )
+    sentences: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for video_id, order, text in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True):
+        sentences[video_id].append((order, text))
+    negatives = {}
+    for video_id, items in sentences.items():
+        told = [text for _, text in sorted(items)]
+        if told != told[::-1]:
+            negatives[video_id] = " ".join(reversed(told))
+    return negatives
+
+
+def with_order_negatives(
+    data: PairData, catalog: Catalog, video_ids: list[str], job: TrainJob, backbone: Backbone | None, max_words: int
+) -> PairData:
+    """`data` plus one order negative per video that has one: token ids (full mode) or text features from the
+    job's backbone (head mode; it must be the backbone the stored features were made with)."""
+    texts = order_negative_texts(catalog, video_ids)
+    ids = [video_id for video_id in video_ids if video_id in texts]
+    if not ids:
+        return data
+    paragraphs = [texts[video_id] for video_id in ids]
+    if backbone is not None:
+        negatives = TextInput(backbone.tokenize(paragraphs, max_words).cpu(), None, None)
+    else:
+        if job.backbone.model_id != job.train_query.model_id:
+            raise ValueError(
+                f"order negatives need the backbone the features were made with ({job.train_query.model_id}), "
+                f"got {job.backbone.model_id}"
+            )
+        encoder = Backbone(job.backbone)
+        parts = [encoder.encode_texts(paragraphs[i : i + 256], max_words) for i in range(0, len(paragraphs), 256)]
+        sentence, tokens, mask = (torch.from_numpy(np.concatenate(arrays)) for arrays in zip(*parts, strict=True))
+        negatives = TextInput(tokens, sentence, mask)
+    position = {video_id: i for i, video_id in enumerate(ids)}
+    video_negative = torch.tensor([position.get(video_id, -1) for video_id in video_ids])
+    return dataclasses.replace(data, negatives=negatives, video_negative=video_negative)
+
+
+def load_pairs(job: TrainJob, query: FeatureQuery, backbone: Backbone | None, negatives: bool = False) -> PairData:
+    """The split's pairs in the job's mode, with order negatives when asked."""
     catalog = Catalog(job.store)
     features = read_split(catalog, query)
-    return head_pairs(features) if backbone is None else full_pairs(catalog, features, backbone, query.max_words)
+    data = head_pairs(features) if backbone is None else full_pairs(catalog, features, backbone, query.max_words)
+    if negatives:
+        return with_order_negatives(data, catalog, features.video_ids, job, backbone, query.max_words)
+    return data
 
 
 class History:
@@ -120,7 +171,7 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
     out.mkdir(parents=True, exist_ok=True)
     device = get_device() if distributed else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = Backbone(job.backbone, str(device)) if job.train.mode == "full" else None
-    data = load_pairs(job, job.train_query, backbone)
+    data = load_pairs(job, job.train_query, backbone, negatives=job.train.order_negatives)
     val = load_pairs(job, job.val_query, backbone) if job.val_query else None
     head = GLSCL(job.model)
     module = TrainModule(head, backbone)
