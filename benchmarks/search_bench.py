@@ -18,7 +18,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.ann import AnnConfig, ensure_indexes, index_health
 from workers.rows import list_array, multivector_array, vector_array
-from workers.search import SearchConfig, Searcher
+from workers.search import ALL_PARTITIONS, SearchConfig, Searcher
 from workers.video_index import Projection, save_projection
 
 MODEL_ID = "synthetic-encodings"
@@ -59,7 +59,8 @@ class SearchBenchConfig:
     topics: int = 2000
     candidates: tuple[int, ...] = (50, 100, 200)
     nprobes: tuple[int, ...] = (16, 32, 64)
-    refine_factors: tuple[int, ...] = (0, 4)
+    refine_factors: tuple[int, ...] = (0,)
+    probe_all_below: int = SearchConfig.probe_all_below
     chunk: int = 20_000
     xpool_slice: int = 10_000
     exact_mode_max: int = 100_000
@@ -239,10 +240,15 @@ def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
     text, exact = built["text"], built["exact_top10"]
     store = StoreConfig(built["store"])
     single = [TextEncoding(text.sentence[i : i + 1], text.local[i : i + 1]) for i in range(config.queries)]
-    rows = []
+    rows, seen = [], set()
     grid = [(c, n, r) for r in config.refine_factors for n in config.nprobes for c in config.candidates]
     for candidates, nprobes, refine in grid:
-        searcher = Searcher(SearchConfig(built["checkpoint"], store, None, candidates, nprobes, refine or None))
+        settings = SearchConfig(built["checkpoint"], store, None, candidates, nprobes, refine or None)
+        searcher = Searcher(replace(settings, probe_all_below=config.probe_all_below))
+        probes = "all" if searcher.nprobes == ALL_PARTITIONS else nprobes
+        if (candidates, probes, refine) in seen:
+            continue
+        seen.add((candidates, probes, refine))
         searcher.search_encoded(single[0], 10)
         latencies, recall1, recall10 = [], [], []
         for i, encoding in enumerate(single):
@@ -255,7 +261,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
         row = {
             "videos": size,
             "candidates": candidates,
-            "nprobes": nprobes,
+            "nprobes": probes,
             "refine_factor": refine,
             "recall@1": statistics.mean(recall1),
             "recall@10": statistics.mean(recall10),
@@ -372,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--candidates", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--nprobes", type=int, nargs="+", default=[16, 32, 64])
-    parser.add_argument("--refine-factors", type=int, nargs="+", default=[0, 4], help="0: no refine step")
+    parser.add_argument("--refine-factors", type=int, nargs="+", default=[0], help="0: no refine step")
     parser.add_argument("--build-only", action="store_true", help="write the galleries and stop")
     parser.add_argument("--output", default="benchmarks/search_results.json")
     args = parser.parse_args(argv)

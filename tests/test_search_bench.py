@@ -21,6 +21,7 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
         candidates=(10, 600),
         nprobes=(1, 8),
         refine_factors=(0,),
+        probe_all_below=0,
         chunk=250,
         xpool_slice=100,
         output=str(tmp_path / "report.json"),
