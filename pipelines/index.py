@@ -95,6 +95,16 @@ def pending_videos(catalog: Catalog, index: CheckpointIndex, splits: tuple[str, 
     return sorted((videos & set(encoded["video_id"].to_pylist())) - indexed)
 
 
+def _check_width(schema, index: CheckpointIndex, asked: int) -> None:
+    """Refuse a vector width other than the existing index's: its projection and vector index are fixed."""
+    stored, wanted = segment_vector_width(schema), segment_vector_width(index.spec.schema(index.embed_dim))
+    if stored != wanted:
+        raise ValueError(
+            f"video index {index.spec.name} holds {stored}-dim vectors but --vector-dim {asked} asks for {wanted}: "
+            f"re-run with --vector-dim {stored}, or drop the table to rebuild it"
+        )
+
+
 def _fit(rows: list, ann: AnnConfig, width: int) -> Projection:
     vectors = np.concatenate([segment_matrix(part[SEARCH_VECTOR]) for part in rows])[: ann.projection_sample]
     sample = torch.from_numpy(vectors)
@@ -156,7 +166,11 @@ def index_flow(config: IndexConfig) -> IndexSummary:
     catalog = Catalog(config.store)
     with RunRecorder(catalog, "index", asdict(config)) as run:
         index = checkpoint_index(config.checkpoint, config.ann.vector_dim)
-        before = index_health(catalog.open_existing(index.spec)) if catalog.exists(index.spec) else None
+        before = None
+        if catalog.exists(index.spec):
+            existing = catalog.open_existing(index.spec)
+            _check_width(existing.schema, index, config.ann.vector_dim)
+            before = index_health(existing)
         ids = pending_videos(catalog, index, config.splits)
         timings = {"select": time.perf_counter() - start}
         added, projection = 0, load_projection(catalog, index.spec.name)

@@ -2,6 +2,7 @@
 candidates cover the gallery, filters apply before ranking, incremental indexing, hybrid text matches,
 the ANN index path, and clear errors for bad queries."""
 
+import dataclasses
 import json
 import re
 import shutil
@@ -128,6 +129,12 @@ def test_bad_queries_get_clear_errors(indexed, query, k, filters, message):
     store, checkpoint, _ = indexed
     with pytest.raises(SearchError, match=message):
         searcher(store, checkpoint).search(query, k=k, filters=filters)
+
+
+def test_another_vector_width_for_an_existing_index_is_refused(indexed):
+    store, checkpoint, _ = indexed
+    with pytest.raises(ValueError, match="holds 64-dim vectors but --vector-dim 32 asks for 32"):
+        index_flow(IndexConfig(checkpoint, store, ann=dataclasses.replace(SMALL_ANN, vector_dim=32)))
 
 
 def test_checkpoint_without_index_and_wrong_backbone_are_refused(indexed, tmp_path):
