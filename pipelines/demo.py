@@ -19,7 +19,7 @@ from pipelines.train import TrainFlowConfig, TrainSummary, linear_baseline, trai
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEOS
 from workers.features import FeatureQuery
-from workers.order_test import order_test
+from workers.order_test import WRONG, order_test
 from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
@@ -143,12 +143,17 @@ def order_test_markdown(results: dict[str, float]) -> str:
     """The order-test accuracies as a Markdown table."""
     lines = [
         f"Order test on {int(results['videos'])} held-out two-event videos (true paragraph among 4: true, events "
-        "swapped, one direction flipped; chance 25%, ties count as misses):",
+        "swapped, one direction flipped; ties count as misses):",
         "",
-        "| scorer | accuracy % |",
-        "|---|---|",
+        "| scorer | true beats all 3 % (chance 25) | "
+        + " | ".join(f"true beats {wrong} % (chance 50)" for wrong in WRONG)
+        + " |",
+        "|---|---|" + "---|" * len(WRONG),
     ]
-    lines += [f"| {name} | {value:.1f} |" for name, value in results.items() if name != "videos"]
+    names = [name for name in results if name != "videos" and " vs " not in name]
+    for name in names:
+        pairwise = " | ".join(f"{results[f'{name} vs {wrong}']:.1f}" for wrong in WRONG)
+        lines.append(f"| {name} | {results[name]:.1f} | {pairwise} |")
     return "\n".join(lines)
 
 

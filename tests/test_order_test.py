@@ -15,3 +15,5 @@ def test_accuracy_counts_strict_wins_only():
         ]
     )
     assert accuracy(scores) == 25.0
+    assert accuracy(scores, slice(1, 2)) == 25.0  # only the win beats column 1 strictly
+    assert accuracy(torch.tensor([[0.5, 0.4, 0.9, 0.9]]), slice(1, 2)) == 100.0

@@ -40,9 +40,14 @@ def candidate_paragraphs(catalog: Catalog, features: SplitFeatures, split: str) 
     return videos, paragraphs
 
 
-def accuracy(scores: torch.Tensor) -> float:
-    """Percent of rows [N, 4] whose true candidate (column 0) scores strictly above the other three."""
-    return 100.0 * float((scores[:, 0:1] > scores[:, 1:]).all(dim=1).float().mean())
+# The wrong candidates, by column: what a scorer must notice to reject each.
+WRONG = {"events swapped": 1, "first direction flipped": 2, "second direction flipped": 3}
+
+
+def accuracy(scores: torch.Tensor, against: slice = slice(1, None)) -> float:
+    """Percent of rows [N, 4] whose true candidate (column 0) scores strictly above the `against` columns (all
+    three others by default)."""
+    return 100.0 * float((scores[:, 0:1] > scores[:, against]).all(dim=1).float().mean())
 
 
 @torch.no_grad()
@@ -54,7 +59,9 @@ def order_test(
     linear: LinearMeanPooling,
 ) -> dict[str, float]:
     """Order-test accuracy (%) of the trained GLSCL head, the trained linear mean-pooling baseline and plain mean
-    pooling, on the two-event videos of `query.split`."""
+    pooling, on the two-event videos of `query.split`: "<scorer>" over all four candidates (chance 25%), and
+    "<scorer> vs <wrong>", the true paragraph against one wrong candidate alone (chance 50%), which shows whether
+    a scorer misses event order or motion direction."""
     features = read_split(catalog, query)
     videos, paragraphs = candidate_paragraphs(catalog, features, query.split)
     if not videos:
@@ -65,9 +72,14 @@ def order_test(
     text_enc = model.encode_text(sentence, tokens, mask)
     video_enc = model.encode_video(frames, frame_mask)
     shape = (len(videos), CANDIDATES)
-    return {
-        "videos": float(len(videos)),
-        "GLSCL trained": accuracy(model.pair_scores(text_enc, video_enc).reshape(shape)),
-        "mean pooling + linear (trained)": accuracy(linear.pair_scores(sentence, frames, frame_mask).reshape(shape)),
-        "mean pooling (no training)": accuracy(MeanPooling().pair_scores(sentence, frames, frame_mask).reshape(shape)),
+    scores = {
+        "GLSCL trained": model.pair_scores(text_enc, video_enc).reshape(shape),
+        "mean pooling + linear (trained)": linear.pair_scores(sentence, frames, frame_mask).reshape(shape),
+        "mean pooling (no training)": MeanPooling().pair_scores(sentence, frames, frame_mask).reshape(shape),
     }
+    results = {"videos": float(len(videos))}
+    for name, table in scores.items():
+        results[name] = accuracy(table)
+        for wrong, column in WRONG.items():
+            results[f"{name} vs {wrong}"] = accuracy(table, slice(column, column + 1))
+    return results
