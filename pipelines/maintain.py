@@ -18,7 +18,8 @@ from prefect.cache_policies import NO_CACHE
 from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
-from schemas.tables import ALL_TABLES
+from schemas.tables import ALL_TABLES, VIDEO_INDEX_PREFIX, segment_vector_width
+from workers.ann import AnnConfig, has_vector_index, retrain_vector_index
 
 DEFAULT_RETENTION = timedelta(days=7)
 _KEYS = {spec.name: spec.key for spec in ALL_TABLES}
@@ -168,11 +169,14 @@ def check_rows(
 
 
 def maintain_table(catalog: Catalog, name: str, retain: timedelta) -> TableUpkeep:
-    """Compact, re-index and prune one table (one `optimize` call), reading its state before and after."""
+    """Compact, re-index and prune one table (one `optimize` call, and a retrain of a video index's vector
+    index, which LanceDB's compaction degrades), reading its state before and after."""
     start = time.perf_counter()
     table = catalog.db.open_table(name)
     before, keys_before = read_state(table)
     table.optimize(cleanup_older_than=retain)
+    if name.startswith(VIDEO_INDEX_PREFIX) and has_vector_index(table):
+        retrain_vector_index(table, AnnConfig(), segment_vector_width(table.schema))
     after, keys_after = read_state(table)
     meanwhile = check_rows(name, before, after, keys_before, keys_after)
     return TableUpkeep(name, before, after, meanwhile, time.perf_counter() - start)

@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import timedelta
 
 import pytest
 import torch
@@ -24,8 +25,10 @@ from glscl.training import TrainConfig
 from pipelines.cli import main
 from pipelines.demo import DEMO_MAX_WORDS
 from pipelines.index import IndexConfig, index_flow
+from pipelines.maintain import maintain_table
 from pipelines.serve import create_app
 from pipelines.train import TrainFlowConfig, train_flow
+from schemas.catalog import Catalog
 from workers.ann import AnnConfig
 from workers.filters import Filter, FilterError, filters_sql, parse_filter
 from workers.search import SearchConfig, Searcher, SearchError
@@ -71,6 +74,7 @@ def test_incremental_index_covers_new_videos_with_every_index(indexed):
     assert summary.projection["dim"] == 64 and 0 < summary.projection["captured_energy"] <= 1.0
     assert "vector_idx" in summary.health_after.unindexed and "text_idx" in summary.health_after.unindexed
     assert any("optimised" in action for action in summary.actions)
+    assert any(action.startswith("retrained IVF_HNSW_SQ vector index over 24 rows") for action in summary.actions)
 
 
 def test_two_stage_equals_exact_when_candidates_cover_the_gallery(indexed):
@@ -235,3 +239,16 @@ def test_web_page_in_headless_chromium(server):
     assert len(items) == 3, dom[-2000:]
     assert dom.count('data-loaded="1"') == 3
     assert "3 videos" in dom and "val_1" in dom
+
+
+def test_maintaining_a_video_index_retrains_its_vector_index(indexed):
+    store, checkpoint, summary = indexed
+    catalog = Catalog(store)
+    table = catalog.db.open_table(summary.table)
+    before = {i.name: i.index_uuid for i in table.list_indices()}
+    upkeep = maintain_table(catalog, summary.table, timedelta(hours=1))
+    after = {i.name: i.index_uuid for i in catalog.db.open_table(summary.table).list_indices()}
+    assert after.keys() == before.keys() and after["vector_idx"] != before["vector_idx"]
+    assert upkeep.after.rows == 24 and not any(upkeep.after.unindexed_rows.values())
+    engine = searcher(store, checkpoint, candidates=24)
+    assert engine.search("a red circle moves left", k=3).hits

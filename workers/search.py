@@ -23,7 +23,7 @@ from glscl.search_vectors import text_search_vectors
 from glscl.similarity import pooling_weights
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import INDEX_FILTER_COLUMNS, MODEL_ID_KEY, VIDEO_INDEX_PREFIX, video_index_name
-from workers.ann import DISTANCE
+from workers.ann import DISTANCE, has_vector_index
 from workers.features import dense
 from workers.filters import Filter, filters_sql
 from workers.video_index import load_projection
@@ -137,7 +137,7 @@ class Searcher:
         self.basis = torch.from_numpy(np.array(projection.basis))
         self.max_words = int(extra.get("max_words", self.model_config.max_words))
         self.backbone = Backbone(config.backbone) if config.backbone else None
-        self.has_vector_index = any("vector" in i.columns for i in self.table.list_indices())
+        self.has_vector_index = has_vector_index(self.table)
         small = self.table.count_rows() <= config.probe_all_below
         self.nprobes = ALL_PARTITIONS if small else config.nprobes
 
