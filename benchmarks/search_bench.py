@@ -333,7 +333,7 @@ def plot_sweep(report: dict, path: Path) -> Path:
     axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
     axis.axvline(50, color="grey", linestyle="--", linewidth=0.8)
     axis.set(xlabel="p50 latency per query (ms)", ylabel="recall@10 of the exact GLSCL top-10", xscale="log")
-    axis.set_title("two-stage search (ANN + exact re-rank), swept candidates / nprobes / refine")
+    axis.set_title("two-stage search (ANN + exact re-rank): candidates x nprobes")
     return save_figure(figure, path)
 
 
