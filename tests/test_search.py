@@ -28,7 +28,7 @@ from pipelines.index import IndexConfig, index_flow
 from pipelines.maintain import maintain_table
 from pipelines.serve import create_app
 from pipelines.train import TrainFlowConfig, train_flow
-from schemas.catalog import Catalog
+from schemas.catalog import Catalog, sql_in
 from workers.ann import AnnConfig
 from workers.filters import Filter, FilterError, filters_sql, parse_filter
 from workers.search import SearchConfig, Searcher, SearchError
@@ -252,3 +252,15 @@ def test_maintaining_a_video_index_retrains_its_vector_index(indexed):
     assert upkeep.after.rows == 24 and not any(upkeep.after.unindexed_rows.values())
     engine = searcher(store, checkpoint, candidates=24)
     assert engine.search("a red circle moves left", k=3).hits
+
+
+def test_a_running_searcher_sees_videos_indexed_after_it_started(indexed):
+    store, checkpoint, summary = indexed
+    table = Catalog(store).db.open_table(summary.table)
+    gone = table.search().select(["video_id"]).limit(2).to_arrow()["video_id"].to_pylist()
+    table.delete(sql_in("video_id", gone))
+    engine = searcher(store, checkpoint, candidates=24, refresh_s=0.0)
+    only = [Filter("video_id", "in", gone)]
+    assert engine.search("a shape moves", k=5, filters=only).hits == []
+    assert index_flow(IndexConfig(checkpoint, store, ann=SMALL_ANN)).added == 2
+    assert {hit.video_id for hit in engine.search("a shape moves", k=5, filters=only).hits} == set(gone)
