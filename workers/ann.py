@@ -94,13 +94,14 @@ def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> l
     rows = table.count_rows()
     indexed = _index_types(table)
     vector_type = indexed.get("vector")
+    wanted = _STORED_TYPE.get(config.index_type)
+    rebuild = wanted and rows >= config.min_rows and vector_type != wanted
     if indexed and any(index_health(table).unindexed.values()):
         table.optimize()
         done.append("optimised existing indexes and compacted fragments")
-        if vector_type:
+        if vector_type and not rebuild:
             done.append(retrain_vector_index(table, config, dim))
-    wanted = _STORED_TYPE.get(config.index_type)
-    if wanted and rows >= config.min_rows and vector_type != wanted:
+    if rebuild:
         table.create_index("vector", config=_vector_index(config, rows, dim), replace=True)
         done.append(
             f"built {config.index_type} vector index over {rows} rows"

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.catalog import Catalog, sql_in, sql_string
-from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
+from schemas.tables import CAPTION_PARAGRAPH, CAPTION_SENTENCE, CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 
 
 class FeaturesError(ValueError):
@@ -62,6 +62,15 @@ def dense(column: pa.ChunkedArray | pa.Array, rows: int, *shape: int, dtype=np.f
     while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
         values = pc.list_flatten(values)
     return values.to_numpy(zero_copy_only=False).astype(dtype).reshape(rows, *shape)
+
+
+def video_sentences(catalog: Catalog, where: str) -> dict[str, list[str]]:
+    """Each matching video's sentence captions, in their order (`where` filters the captions table)."""
+    rows = catalog.scan(CAPTIONS, ["video_id", "order", "text"], f"kind = {sql_string(CAPTION_SENTENCE)} AND {where}")
+    told: dict[str, list[tuple[int, str]]] = {}
+    for video_id, order, text in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True):
+        told.setdefault(video_id, []).append((order, text))
+    return {video_id: [text for _, text in sorted(items)] for video_id, items in told.items()}
 
 
 def _sampling_hash(catalog: Catalog, query: FeatureQuery) -> str:

@@ -5,8 +5,6 @@ R@1 over random captions mostly measures which objects appear."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
 import torch
 
@@ -14,8 +12,7 @@ from glscl.backbone import Backbone, BackboneConfig
 from glscl.baselines import LinearMeanPooling, MeanPooling
 from glscl.model import GLSCL
 from schemas.catalog import Catalog, sql_string
-from schemas.tables import CAPTION_SENTENCE, CAPTIONS
-from workers.features import FeatureQuery, SplitFeatures, read_split
+from workers.features import FeatureQuery, SplitFeatures, read_split, video_sentences
 from workers.synthetic import order_test_candidates
 
 CANDIDATES = 4
@@ -23,17 +20,10 @@ CANDIDATES = 4
 
 def candidate_paragraphs(catalog: Catalog, features: SplitFeatures, split: str) -> tuple[list[int], list[str]]:
     """Videos (gallery indices) with exactly two events, and their 4 candidate paragraphs each, true first."""
-    rows = catalog.scan(
-        CAPTIONS,
-        ["video_id", "order", "text"],
-        f"split = {sql_string(split)} AND kind = {sql_string(CAPTION_SENTENCE)}",
-    ).to_pylist()
-    sentences: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for row in rows:
-        sentences[row["video_id"]].append((row["order"], row["text"]))
+    sentences = video_sentences(catalog, f"split = {sql_string(split)}")
     videos, paragraphs = [], []
     for index, video_id in enumerate(features.video_ids):
-        events = [text for _, text in sorted(sentences[video_id])]
+        events = sentences.get(video_id, [])
         if len(events) == 2:
             videos.append(index)
             paragraphs += [" ".join(candidate) for candidate in order_test_candidates(events)]

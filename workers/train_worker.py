@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +24,9 @@ from glscl.config import GLSCLConfig
 from glscl.model import GLSCL
 from glscl.training import PairData, TextInput, TrainConfig, Trainer, TrainModule, all_gather_with_grad
 from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
-from schemas.tables import CAPTION_SENTENCE, CAPTIONS, FRAMES, VIDEOS
+from schemas.tables import CAPTIONS, FRAMES, VIDEOS
 from workers.decode import decode_frames
-from workers.features import FeatureQuery, SplitFeatures, read_split
+from workers.features import FeatureQuery, SplitFeatures, read_split, video_sentences
 from workers.sampling import SamplingConfig
 
 STATE_DIR = "state"
@@ -83,17 +82,8 @@ def full_pairs(catalog: Catalog, features: SplitFeatures, backbone: Backbone, ma
 def order_negative_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, str]:
     """Each video's sentences in reverse order as one paragraph: the same events told in the wrong order, which
     only a model that reads order can reject (videos with fewer than two distinct sentences get none)."""
-    rows = catalog.scan(
-        CAPTIONS,
-        ["video_id", "order", "text"],
-        f"kind = {sql_string(CAPTION_SENTENCE)} AND " + sql_in("video_id", video_ids),
-    )
-    sentences: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for video_id, order, text in zip(*(rows[c].to_pylist() for c in rows.column_names), strict=True):
-        sentences[video_id].append((order, text))
     negatives = {}
-    for video_id, items in sentences.items():
-        told = [text for _, text in sorted(items)]
+    for video_id, told in video_sentences(catalog, sql_in("video_id", video_ids)).items():
         if told != told[::-1]:
             negatives[video_id] = " ".join(reversed(told))
     return negatives
