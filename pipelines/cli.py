@@ -4,6 +4,7 @@ that can be imported and called the same way from Python."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -87,9 +88,14 @@ def add_kind_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def print_report(report, as_json: bool) -> None:
-    """Print a flow's summary dataclass as JSON or as its Markdown."""
-    print(json.dumps(asdict(report), indent=2, default=str) if as_json else report.to_markdown())
+def print_report(report, args: argparse.Namespace) -> None:
+    """Print a flow's summary dataclass as JSON (--json) or as its Markdown, to the report stream."""
+    emit(json.dumps(asdict(report), indent=2, default=str) if args.json else report.to_markdown(), args)
+
+
+def emit(text: str, args: argparse.Namespace) -> None:
+    """Write a command's report to `args.report_stream` (standard output unless `main` kept it aside)."""
+    print(text, file=args.report_stream or sys.stdout, flush=True)
 
 
 def store_config(args: argparse.Namespace) -> StoreConfig:
@@ -158,7 +164,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     from pipelines.ingest import ingest_flow
 
     summary = ingest_flow(ingest_config(args))
-    print_report(summary, args.json)
+    print_report(summary, args)
     return summary.exit_code
 
 
@@ -182,7 +188,7 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo and print what was written."""
+    """Run the demo and print what each stage produced."""
     from pipelines.demo import DemoConfig, run_demo_flow
 
     config = DemoConfig(
@@ -195,7 +201,9 @@ def run_demo(args: argparse.Namespace) -> int:
         order_negatives=args.order_negatives,
         ray=ray_config(args),
     )
-    return run_demo_flow(config)
+    report, exit_code = run_demo_flow(config)
+    emit(report, args)
+    return exit_code
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -295,7 +303,7 @@ def run_train(args: argparse.Namespace) -> int:
     from pipelines.train import train_flow
 
     summary = train_flow(train_config(args))
-    print_report(summary, args.json)
+    print_report(summary, args)
     return 0
 
 
@@ -342,7 +350,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             ray=RayConfig(address=args.ray_address),
         )
     )
-    print_report(report, args.json)
+    print_report(report, args)
     return 0
 
 
@@ -383,7 +391,7 @@ def run_maintain(args: argparse.Namespace) -> int:
             tables=tuple(args.table),
         )
     )
-    print_report(summary, args.json)
+    print_report(summary, args)
     return 0
 
 
@@ -456,7 +464,7 @@ def run_index(args: argparse.Namespace) -> int:
             ray=RayConfig(address=args.ray_address),
         )
     )
-    print_report(summary, args.json)
+    print_report(summary, args)
     return 0
 
 
@@ -524,7 +532,7 @@ def run_query(args: argparse.Namespace) -> int:
 
     filters = [parse_filter(text) for text in args.where]
     result = Searcher(search_config(args)).search(args.text, args.k, filters, exact=args.exact, hybrid=args.hybrid)
-    print(json.dumps(result.to_dict(), indent=2) if args.json else _result_markdown(result))
+    emit(json.dumps(result.to_dict(), indent=2) if args.json else _result_markdown(result), args)
     return 0
 
 
@@ -552,6 +560,7 @@ def run_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command."""
     parser = argparse.ArgumentParser(prog="glscl", description="Text-to-video search with GLSCL on LanceDB.")
+    parser.set_defaults(report_stream=None)
     commands = parser.add_subparsers(dest="command", required=True)
     add_ingest_parser(commands)
     add_demo_parser(commands)
@@ -579,10 +588,17 @@ _RUNNERS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `glscl` console script."""
+    """Entry point of the `glscl` console script.
+
+    Standard output carries only the command's report, so `--json` output can be piped into a parser; anything
+    else printed while the command runs goes to standard error (Ray forwards its workers' and raylet's log
+    lines, such as a worker it restarted, to the driver's stdout).
+    """
     args = build_parser().parse_args(argv)
+    args.report_stream = sys.stdout
     try:
-        return _RUNNERS[args.command](args)
+        with contextlib.redirect_stdout(sys.stderr):
+            return _RUNNERS[args.command](args)
     except (SourceError, VideoError, FeaturesError, CheckpointError, ValueError, FileNotFoundError) as error:
         print(f"glscl {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -166,11 +166,8 @@ def demo_flow(config: DemoConfig) -> tuple[IngestSummary, TrainSummary, dict[str
     return ingested, trained, run_order_test(config, trained)
 
 
-def run_demo_flow(config: DemoConfig) -> int:
-    """Run the demo and print what each stage produced; return the ingest exit code."""
+def run_demo_flow(config: DemoConfig) -> tuple[str, int]:
+    """Run the demo; return what each stage produced (Markdown) and the ingest exit code."""
     ingested, trained, order = demo_flow(config)
-    for section in (ingested.to_markdown(), table_overview(config.store), trained.to_markdown()):
-        print(section)
-        print()
-    print(order_test_markdown(order))
-    return ingested.exit_code
+    sections = (ingested.to_markdown(), table_overview(config.store), trained.to_markdown())
+    return "\n\n".join([*sections, order_test_markdown(order)]), ingested.exit_code

@@ -11,7 +11,7 @@ from schemas.catalog import StoreConfig
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 
 
-def test_demo_generates_and_ingests_both_splits(tmp_path, capsys):
+def test_demo_generates_and_ingests_both_splits(tmp_path):
     config = DemoConfig(
         out_dir=str(tmp_path),
         store=StoreConfig(str(tmp_path / "db")),
@@ -20,8 +20,8 @@ def test_demo_generates_and_ingests_both_splits(tmp_path, capsys):
         train_epochs=2,
         batch_size=4,
     )
-    assert run_demo_flow(config) == 0
-    printed = capsys.readouterr().out
+    printed, exit_code = run_demo_flow(config)
+    assert exit_code == 0
     assert "RANDOM weights" in printed and "| train | 6 | 0 | 6 |" in printed and "| val_1 | 3 | 0 | 3 |" in printed
     db = lancedb.connect(str(tmp_path / "db"))
     videos = db.open_table("videos").to_arrow().to_pylist()

@@ -1,7 +1,8 @@
 """Faults with real components: concurrent writers on the same tables (the committer alone, then two whole ingest
-runs on overlapping inputs), and an ingest process killed after a shard is committed but before its run records
-its outcome in `runs`. (A Ray worker killed mid-ingest, a tampered checkpoint and a Prefect server
-stopped mid-run have their own tests in test_ingest_flow.py, test_train_flow.py and test_prefect_server.py.)"""
+runs on overlapping inputs), a Ray worker process killed (SIGKILL) mid-ingest, and an ingest process killed after
+a shard is committed but before its run records its outcome in `runs`. (A whole ingest process killed half-way,
+a tampered checkpoint and a Prefect server stopped mid-run have their own tests in test_ingest_flow.py,
+test_checkpoint.py and test_prefect_server.py.)"""
 
 import json
 import os
@@ -104,6 +105,58 @@ def test_two_ingest_runs_on_overlapping_inputs(tmp_path):
     assert frames == videos
     assert sorted(r["status"] for r in runs) == ["completed", "completed"]
     assert sum(s.counts.get("ok", 0) + s.counts.get("already_ingested", 0) for s in summaries) == 8
+
+
+def descendants_named(root: int, fragment: str) -> list[int]:
+    """Pids of `root`'s descendant processes whose command line contains `fragment` (Ray names its worker
+    processes after what they run, e.g. `ray::MapWorker(MapBatches(FrameEncoder))`)."""
+    parents, commands = {}, {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+
+    def under_root(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == root:
+                return True
+        return False
+
+    return [pid for pid, command in commands.items() if fragment in command and under_root(pid)]
+
+
+@pytest.mark.slow
+def test_ray_worker_killed_mid_ingest_is_retried(tmp_path):
+    folder, db = make_clips(tmp_path / "videos", range(6)), tmp_path / "db"
+    command = [sys.executable, "-m", "pipelines.cli", "ingest", str(folder), "--db", str(db), "--frames", "4"]
+    command += ["--shard-size", "2", "--json"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        # The first shard's encode actor holds decoded videos once it exists; SIGKILL it as a lost worker would be.
+        deadline, killed = time.monotonic() + 240, []
+        while not killed and process.poll() is None and time.monotonic() < deadline:
+            killed = descendants_named(process.pid, "FrameEncoder")
+            time.sleep(0.05)
+        assert killed, "no encode actor process appeared under the ingest run"
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        output, errors = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, errors.decode()[-2000:]
+    assert "worker died or was killed" in errors.decode(), "the kill hit the actor while it held work"
+    counts = json.loads(output)["counts"]
+    assert counts["ok"] == 6 and counts["failed"] == 0, "Ray restarted the actor and retried its batch"
+    videos, frames, runs = stored(db)
+    assert len(frames) == 6 and set(frames.values()) == {1} and frames == videos
+    assert [r["status"] for r in runs] == ["completed"]
 
 
 def manifests(table: Path) -> int:
