@@ -1,11 +1,11 @@
 """The index flow: encode every ok video not yet indexed for a checkpoint (shards on Ray), write its
-`video_index` rows with the projected ANN vector, then build or refresh the vector, full-text and scalar
-indexes. Re-running adds only new videos and folds them into the indexes (incremental, no rebuild)."""
+`video_index` row and its segment rows with the projected ANN vectors, then build or refresh the vector,
+full-text and scalar indexes. Re-running adds only new videos and folds them into the indexes."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import ray
@@ -27,9 +27,9 @@ from workers.video_index import (
     checkpoint_index,
     index_rows,
     load_projection,
-    project_rows,
     save_projection,
     segment_matrix,
+    split_rows,
 )
 
 
@@ -47,30 +47,33 @@ class IndexConfig:
 
 @dataclass
 class IndexSummary:
-    """What an index run did and the state it left: rows, fragments, unindexed rows, projection quality."""
+    """What an index run did and the state it left in the video and segments tables: rows, fragments,
+    unindexed rows per index, projection quality."""
 
     table: str
     checkpoint_sha256: str
     added: int
     health_before: IndexHealth | None
     health_after: IndexHealth
+    segments_before: IndexHealth | None
+    segments_after: IndexHealth
     actions: list[str]
     projection: dict[str, float]
     timings: dict[str, float]
 
     def to_markdown(self) -> str:
         """A short report for people."""
-        before = self.health_before
         lines = [
             f"## index {self.table}: {self.added} videos added, {self.health_after.rows} in all",
             "",
-            "| | rows | fragments | unindexed rows |",
-            "|---|---|---|---|",
+            "| table | | rows | fragments | unindexed rows |",
+            "|---|---|---|---|---|",
         ]
-        if before is not None:
-            lines.append(f"| before | {before.rows} | {before.fragments} | {before.unindexed} |")
-        after = self.health_after
-        lines.append(f"| after | {after.rows} | {after.fragments} | {after.unindexed} |")
+        states = [("videos", "before", self.health_before), ("videos", "after", self.health_after)]
+        states += [("segments", "before", self.segments_before), ("segments", "after", self.segments_after)]
+        for name, when, health in states:
+            if health is not None:
+                lines.append(f"| {name} | {when} | {health.rows} | {health.fragments} | {health.unindexed} |")
         lines += [
             "",
             f"- projection: {self.projection}",
@@ -97,7 +100,7 @@ def pending_videos(catalog: Catalog, index: CheckpointIndex, splits: tuple[str, 
 
 def _check_width(schema, index: CheckpointIndex, asked: int) -> None:
     """Refuse a vector width other than the existing index's: its projection and vector index are fixed."""
-    stored, wanted = segment_vector_width(schema), segment_vector_width(index.spec.schema(index.embed_dim))
+    stored, wanted = segment_vector_width(schema), segment_vector_width(index.segments.schema())
     if stored != wanted:
         raise ValueError(
             f"video index {index.spec.name} holds {stored}-dim vectors but --vector-dim {asked} asks for {wanted}: "
@@ -109,7 +112,7 @@ def _fit(rows: list, ann: AnnConfig, width: int) -> Projection:
     vectors = np.concatenate([segment_matrix(part[SEARCH_VECTOR]) for part in rows])[: ann.projection_sample]
     sample = torch.from_numpy(vectors)
     basis = fit_projection(sample, width)
-    return Projection(basis.numpy(), len(vectors), captured_energy(sample, basis))
+    return Projection(basis.numpy(), len(vectors), captured_energy(sample, basis), asdict(ann))
 
 
 def _encode_and_write(
@@ -123,7 +126,7 @@ def _encode_and_write(
     """Encode shards on Ray and write them as they finish; without a stored projection (the first run) it is
     fitted on the early shards."""
     logger = get_run_logger()
-    width = segment_vector_width(index.spec.schema(index.embed_dim))
+    width = segment_vector_width(index.segments.schema())
     shards = [
         IndexShard(
             config.store,
@@ -151,8 +154,11 @@ def _encode_and_write(
             projection = _fit(buffered, config.ann, width)
             save_projection(catalog, index.spec.name, projection)
         for part in buffered:
-            rows = project_rows(part, projection.basis, index.spec, index.embed_dim)
-            catalog.merge(index.spec, rows, index.embed_dim)
+            # Segments first: a video counts as indexed once its video row exists, so a run stopped between the
+            # two commits re-encodes it and the segment merge replaces its rows instead of losing them.
+            videos, segments = split_rows(part, projection.basis, index)
+            catalog.merge(index.segments, segments)
+            catalog.merge(index.spec, videos, index.embed_dim)
             written += part.num_rows
         buffered = []
         logger.info("indexed %d/%d videos", written, len(ids))
@@ -166,11 +172,13 @@ def index_flow(config: IndexConfig) -> IndexSummary:
     catalog = Catalog(config.store)
     with RunRecorder(catalog, "index", asdict(config)) as run:
         index = checkpoint_index(config.checkpoint, config.ann.vector_dim)
-        before = None
-        if catalog.exists(index.spec):
-            existing = catalog.open_existing(index.spec)
+        before = segments_before = None
+        if catalog.exists(index.segments):
+            existing = catalog.open_existing(index.segments)
             _check_width(existing.schema, index, config.ann.vector_dim)
-            before = index_health(existing)
+            segments_before = index_health(existing)
+        if catalog.exists(index.spec):
+            before = index_health(catalog.open_existing(index.spec))
         ids = pending_videos(catalog, index, config.splits)
         timings = {"select": time.perf_counter() - start}
         added, projection = 0, load_projection(catalog, index.spec.name)
@@ -180,9 +188,14 @@ def index_flow(config: IndexConfig) -> IndexSummary:
         timings["encode_write"] = time.perf_counter() - start - timings["select"]
         if projection is None:
             raise ValueError(f"no videos to index in {config.store.uri}: ingest videos with the checkpoint's backbone")
-        table = catalog.open_existing(index.spec)
-        width = segment_vector_width(table.schema)
-        actions = ensure_indexes(table, config.ann, width)
+        table, segments = catalog.open_existing(index.spec), catalog.open_existing(index.segments)
+        actions = ensure_indexes(table, config.ann)
+        vector_actions = ensure_indexes(segments, config.ann)
+        if any("vector index" in action for action in vector_actions):
+            projection = replace(projection, ann=asdict(config.ann))
+            save_projection(catalog, index.spec.name, projection)
+        actions += [f"{segments.name}: {action}" for action in vector_actions]
+        width = segment_vector_width(segments.schema)
         timings["indexes"] = time.perf_counter() - start - sum(timings.values())
         summary = IndexSummary(
             index.spec.name,
@@ -190,6 +203,8 @@ def index_flow(config: IndexConfig) -> IndexSummary:
             added,
             before,
             index_health(table),
+            segments_before,
+            index_health(segments),
             actions,
             {"dim": width, "fitted_on": projection.fitted_on, "captured_energy": round(projection.captured_energy, 4)},
             timings,

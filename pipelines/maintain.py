@@ -10,6 +10,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
+import pyarrow as pa
 from lancedb.db import DBConnection
 from lancedb.table import Table
 from prefect import flow, get_run_logger, task
@@ -18,11 +19,11 @@ from prefect.cache_policies import NO_CACHE
 from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
-from schemas.tables import ALL_TABLES, VIDEO_INDEX_PREFIX, segment_vector_width
+from schemas.tables import PRIMARY_KEY, PRIMARY_KEY_POSITION, SEGMENTS_SUFFIX, VIDEO_INDEX_PREFIX
 from workers.ann import AnnConfig, has_vector_index, retrain_vector_index
+from workers.video_index import load_projection
 
 DEFAULT_RETENTION = timedelta(days=7)
-_KEYS = {spec.name: spec.key for spec in ALL_TABLES}
 
 
 class RowCheckError(RuntimeError):
@@ -118,6 +119,12 @@ def table_names(db: DBConnection) -> list[str]:
             return sorted(names)
 
 
+def key_columns(schema: pa.Schema) -> tuple[str, ...]:
+    """The table's key columns, as its schema marks them (Lance primary-key field metadata, in key order)."""
+    marked = [f for f in schema if (f.metadata or {}).get(PRIMARY_KEY) == b"true"]
+    return tuple(f.name for f in sorted(marked, key=lambda f: int(f.metadata[PRIMARY_KEY_POSITION])))
+
+
 def read_state(table: Table) -> tuple[TableState, Counter | None]:
     """The table's state at its latest version, and how often each key occurs there (None: no known key).
 
@@ -140,7 +147,7 @@ def read_state(table: Table) -> tuple[TableState, Counter | None]:
         total_bytes=stats["total_bytes"],
         unindexed_rows=unindexed,
     )
-    key = _KEYS.get(table.name)
+    key = key_columns(table.schema)
     keys = None
     if key:
         rows = table.search().select(list(key)).limit(None).to_arrow()
@@ -170,13 +177,15 @@ def check_rows(
 
 def maintain_table(catalog: Catalog, name: str, retain: timedelta) -> TableUpkeep:
     """Compact, re-index and prune one table (one `optimize` call, and a retrain of a video index's vector
-    index, which LanceDB's compaction degrades), reading its state before and after."""
+    index with the settings it was built with, since LanceDB's compaction can degrade it), reading its state
+    before and after."""
     start = time.perf_counter()
     table = catalog.db.open_table(name)
     before, keys_before = read_state(table)
     table.optimize(cleanup_older_than=retain)
-    if name.startswith(VIDEO_INDEX_PREFIX) and has_vector_index(table):
-        retrain_vector_index(table, AnnConfig(), segment_vector_width(table.schema))
+    if name.startswith(VIDEO_INDEX_PREFIX) and name.endswith(SEGMENTS_SUFFIX) and has_vector_index(table):
+        projection = load_projection(catalog, name.removesuffix(SEGMENTS_SUFFIX))
+        retrain_vector_index(table, AnnConfig(**projection.ann) if projection else AnnConfig())
     after, keys_after = read_state(table)
     meanwhile = check_rows(name, before, after, keys_before, keys_after)
     return TableUpkeep(name, before, after, meanwhile, time.perf_counter() - start)
