@@ -129,8 +129,11 @@ def score_shards(
         )
         for lo, hi in itertools.pairwise(bounds)
     ]
+    prepared = [s.prepare.remote() for s in scorers]
+    texts = scorers[0].encode_texts.remote()  # once, while the other shards prepare; Ray hands it to every shard
+    ray.get(prepared)
     true: dict[str, dict[int, float]] = {}
-    for part in ray.get([s.score.remote() for s in scorers]):
+    for part in ray.get([s.score.remote(texts) for s in scorers]):
         for name, scores in part.items():
             true.setdefault(name, {}).update(scores)
     true_scores = {name: np.array([t[i] for i in range(len(t))], dtype=np.float32) for name, t in true.items()}
@@ -140,7 +143,7 @@ def score_shards(
     for partial in partials[1:]:
         for name, accumulator in partial.items():
             merged[name].merge(accumulator)
-    timings = {key: max(s[key] for s in stats) for key in stats[0]}
+    timings = {key: max(s.get(key, 0.0) for s in stats) for key in sorted({key for s in stats for key in s})}
     return merged, {"shards": shards, **{f"slowest_shard_{k}": v for k, v in timings.items()}}
 
 

@@ -1,8 +1,9 @@
 """Exact gallery scoring in shards. Each ShardScorer owns a contiguous slice of the gallery: it reads that
-slice from LanceDB, encodes its videos and all texts once with the checkpoint, and keeps its [texts x slice]
-score block. Round one returns the true-pair scores found in the slice; round two counts, against the merged
-true scores, how many items outrank each true pair (a RankAccumulator). No process ever holds the full
-texts x videos matrix, and the counts equal a dense evaluation exactly."""
+slice from LanceDB and encodes its videos with the checkpoint; one shard encodes all texts once and every shard
+scores against those encodings, keeping its [texts x slice] score block. Round one returns the true-pair scores
+found in the slice; round two counts, against the merged true scores, how many items outrank each true pair (a
+RankAccumulator). No process ever holds the full texts x videos matrix, and the counts equal a dense
+evaluation exactly."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 
 from glscl.checkpoint import load_checkpoint
 from glscl.metrics import RankAccumulator, dual_softmax
-from glscl.model import GLSCL
+from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.similarity import DEFAULT_BLOCK
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_texts, read_videos
@@ -60,8 +61,20 @@ def encode_videos(model: GLSCL, feats: np.ndarray, mask: np.ndarray, device, bat
     return type(parts[0])(*(torch.cat(field) for field in zip(*parts, strict=True)))
 
 
+@dataclass(frozen=True)
+class EncodedTexts:
+    """The split's texts encoded once by the checkpoint (on CPU, to travel between shards), and each text's
+    video position in the gallery."""
+
+    encoding: TextEncoding
+    text_to_video: np.ndarray
+
+
 class ShardScorer:
-    """Scores all texts against one gallery slice and counts ranks; a Ray actor in the evaluate flow."""
+    """Scores all texts against one gallery slice and counts ranks; a Ray actor in the evaluate flow.
+
+    Calls in order: `prepare` (read and encode the slice), `encode_texts` on one shard only, `score` with those
+    texts on every shard, then `count`."""
 
     def __init__(self, spec: ShardSpec) -> None:
         self.spec = spec
@@ -69,24 +82,43 @@ class ShardScorer:
         self.matrices: dict[str, torch.Tensor] = {}
         self.text_to_video: np.ndarray | None = None
         self.timings: dict[str, float] = {}
+        self.model: GLSCL | None = None
+        self.videos: VideoEncoding | None = None
 
     @torch.inference_mode()
-    def score(self) -> dict[str, dict[int, float]]:
+    def prepare(self) -> None:
+        """Load the checkpoint, read this slice's videos and encode them."""
+        spec, start = self.spec, time.perf_counter()
+        self.model, _, _ = load_checkpoint(spec.checkpoint, self.device)
+        videos = read_videos(
+            Catalog(spec.store), spec.query, spec.sampling_hash, spec.gallery_ids[spec.start : spec.stop]
+        )
+        self.timings["read"] = time.perf_counter() - start
+        start = time.perf_counter()
+        self.videos = encode_videos(self.model, videos.feats, videos.mask, self.device)
+        self.timings["encode_videos"] = time.perf_counter() - start
+
+    @torch.inference_mode()
+    def encode_texts(self) -> EncodedTexts:
+        """Read and encode every text of the split once (the other shards receive the result)."""
+        if self.model is None:
+            raise RuntimeError("prepare() must run before encode_texts()")
+        start = time.perf_counter()
+        texts = read_texts(Catalog(self.spec.store), self.spec.query, self.spec.gallery_ids)
+        encoding = encode_texts(self.model, texts.sentence, texts.tokens, texts.token_mask, self.device)
+        self.timings["encode_texts"] = time.perf_counter() - start
+        return EncodedTexts(TextEncoding(*(field.cpu() for field in encoding)), texts.text_to_video)
+
+    @torch.inference_mode()
+    def score(self, texts: EncodedTexts) -> dict[str, dict[int, float]]:
         """Compute and keep this slice's [texts x slice] scores ("raw", plus "dual_softmax" when asked: the t2v
         prior is a softmax over texts per video, so a slice holding every text computes it exactly); return
         {matrix: {text index: true score}} for the texts whose video lies in the slice."""
+        if self.model is None or self.videos is None:
+            raise RuntimeError("prepare() must run before score()")
         spec, start = self.spec, time.perf_counter()
-        model, _, _ = load_checkpoint(spec.checkpoint, self.device)
-        catalog = Catalog(spec.store)
-        texts = read_texts(catalog, spec.query, spec.gallery_ids)
-        videos = read_videos(catalog, spec.query, spec.sampling_hash, spec.gallery_ids[spec.start : spec.stop])
-        self.timings["read"] = time.perf_counter() - start
-        start = time.perf_counter()
-        text_enc = encode_texts(model, texts.sentence, texts.tokens, texts.token_mask, self.device)
-        video_enc = encode_videos(model, videos.feats, videos.mask, self.device)
-        self.timings["encode"] = time.perf_counter() - start
-        start = time.perf_counter()
-        self.matrices["raw"] = model.score(text_enc, video_enc, block_size=spec.block_size).float().cpu()
+        text_enc = TextEncoding(*(field.to(self.device) for field in texts.encoding))
+        self.matrices["raw"] = self.model.score(text_enc, self.videos, block_size=spec.block_size).float().cpu()
         if spec.dual_softmax:
             self.matrices["dual_softmax"] = dual_softmax(self.matrices["raw"], spec.dual_softmax, "t2v")
         self.timings["score"] = time.perf_counter() - start
