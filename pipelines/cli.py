@@ -425,9 +425,8 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
         "index",
         help="encode every ingested video once with a checkpoint and build the search indexes",
         description="Write the checkpoint's video_index table (encoded frames for exact re-ranking, concept "
-        "vectors, caption text and filter metadata) and its segments table (one projected ANN vector per time "
-        "segment of each video), then build or refresh the vector, full-text and scalar indexes. Re-running adds "
-        "only new videos and folds them into the indexes.",
+        "vectors, projected ANN vectors per time segment and filter metadata), then build or refresh its vector, "
+        "full-text and scalar indexes. Re-running adds only new videos and folds them into the indexes.",
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by glscl train")
     add_store_options(parser)
@@ -436,9 +435,7 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--vector-dim", type=int, default=ann.vector_dim, help="ANN vector width after projection")
     parser.add_argument("--segments", type=int, default=ann.segments, help="ANN vectors per video (time segments)")
     parser.add_argument("--index-type", choices=VECTOR_INDEX_TYPES, default=ann.index_type, help="vector index type")
-    parser.add_argument(
-        "--min-rows", type=int, default=ann.min_rows, help="build the vector index from this many segment vectors"
-    )
+    parser.add_argument("--min-rows", type=int, default=ann.min_rows, help="build the vector index from this many rows")
     parser.add_argument("--partitions", type=int, default=None, help="IVF partitions (default sqrt(segment vectors))")
     parser.add_argument("--sub-vectors", type=int, default=None, help="PQ sub-vectors (default width / 8)")
     parser.add_argument("--shard-videos", type=int, default=512, help="videos per Ray task (default 512)")

@@ -1,6 +1,6 @@
 """The index flow: encode every ok video not yet indexed for a checkpoint (shards on Ray), write its
-`video_index` row and its segment rows with the projected ANN vectors, then build or refresh the vector,
-full-text and scalar indexes. Re-running adds only new videos and folds them into the indexes."""
+`video_index` rows with the projected ANN vector, then build or refresh the vector, full-text and scalar
+indexes. Re-running adds only new videos and folds them into the indexes (incremental, no rebuild)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from workers.video_index import (
     checkpoint_index,
     index_rows,
     load_projection,
+    project_rows,
     save_projection,
     segment_matrix,
-    split_rows,
 )
 
 
@@ -47,33 +47,30 @@ class IndexConfig:
 
 @dataclass
 class IndexSummary:
-    """What an index run did and the state it left in the video and segments tables: rows, fragments,
-    unindexed rows per index, projection quality."""
+    """What an index run did and the state it left: rows, fragments, unindexed rows, projection quality."""
 
     table: str
     checkpoint_sha256: str
     added: int
     health_before: IndexHealth | None
     health_after: IndexHealth
-    segments_before: IndexHealth | None
-    segments_after: IndexHealth
     actions: list[str]
     projection: dict[str, float]
     timings: dict[str, float]
 
     def to_markdown(self) -> str:
         """A short report for people."""
+        before = self.health_before
         lines = [
             f"## index {self.table}: {self.added} videos added, {self.health_after.rows} in all",
             "",
-            "| table | | rows | fragments | unindexed rows |",
-            "|---|---|---|---|---|",
+            "| | rows | fragments | unindexed rows |",
+            "|---|---|---|---|",
         ]
-        states = [("videos", "before", self.health_before), ("videos", "after", self.health_after)]
-        states += [("segments", "before", self.segments_before), ("segments", "after", self.segments_after)]
-        for name, when, health in states:
-            if health is not None:
-                lines.append(f"| {name} | {when} | {health.rows} | {health.fragments} | {health.unindexed} |")
+        if before is not None:
+            lines.append(f"| before | {before.rows} | {before.fragments} | {before.unindexed} |")
+        after = self.health_after
+        lines.append(f"| after | {after.rows} | {after.fragments} | {after.unindexed} |")
         lines += [
             "",
             f"- projection: {self.projection}",
@@ -100,7 +97,7 @@ def pending_videos(catalog: Catalog, index: CheckpointIndex, splits: tuple[str, 
 
 def _check_width(schema, index: CheckpointIndex, asked: int) -> None:
     """Refuse a vector width other than the existing index's: its projection and vector index are fixed."""
-    stored, wanted = segment_vector_width(schema), segment_vector_width(index.segments.schema())
+    stored, wanted = segment_vector_width(schema), segment_vector_width(index.spec.schema(index.embed_dim))
     if stored != wanted:
         raise ValueError(
             f"video index {index.spec.name} holds {stored}-dim vectors but --vector-dim {asked} asks for {wanted}: "
@@ -126,7 +123,7 @@ def _encode_and_write(
     """Encode shards on Ray and write them as they finish; without a stored projection (the first run) it is
     fitted on the early shards."""
     logger = get_run_logger()
-    width = segment_vector_width(index.segments.schema())
+    width = segment_vector_width(index.spec.schema(index.embed_dim))
     shards = [
         IndexShard(
             config.store,
@@ -154,11 +151,8 @@ def _encode_and_write(
             projection = _fit(buffered, config.ann, width)
             save_projection(catalog, index.spec.name, projection)
         for part in buffered:
-            # Segments first: a video counts as indexed once its video row exists, so a run stopped between the
-            # two commits re-encodes it and the segment merge replaces its rows instead of losing them.
-            videos, segments = split_rows(part, projection.basis, index)
-            catalog.merge(index.segments, segments)
-            catalog.merge(index.spec, videos, index.embed_dim)
+            rows = project_rows(part, projection.basis, index.spec, index.embed_dim)
+            catalog.merge(index.spec, rows, index.embed_dim)
             written += part.num_rows
         buffered = []
         logger.info("indexed %d/%d videos", written, len(ids))
@@ -172,13 +166,11 @@ def index_flow(config: IndexConfig) -> IndexSummary:
     catalog = Catalog(config.store)
     with RunRecorder(catalog, "index", asdict(config)) as run:
         index = checkpoint_index(config.checkpoint, config.ann.vector_dim)
-        before = segments_before = None
-        if catalog.exists(index.segments):
-            existing = catalog.open_existing(index.segments)
-            _check_width(existing.schema, index, config.ann.vector_dim)
-            segments_before = index_health(existing)
+        before = None
         if catalog.exists(index.spec):
-            before = index_health(catalog.open_existing(index.spec))
+            existing = catalog.open_existing(index.spec)
+            _check_width(existing.schema, index, config.ann.vector_dim)
+            before = index_health(existing)
         ids = pending_videos(catalog, index, config.splits)
         timings = {"select": time.perf_counter() - start}
         added, projection = 0, load_projection(catalog, index.spec.name)
@@ -188,14 +180,12 @@ def index_flow(config: IndexConfig) -> IndexSummary:
         timings["encode_write"] = time.perf_counter() - start - timings["select"]
         if projection is None:
             raise ValueError(f"no videos to index in {config.store.uri}: ingest videos with the checkpoint's backbone")
-        table, segments = catalog.open_existing(index.spec), catalog.open_existing(index.segments)
-        actions = ensure_indexes(table, config.ann)
-        vector_actions = ensure_indexes(segments, config.ann)
-        if any("vector index" in action for action in vector_actions):
+        table = catalog.open_existing(index.spec)
+        width = segment_vector_width(table.schema)
+        actions = ensure_indexes(table, config.ann, width)
+        if any("vector index" in action for action in actions):
             projection = replace(projection, ann=asdict(config.ann))
             save_projection(catalog, index.spec.name, projection)
-        actions += [f"{segments.name}: {action}" for action in vector_actions]
-        width = segment_vector_width(segments.schema)
         timings["indexes"] = time.perf_counter() - start - sum(timings.values())
         summary = IndexSummary(
             index.spec.name,
@@ -203,8 +193,6 @@ def index_flow(config: IndexConfig) -> IndexSummary:
             added,
             before,
             index_health(table),
-            segments_before,
-            index_health(segments),
             actions,
             {"dim": width, "fitted_on": projection.fitted_on, "captured_energy": round(projection.captured_energy, 4)},
             timings,

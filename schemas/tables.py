@@ -98,42 +98,24 @@ def _texts(dim: int | None) -> list[pa.Field]:
     ]
 
 
-def _filter_fields() -> list[pa.Field]:
-    """The metadata columns search filters on (`INDEX_FILTER_COLUMNS`), in both search tables."""
-    return [
-        pa.field("video_id", pa.string(), nullable=False),
-        pa.field("dataset", pa.string(), nullable=False),
-        pa.field("split", pa.string(), nullable=False),
-        pa.field("source_path", pa.string(), nullable=False),
-        pa.field("duration_s", pa.float64()),
-        pa.field("ingested_at", _TIMESTAMP, nullable=False),
-    ]
-
-
-def _video_index(num_queries: int) -> Callable[[int | None], list[pa.Field]]:
+def _video_index(num_queries: int, vector_dim: int) -> Callable[[int | None], list[pa.Field]]:
     def fields(dim: int | None) -> list[pa.Field]:
         assert dim is not None
         return [
-            *_filter_fields(),
+            pa.field("video_id", pa.string(), nullable=False),
+            pa.field("dataset", pa.string(), nullable=False),
+            pa.field("split", pa.string(), nullable=False),
+            pa.field("source_path", pa.string(), nullable=False),
+            pa.field("duration_s", pa.float64()),
+            pa.field("ingested_at", _TIMESTAMP, nullable=False),
             pa.field("text", pa.string(), nullable=False),
             pa.field("frames", pa.list_(pa.list_(pa.float16(), dim)), nullable=False),
             pa.field("frame_mask", pa.list_(pa.bool_()), nullable=False),
             pa.field("timestamps", pa.list_(pa.float32()), nullable=False),
             pa.field("local", pa.list_(pa.float16(), num_queries * dim), nullable=False),
+            pa.field("vector", _multivector(vector_dim), nullable=False),
             pa.field("indexed_at", _TIMESTAMP, nullable=False),
             pa.field("run_id", pa.string(), nullable=False),
-        ]
-
-    return fields
-
-
-def _video_segments(vector_dim: int) -> Callable[[int | None], list[pa.Field]]:
-    def fields(_: int | None) -> list[pa.Field]:
-        return [
-            *_filter_fields()[:1],
-            pa.field("segment", pa.int32(), nullable=False),
-            *_filter_fields()[1:],
-            pa.field("vector", _vector(vector_dim), nullable=False),
         ]
 
     return fields
@@ -207,8 +189,6 @@ VIDEO_INDEX_PREFIX = "video_index_"
 CHECKPOINT_KEY = "glscl.checkpoint_sha256"
 MODEL_ID_KEY = "glscl.backbone_model_id"
 INDEX_FILTER_COLUMNS = ("video_id", "dataset", "split", "source_path", "duration_s", "ingested_at")
-SEGMENTS_SUFFIX = "_segments"
-PROJECTION_SUFFIX = "_projection"
 
 
 def video_index_name(checkpoint_sha: str) -> str:
@@ -216,48 +196,30 @@ def video_index_name(checkpoint_sha: str) -> str:
     return VIDEO_INDEX_PREFIX + checkpoint_sha[:16]
 
 
-def video_index_spec(checkpoint_sha: str, model_id: str, num_queries: int) -> TableSpec:
-    """The `video_index` table of one checkpoint: per-video GLSCL encodings for the exact re-rank, the caption
-    text (full-text search) and filter metadata. Its ANN vectors live in `video_segments_spec`'s table.
+def video_index_spec(checkpoint_sha: str, model_id: str, num_queries: int, vector_dim: int) -> TableSpec:
+    """The `video_index` table of one checkpoint: per-video GLSCL encodings, the ANN vector, filter metadata.
 
-    One table per checkpoint (named by its hash), so an index never mixes two models' encodings. Version 3
-    moved the ANN vectors out (version 2 held them as a multivector column).
+    One table per checkpoint (named by its hash), so a vector index never mixes two models' vectors.
     """
     return TableSpec(
         video_index_name(checkpoint_sha),
         ("video_id",),
-        3,
-        _video_index(num_queries),
+        2,
+        _video_index(num_queries, vector_dim),
         needs_dim=True,
         metadata=((CHECKPOINT_KEY, checkpoint_sha), (MODEL_ID_KEY, model_id)),
     )
 
 
-def video_segments_spec(checkpoint_sha: str, model_id: str, vector_dim: int) -> TableSpec:
-    """The ANN table of a checkpoint's video index: one projected vector per (video, time segment), with the
-    filter metadata copied so filters apply inside the ANN search (see glscl.search_vectors).
-
-    A plain vector column rather than a per-video multivector: LanceDB's single-vector IVF search over 4M
-    segment vectors takes 18 ms where the multivector search over the same vectors took 59 ms (1M videos here).
-    """
-    return TableSpec(
-        video_index_name(checkpoint_sha) + SEGMENTS_SUFFIX,
-        ("video_id", "segment"),
-        1,
-        _video_segments(vector_dim),
-        metadata=((CHECKPOINT_KEY, checkpoint_sha), (MODEL_ID_KEY, model_id)),
-    )
-
-
 def segment_vector_width(schema: pa.Schema) -> int:
-    """Width of the projected segment vectors of a video segments table's schema."""
-    return schema.field("vector").type.list_size
+    """Width of the projected segment vectors of a `video_index` schema (its `vector` multivector column)."""
+    return schema.field("vector").type.value_type.list_size
 
 
 def projection_spec(index_name: str) -> TableSpec:
     """The table holding the ANN projection basis of one video index and the settings of its vector index (a
     table, so object stores work too). Version 2 added the settings."""
-    return TableSpec(index_name + PROJECTION_SUFFIX, ("name",), 2, _projection)
+    return TableSpec(index_name + "_projection", ("name",), 2, _projection)
 
 
 ALL_TABLES: tuple[TableSpec, ...] = (VIDEOS, FRAMES, CAPTIONS, TEXTS, RUNS)

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from glscl.search_vectors import segment_weights, text_search_vectors, video_segment_vectors
 from glscl.similarity import local_scores
-from schemas.tables import segment_vector_width, video_index_spec, video_segments_spec
+from schemas.tables import segment_vector_width, video_index_spec
 from workers.rows import multivector_array
-from workers.video_index import SEARCH_VECTOR, CheckpointIndex, segment_matrix, split_rows
+from workers.video_index import SEARCH_VECTOR, project_rows, segment_matrix
 
 
 def _groups(mask: list[bool], segments: int) -> list[int]:
@@ -63,22 +63,15 @@ def test_a_text_about_one_event_matches_its_segment_best():
     assert products[1] == pytest.approx(1.0 + 0.5, abs=1e-5)
 
 
-def test_split_rows_gives_one_projected_segment_row_per_present_segment():
+def test_multivector_column_keeps_present_segments_and_projection_keeps_counts():
     values = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
     present = np.array([[True, False, True], [True, True, True]])
     column = multivector_array(values, present)
     assert pa.compute.list_value_length(column).to_pylist() == [2, 3]
     assert np.array_equal(segment_matrix(column), values[present])
 
-    index = CheckpointIndex(
-        video_index_spec("ab" * 32, "model", num_queries=1),
-        video_segments_spec("ab" * 32, "model", 2),
-        "ab",
-        "m",
-        "s",
-        4,
-    )
-    schema = index.spec.schema(4)
+    spec = video_index_spec("ab" * 32, "model", num_queries=1, vector_dim=2)
+    schema = spec.schema(4)
     now = datetime.now(UTC)
     row = {
         "video_id": "v",
@@ -96,12 +89,8 @@ def test_split_rows_gives_one_projected_segment_row_per_present_segment():
         "run_id": "r",
     }
     rows = pa.table({name: pa.array([row[name]] * 2, schema.field(name).type) for name in row})
-    rows = rows.set_column(0, "video_id", pa.array(["v0", "v1"]))
     basis = np.eye(4, 2, dtype=np.float32)
-    videos, segments = split_rows(rows.append_column(SEARCH_VECTOR, column), basis, index)
-    assert videos.schema == schema and videos["video_id"].to_pylist() == ["v0", "v1"]
-    assert segments.schema == index.segments.schema() and segment_vector_width(segments.schema) == 2
-    assert segments["video_id"].to_pylist() == ["v0", "v0", "v1", "v1", "v1"]
-    assert segments["segment"].to_pylist() == [0, 1, 0, 1, 2]
-    assert segments["split"].to_pylist() == ["val"] * 5
-    assert np.array_equal(np.stack(segments["vector"].to_numpy(zero_copy_only=False)), values[present][:, :2])
+    projected = project_rows(rows.append_column(SEARCH_VECTOR, column), basis, spec, 4)
+    assert projected.schema == schema and segment_vector_width(projected.schema) == 2
+    assert pa.compute.list_value_length(projected["vector"]).to_pylist() == [2, 3]
+    assert np.array_equal(segment_matrix(projected["vector"]), values[present][:, :2])

@@ -1,7 +1,6 @@
-"""Indexes of a video index's two tables: the ANN vector index of the segments table, the full-text index on
-caption text of the video table, and scalar indexes on the filter columns of both; created on first use and
-brought up to date (new rows indexed, fragments compacted) on later runs, since LanceDB does not index appended
-rows by itself."""
+"""Indexes of a `video_index` table: the ANN vector index, the full-text index on caption text and scalar
+indexes on filter columns; created on first use and brought up to date (new rows indexed, fragments
+compacted) on later runs, since LanceDB does not index appended rows by itself."""
 
 from __future__ import annotations
 
@@ -10,8 +9,6 @@ from dataclasses import dataclass, replace
 
 import lancedb
 from lancedb.index import FTS, Bitmap, BTree, IvfFlat, IvfHnswSq, IvfPq
-
-from schemas.tables import segment_vector_width
 
 VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ", "none")
 # LanceDB's names in list_indices() for the types above.
@@ -25,18 +22,19 @@ class AnnConfig:
     """How the approximate stage is built: vector width after projection, index type and its sizes.
 
     IVF_FLAT is the default because it measured best here: on 100k 512-d vectors it builds in 7 s where IVF_PQ
-    (64 sub-vectors) takes 250 s on 2 cores, and it scores the probed partitions exactly (18 ms for 16 of 2,000
-    partitions over 4M segment vectors). IVF_PQ trades that for 32x less index memory on galleries whose
-    vectors do not fit in RAM. Below `min_rows` segment vectors no vector index is built and queries scan every
-    vector (a flat scan of 20k vectors costs more than the index probed in full, so the index comes early).
+    (64 sub-vectors) takes 250 s on 2 cores, and it scores the probed partitions exactly (7 ms for 32 of 316
+    partitions). IVF_PQ trades that for 32x less index memory on galleries whose vectors do not fit in RAM.
+    Below `min_rows` videos no vector index is built and queries scan every vector (LanceDB's flat multivector
+    scan takes 80 ms at 5k videos here, where the index probed in full takes 12 ms, so the index comes early).
     `num_partitions` defaults to about sqrt(segment vectors); `num_sub_vectors` (IVF_PQ) to one code per 8
     dimensions. Each video gets `segments` vectors (contiguous parts of its frames, see glscl.search_vectors),
-    one row each in the segments table, ranked by inner product; a video ranks by its best segment.
+    a LanceDB multivector column searched by its best segment, which LanceDB supports with cosine distance
+    only; every segment vector has the same norm before projection, so cosine ranks as the inner product does.
     """
 
     vector_dim: int = 512
     index_type: str = "IVF_FLAT"
-    min_rows: int = 4_000
+    min_rows: int = 1_000
     num_partitions: int | None = None
     num_sub_vectors: int | None = None
     sample_rate: int = 256
@@ -63,13 +61,13 @@ class IndexHealth:
     unindexed: dict[str, int]
 
 
-DISTANCE = "dot"
+DISTANCE = "cosine"
 
 
 def _vector_index(config: AnnConfig, rows: int, dim: int):
     ivf = {
         "distance_type": DISTANCE,
-        "num_partitions": config.num_partitions or max(1, round(math.sqrt(rows))),
+        "num_partitions": config.num_partitions or max(1, round(math.sqrt(rows * config.segments))),
         "sample_rate": config.sample_rate,
         "max_iterations": config.max_iterations,
     }
@@ -88,35 +86,32 @@ def _index_types(table: lancedb.table.Table) -> dict[str, str]:
     return {column: str(index.index_type) for index in table.list_indices() for column in index.columns}
 
 
-def ensure_indexes(table: lancedb.table.Table, config: AnnConfig) -> list[str]:
-    """Create the missing indexes of a video or segments table (vector, full-text and scalar, by which columns
-    it has), rebuild the vector index when another type is asked for, and fold new rows into existing indexes
-    (the vector index is retrained instead, see `retrain_vector_index`); returns what was done, in words. A
-    table whose indexes already cover every row is left as it is."""
+def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> list[str]:
+    """Create missing indexes, rebuild the vector index when another type is asked for, and fold new rows into
+    existing indexes (the vector index is retrained instead, see `retrain_vector_index`); returns what was
+    done, in words. A table whose indexes already cover every row is left as it is."""
     done = []
     rows = table.count_rows()
-    columns = set(table.schema.names)
     indexed = _index_types(table)
     vector_type = indexed.get("vector")
-    wanted = _STORED_TYPE.get(config.index_type) if "vector" in columns else None
+    wanted = _STORED_TYPE.get(config.index_type)
     rebuild = wanted and rows >= config.min_rows and vector_type != wanted
-    dim = segment_vector_width(table.schema) if "vector" in columns else 0
     if indexed and any(index_health(table).unindexed.values()):
         table.optimize()
         done.append("optimised existing indexes and compacted fragments")
         if vector_type and not rebuild:
-            done.append(retrain_vector_index(table, config))
+            done.append(retrain_vector_index(table, config, dim))
     if rebuild:
         table.create_index("vector", config=_vector_index(config, rows, dim), replace=True)
         done.append(
             f"built {config.index_type} vector index over {rows} rows"
             + (f" (was {vector_type})" if vector_type else "")
         )
-    if "text" in columns and "text" not in indexed:
+    if "text" not in indexed:
         table.create_index("text", config=FTS(with_position=False))
         done.append("built full-text index on text")
     for column, kind in SCALAR_INDEXES.items():
-        if column in columns and column not in indexed:
+        if column not in indexed:
             table.create_index(column, config=Bitmap() if kind == _BITMAP else BTree())
             done.append(f"built {kind} index on {column}")
     return done
@@ -127,19 +122,17 @@ def has_vector_index(table: lancedb.table.Table) -> bool:
     return "vector" in _index_types(table)
 
 
-def retrain_vector_index(table: lancedb.table.Table, config: AnnConfig) -> str:
-    """Retrain the vector index over every row with `config`'s settings, keeping the index's type.
+def retrain_vector_index(table: lancedb.table.Table, config: AnnConfig, dim: int) -> str:
+    """Retrain the vector index over every row, keeping its type.
 
     LanceDB's `optimize` folds new rows into the existing IVF partitions and remaps them when it compacts
-    fragments; that measurably lost recall on the earlier multivector layout of this index (100k videos: the
-    ANN's coverage of the exact top-10 at nprobes 16 fell from 0.988 to 0.89 after one compaction, and came back
-    with a retrain, 19 s here). So every optimize of a segments table is followed by a retrain (about 5 minutes
-    at 1M videos on 2 cores).
+    fragments; for this multivector index that measurably loses recall (100k videos: the ANN's coverage of the
+    exact top-10 at nprobes 16 fell from 0.988 to 0.89 after one compaction, and came back with a retrain, 19 s
+    here). So every optimize of a video index is followed by a retrain (about 5 minutes at 1M videos on 2 cores).
     """
     stored = _index_types(table)["vector"]
     kind = next(name for name, value in _STORED_TYPE.items() if value == stored)
     rows = table.count_rows()
-    dim = segment_vector_width(table.schema)
     table.create_index("vector", config=_vector_index(replace(config, index_type=kind), rows, dim), replace=True)
     return f"retrained {kind} vector index over {rows} rows"
 

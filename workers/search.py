@@ -1,7 +1,6 @@
-"""Text-to-video search over a checkpoint's video index, in two stages: an approximate search over the projected
-segment vectors of its segments table (ANN index, or a flat scan on small tables; a video ranks by its best
-segment) for `candidates` videos, then the exact GLSCL score of those candidates from their encodings in the
-video table. `exact=True`
+"""Text-to-video search over a checkpoint's `video_index` table, in two stages: an approximate search over the
+projected segment vectors (ANN index, or a flat scan on small tables; a video ranks by its best segment) for
+`candidates` videos, then the exact GLSCL score of those candidates from their stored encodings. `exact=True`
 scores the whole (filtered) gallery exactly instead; `hybrid=True` adds full-text matches on captions and fuses
 both rankings (RRF).
 
@@ -22,16 +21,9 @@ from glscl.checkpoint import load_checkpoint
 from glscl.model import TextEncoding, VideoEncoding
 from glscl.search_vectors import text_search_vectors
 from glscl.similarity import pooling_weights
-from schemas.catalog import Catalog, StoreConfig, sql_in
-from schemas.tables import (
-    INDEX_FILTER_COLUMNS,
-    MODEL_ID_KEY,
-    PROJECTION_SUFFIX,
-    SEGMENTS_SUFFIX,
-    VIDEO_INDEX_PREFIX,
-    video_index_name,
-)
-from workers.ann import DISTANCE, AnnConfig, has_vector_index
+from schemas.catalog import Catalog, StoreConfig
+from schemas.tables import INDEX_FILTER_COLUMNS, MODEL_ID_KEY, VIDEO_INDEX_PREFIX, video_index_name
+from workers.ann import DISTANCE, has_vector_index
 from workers.features import dense
 from workers.filters import Filter, filters_sql
 from workers.video_index import load_projection
@@ -125,16 +117,14 @@ class Searcher:
         self.catalog = Catalog(config.store)
         name = video_index_name(meta["sha256"])
         tables = self.catalog.db.list_tables().tables
-        if name not in tables or name + SEGMENTS_SUFFIX not in tables:
-            suffixes = (PROJECTION_SUFFIX, SEGMENTS_SUFFIX)
-            present = [t for t in tables if t.startswith(VIDEO_INDEX_PREFIX) and not t.endswith(suffixes)]
+        if name not in tables:
+            present = [t for t in tables if t.startswith(VIDEO_INDEX_PREFIX) and not t.endswith("_projection")]
             raise SearchError(
                 f"no video index for checkpoint {config.checkpoint} (sha256 {meta['sha256'][:16]}) in "
                 f"{config.store.uri}; run `glscl index --checkpoint {config.checkpoint}` (indexes present: "
                 f"{', '.join(present) or 'none'})"
             )
         self.table = self.catalog.db.open_table(name)
-        self.segments = self.catalog.db.open_table(name + SEGMENTS_SUFFIX)
         stored_model = (self.table.schema.metadata or {}).get(MODEL_ID_KEY.encode(), b"").decode()
         backbone_id = config.backbone.model_id if config.backbone else extra["backbone_model_id"]
         if backbone_id != extra["backbone_model_id"] or stored_model != extra["backbone_model_id"]:
@@ -147,28 +137,26 @@ class Searcher:
         if projection is None:
             raise SearchError(f"video index {name} has no projection: run `glscl index` again")
         self.basis = torch.from_numpy(np.array(projection.basis))
-        self.segments_per_video = int(projection.ann.get("segments", AnnConfig.segments))
         self.max_words = int(extra.get("max_words", self.model_config.max_words))
         self.backbone = Backbone(config.backbone) if config.backbone else None
         self._read_index_state()
         self._checked = time.monotonic()
 
     def _read_index_state(self) -> None:
-        """Whether the segments table has a vector index yet, and how many partitions a query probes."""
-        self.has_vector_index = has_vector_index(self.segments)
+        """Whether the table has a vector index yet, and how many partitions a query probes."""
+        self.has_vector_index = has_vector_index(self.table)
         small = self.table.count_rows() <= self.config.probe_all_below
         self.nprobes = ALL_PARTITIONS if small else self.config.nprobes
 
     def _follow_latest(self) -> None:
-        """Move to the tables' newest versions (at most every `refresh_s` seconds) and re-read the index state."""
+        """Move to the table's newest version (at most every `refresh_s` seconds) and re-read its index state."""
         now = time.monotonic()
         if now - self._checked < self.config.refresh_s:
             return
         self._checked = now
-        versions = self.table.version, self.segments.version
+        version = self.table.version
         self.table.checkout_latest()
-        self.segments.checkout_latest()
-        if (self.table.version, self.segments.version) != versions:
+        if self.table.version != version:
             self._read_index_state()
 
     def encode(self, text: str) -> TextEncoding:
@@ -230,29 +218,15 @@ class Searcher:
         return SearchResult("", mode, hits, rows.num_rows, timings)
 
     def _candidates(self, encoding: TextEncoding, limit: int, where: str | None) -> pa.Table:
-        """The `limit` videos whose best segments score highest in the ANN stage, with their re-rank columns.
-
-        Asking for `limit` x segments-per-video segments yields at least `limit` distinct videos when the
-        (filtered) gallery has them; only video ids come back from the ANN stage, and the candidates'
-        encodings are then read from the video table by key.
-        """
         vector = text_search_vectors(encoding.sentence, encoding.local, self.model_config.local_weight) @ self.basis
-        query = self.segments.search(vector[0].numpy(), vector_column_name="vector").distance_type(DISTANCE)
-        query = query.limit(limit * self.segments_per_video)
+        query = self.table.search(vector[0].numpy(), vector_column_name="vector").distance_type(DISTANCE).limit(limit)
         if self.has_vector_index:
             query = query.nprobes(self.nprobes)
             if self.config.refine_factor:
                 query = query.refine_factor(self.config.refine_factor)
         if where:
             query = query.where(where, prefilter=True)
-        found = query.select(["video_id"]).to_arrow()["video_id"].to_pylist()
-        ids = list(dict.fromkeys(found))[:limit]
-        if not ids:
-            return self.table.schema.empty_table().select(_META_COLUMNS + _RERANK_COLUMNS)
-        rows = self.table.search().where(sql_in("video_id", ids)).select(_META_COLUMNS + _RERANK_COLUMNS)
-        rows = rows.limit(len(ids)).to_arrow()
-        position = {video_id: rank for rank, video_id in enumerate(rows["video_id"].to_pylist())}
-        return rows.take(pa.array([position[video_id] for video_id in ids if video_id in position], pa.int64()))
+        return query.select(_META_COLUMNS + _RERANK_COLUMNS + ["_distance"]).to_arrow().drop_columns(["_distance"])
 
     def _text_matches(self, text: str, limit: int, where: str | None) -> pa.Table:
         query = self.table.search(text, query_type="fts", fts_columns="text").limit(limit)

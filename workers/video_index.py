@@ -1,6 +1,6 @@
 """The index stage: encode stored frame features of some videos once with a checkpoint and build their
-`video_index` rows (encoded frames for the exact re-rank, concept vectors, and the metadata and caption text
-users filter and search on) and their segment rows (one projected ANN vector per time segment)."""
+`video_index` rows (encoded frames for the exact re-rank, concept vectors, the unprojected search vector, and
+the metadata and caption text users filter and search on)."""
 
 from __future__ import annotations
 
@@ -16,16 +16,7 @@ import torch
 from glscl.checkpoint import load_checkpoint, recorded_extras
 from glscl.search_vectors import video_segment_vectors
 from schemas.catalog import Catalog, StoreConfig, sql_in
-from schemas.tables import (
-    CAPTION_PARAGRAPH,
-    CAPTIONS,
-    INDEX_FILTER_COLUMNS,
-    VIDEOS,
-    TableSpec,
-    projection_spec,
-    video_index_spec,
-    video_segments_spec,
-)
+from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, VIDEOS, TableSpec, projection_spec, video_index_spec
 from workers.features import FeatureQuery, dense, read_videos
 from workers.rows import list_array, multivector_array, now_utc, vector_array
 from workers.score import encode_videos
@@ -35,10 +26,9 @@ SEARCH_VECTOR = "search_vector"
 
 @dataclass(frozen=True)
 class CheckpointIndex:
-    """The video and segments tables of a checkpoint's index and what their rows are built from."""
+    """The index table of a checkpoint and what its rows are built from."""
 
     spec: TableSpec
-    segments: TableSpec
     sha256: str
     model_id: str
     sampling_hash: str
@@ -46,20 +36,14 @@ class CheckpointIndex:
 
 
 def checkpoint_index(checkpoint: str, vector_dim: int) -> CheckpointIndex:
-    """Names and schemas of a checkpoint's index tables, from the checkpoint's config and recorded features;
+    """Name and schema of a checkpoint's video index, from the checkpoint's config and recorded features;
     the ANN vector is `vector_dim` wide at most ((1 + K) * D when that is smaller)."""
     _, config, meta = load_checkpoint(checkpoint)  # verifies the weights against the recorded sha256
     extra = recorded_extras(checkpoint, meta, ("backbone_model_id", "sampling_hash"))
-    sha, model_id = meta["sha256"], extra["backbone_model_id"]
+    sha = meta["sha256"]
     width = min(vector_dim, (1 + config.num_queries) * config.embed_dim)
-    return CheckpointIndex(
-        video_index_spec(sha, model_id, config.num_queries),
-        video_segments_spec(sha, model_id, width),
-        sha,
-        model_id,
-        extra["sampling_hash"],
-        config.embed_dim,
-    )
+    spec = video_index_spec(sha, extra["backbone_model_id"], config.num_queries, width)
+    return CheckpointIndex(spec, sha, extra["backbone_model_id"], extra["sampling_hash"], config.embed_dim)
 
 
 @dataclass(frozen=True)
@@ -90,8 +74,8 @@ def caption_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, str]:
 
 @torch.inference_mode()
 def index_rows(shard: IndexShard) -> pa.Table:
-    """Encode the shard's videos with the checkpoint; rows carry the unprojected segment vectors in a
-    `search_vector` column, which `split_rows` turns into segment rows once the projection basis is known."""
+    """Encode the shard's videos with the checkpoint; rows carry the unprojected `search_vector` column, which
+    the index flow replaces by the projected `vector` once the projection basis is known."""
     model, config, _ = load_checkpoint(shard.checkpoint)
     catalog = Catalog(shard.store)
     ids = list(shard.video_ids)
@@ -101,7 +85,9 @@ def index_rows(shard: IndexShard) -> pa.Table:
     vectors, present = video_segment_vectors(
         encoded.frames, encoded.mask, encoded.local, shard.segments, config.local_weight
     )
-    meta = catalog.scan(VIDEOS, list(INDEX_FILTER_COLUMNS), sql_in("video_id", ids))
+    meta = catalog.scan(
+        VIDEOS, ["video_id", "dataset", "split", "source_path", "duration_s", "ingested_at"], sql_in("video_id", ids)
+    )
     order = {vid: i for i, vid in enumerate(meta["video_id"].to_pylist())}
     meta = meta.take(pa.array([order[vid] for vid in ids], pa.int64()))
     texts = caption_texts(catalog, ids)
@@ -127,20 +113,16 @@ def index_rows(shard: IndexShard) -> pa.Table:
     )
 
 
-def split_rows(rows: pa.Table, basis: np.ndarray, index: CheckpointIndex) -> tuple[pa.Table, pa.Table]:
-    """The video table's rows and the segments table's rows of `index_rows` output: one segment row per segment
-    that holds frames (numbered from 0 in time order), its vector projected onto `basis` [in, out], with the
-    video's filter columns."""
+def project_rows(rows: pa.Table, basis: np.ndarray, spec: TableSpec, dim: int) -> pa.Table:
+    """Replace the unprojected segment vectors by their projection onto `basis` [in, out], in the table's
+    schema (each row keeps its number of segments)."""
     segments = rows[SEARCH_VECTOR].combine_chunks()
-    lengths = pc.list_value_length(segments).to_numpy(zero_copy_only=False).astype(np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    owner = np.repeat(np.arange(rows.num_rows), lengths)
-    segment_rows = rows.select(list(INDEX_FILTER_COLUMNS)).take(pa.array(owner, pa.int64()))
-    segment_rows = segment_rows.append_column("segment", pa.array(np.arange(len(owner)) - starts[owner], pa.int32()))
-    segment_rows = segment_rows.append_column("vector", vector_array(segment_matrix(segments) @ basis))
-    video_schema, segment_schema = index.spec.schema(index.embed_dim), index.segments.schema()
-    videos = rows.select(video_schema.names).cast(video_schema)
-    return videos, segment_rows.select(segment_schema.names).cast(segment_schema)
+    lengths = pc.list_value_length(segments).to_numpy(zero_copy_only=False)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    column = pa.ListArray.from_arrays(offsets, vector_array(segment_matrix(segments) @ basis))
+    table = rows.drop_columns([SEARCH_VECTOR]).append_column("vector", column)
+    schema = spec.schema(dim)
+    return table.select(schema.names).cast(schema)
 
 
 def segment_matrix(segments: pa.ChunkedArray | pa.ListArray) -> np.ndarray:
