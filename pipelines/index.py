@@ -183,7 +183,8 @@ def index_flow(config: IndexConfig) -> IndexSummary:
         table = catalog.open_existing(index.spec)
         width = segment_vector_width(table.schema)
         actions = ensure_indexes(table, config.ann, width)
-        if any("vector index" in action for action in actions):
+        built = any("vector index" in action for action in actions)  # built or retrained with config.ann
+        if built and projection.ann != asdict(config.ann):
             projection = replace(projection, ann=asdict(config.ann))
             save_projection(catalog, index.spec.name, projection)
         timings["indexes"] = time.perf_counter() - start - sum(timings.values())
