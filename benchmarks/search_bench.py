@@ -31,12 +31,13 @@ from glscl.baselines import XPoolHead
 from glscl.checkpoint import checkpoint_hash, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
-from glscl.search_vectors import captured_energy, fit_projection, video_segment_vectors
+from glscl.search_vectors import captured_energy, fill_absent_segments, fit_projection, video_segment_vectors
 from pipelines.plots import new_figure, save_figure
 from schemas.catalog import Catalog, StoreConfig
-from schemas.tables import segment_vector_width, video_index_spec
+from schemas.tables import segment_vector_width, stored_segment_columns, video_index_spec
 from workers.ann import AnnConfig, ensure_indexes, index_health
-from workers.rows import list_array, multivector_array, vector_array
+from workers.encodings import pack_encodings
+from workers.rows import vector_array
 from workers.search import ALL_PARTITIONS, SearchConfig, Searcher
 from workers.video_index import Projection, save_projection
 
@@ -61,6 +62,7 @@ class SearchBenchConfig:
     nprobes: tuple[int, ...] = (16, 32, 64)
     refine_factors: tuple[int, ...] = (0,)
     probe_all_below: int = SearchConfig.probe_all_below
+    index_cache_gb: float = 10.0
     chunk: int = 20_000
     xpool_slice: int = 10_000
     exact_mode_max: int = 100_000
@@ -130,30 +132,27 @@ def _queries(config: SearchBenchConfig, generator: Generator, size: int) -> tupl
     return TextEncoding(torch.from_numpy(np.stack(sentences)), torch.from_numpy(np.stack(locals_))), targets
 
 
-def _rows(ids: range, frames: np.ndarray, local: np.ndarray, segments: tuple, spec, dim: int) -> pa.Table:
-    n = len(frames)
-    timestamps = np.tile(np.arange(frames.shape[1], dtype=np.float32), (n, 1))
+def _rows(ids: range, video: VideoEncoding, segments: np.ndarray, spec, dim: int) -> pa.Table:
+    n, slots = video.mask.shape
+    timestamps = np.tile(np.arange(slots, dtype=np.float32), (n, 1))
     stamp = pa.array([time.time_ns() // 1000] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-    table = pa.table(
-        {
-            "video_id": pa.array([f"syn{i:09d}" for i in ids]),
-            "dataset": pa.array(["synthetic"] * n),
-            "split": pa.array(["val" if i % 2 else "test" for i in ids]),
-            "source_path": pa.array([""] * n),
-            "duration_s": pa.array(np.full(n, float(frames.shape[1]))),
-            "ingested_at": stamp,
-            "text": pa.array([f"synthetic video {i}" for i in ids]),
-            "frames": multivector_array(frames, dtype=np.float16),
-            "frame_mask": list_array(np.ones(frames.shape[:2], dtype=bool), pa.bool_()),
-            "timestamps": list_array(timestamps, pa.float32()),
-            "local": vector_array(local.reshape(n, -1), np.float16),
-            "vector": multivector_array(*segments),
-            "indexed_at": stamp,
-            "run_id": pa.array(["search-bench"] * n),
-        }
-    )
+    columns = {
+        "video_id": pa.array([f"syn{i:09d}" for i in ids]),
+        "dataset": pa.array(["synthetic"] * n),
+        "split": pa.array(["val" if i % 2 else "test" for i in ids]),
+        "source_path": pa.array([""] * n),
+        "duration_s": pa.array(np.full(n, float(slots))),
+        "ingested_at": stamp,
+        "text": pa.array([f"synthetic video {i}" for i in ids]),
+        "encodings": pack_encodings(video),
+        "timestamps": vector_array(timestamps),
+        "indexed_at": stamp,
+        "run_id": pa.array(["search-bench"] * n),
+    }
     schema = spec.schema(dim)
-    return table.select(schema.names).cast(schema)
+    for index, name in enumerate(stored_segment_columns(schema)):
+        columns[name] = vector_array(segments[:, index])
+    return pa.table(columns).select(schema.names).cast(schema)
 
 
 def load_or_build(config: SearchBenchConfig, size: int) -> dict:
@@ -169,9 +168,9 @@ def load_or_build(config: SearchBenchConfig, size: int) -> dict:
     built = json.loads(facts.read_text())
     table = Catalog(StoreConfig(built["store"])).db.open_table(built["table"])
     start = time.perf_counter()
-    actions = ensure_indexes(table, config.ann, segment_vector_width(table.schema))
-    if any(action.startswith("built") for action in actions):
-        built |= {"index_s": time.perf_counter() - start, "actions": actions}
+    update = ensure_indexes(table, config.ann, segment_vector_width(table.schema))
+    if update.vector_indexes_built:
+        built |= {"index_s": time.perf_counter() - start, "actions": update.actions}
         facts.write_text(json.dumps(built, indent=2))
     built["health"] = asdict(index_health(table))
     with np.load(arrays) as data:
@@ -192,7 +191,9 @@ def build(config: SearchBenchConfig, size: int, folder: Path) -> dict:
     extra = {"backbone_model_id": MODEL_ID, "sampling_hash": "synthetic", "max_words": 32, "kind": "paragraph"}
     checkpoint = save_checkpoint(folder / "checkpoint", model, model_config, extra)
     width = min(config.vector_dim, (1 + config.num_queries) * config.dim)
-    spec = video_index_spec(checkpoint_hash(checkpoint), MODEL_ID, config.num_queries, width)
+    spec = video_index_spec(
+        checkpoint_hash(checkpoint), MODEL_ID, config.num_queries, width, config.ann.segments, config.frames
+    )
     catalog = Catalog(StoreConfig(str(folder / "db")))
     table = catalog.open(spec, config.dim)
     generator = Generator(config)
@@ -219,8 +220,8 @@ def build(config: SearchBenchConfig, size: int, folder: Path) -> dict:
                 basis = fit_projection(sample, width)
                 projection = Projection(basis.numpy(), len(sample), captured_energy(sample, basis), asdict(config.ann))
                 save_projection(catalog, spec.name, projection)
-            projected = (vectors @ torch.from_numpy(projection.basis)).numpy()
-            rows = _rows(range(low, high), frames, local, (projected, present.numpy()), spec, config.dim)
+            projected = (fill_absent_segments(vectors, present) @ torch.from_numpy(projection.basis)).numpy()
+            rows = _rows(range(low, high), video, projected, spec, config.dim)
             table.add(rows)
             print(f"  n={size}: {high}/{size} videos written ({time.perf_counter() - start:.0f} s)", flush=True)
     return {
@@ -249,7 +250,14 @@ def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
     grid = [(c, n, r) for r in config.refine_factors for n in config.nprobes for c in config.candidates]
     for candidates, nprobes, refine in grid:
         settings = SearchConfig(built["checkpoint"], store, None, candidates, nprobes, refine or None)
-        searcher = Searcher(replace(settings, probe_all_below=config.probe_all_below))
+        searcher = Searcher(
+            replace(
+                settings,
+                probe_all_below=config.probe_all_below,
+                index_cache_gb=config.index_cache_gb,
+                prewarm=True,
+            )
+        )
         probes = "all" if searcher.nprobes == ALL_PARTITIONS else nprobes
         if (candidates, probes, refine) in seen:
             continue
@@ -384,6 +392,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--candidates", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--nprobes", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--refine-factors", type=int, nargs="+", default=[0], help="0: no refine step")
+    parser.add_argument("--index-cache-gb", type=float, default=10.0, help="searcher's LanceDB index cache")
     parser.add_argument("--build-only", action="store_true", help="write the galleries and stop")
     parser.add_argument("--output", default="benchmarks/search_results.json")
     args = parser.parse_args(argv)
@@ -395,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         candidates=tuple(args.candidates),
         nprobes=tuple(args.nprobes),
         refine_factors=tuple(args.refine_factors),
+        index_cache_gb=args.index_cache_gb,
         output=args.output,
     )
     if args.build_only:

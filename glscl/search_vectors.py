@@ -53,6 +53,14 @@ def video_segment_vectors(frames: Tensor, mask: Tensor, local: Tensor, segments:
     return vectors, present
 
 
+def fill_absent_segments(vectors: Tensor, present: Tensor) -> Tensor:
+    """Segment vectors [Nv, S, W] with every absent segment replaced by the video's last present one, so each
+    video has S vectors (a video with fewer valid frames than S fills only its first segments; repeating one
+    changes no video's best segment)."""
+    last = (present.long().cumsum(1) - 1).clamp_min(0)
+    return vectors.gather(1, last.unsqueeze(-1).expand_as(vectors))
+
+
 def text_search_vectors(sentence: Tensor, local: Tensor, local_weight: float) -> Tensor:
     """[Nt, (1+K)*D] text vectors whose inner product with a video's segment vectors approximates the score."""
     scaled = local.flatten(1).float() * math.sqrt(local_weight / local.shape[1])

@@ -1,5 +1,5 @@
 """The index flow: encode every ok video not yet indexed for a checkpoint (shards on Ray), write its
-`video_index` rows with the projected ANN vector, then build or refresh the vector, full-text and scalar
+`video_index` rows with the projected segment vectors, then build or refresh the vector, full-text and scalar
 indexes. Re-running adds only new videos and folds them into the indexes (incremental, no rebuild)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from glscl.search_vectors import captured_energy, fit_projection
 from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
-from schemas.tables import FRAMES, VIDEO_OK, VIDEOS, segment_vector_width
+from schemas.tables import FRAMES, VIDEO_OK, VIDEOS, segment_vector_width, stored_segment_columns
 from workers.ann import AnnConfig, IndexHealth, ensure_indexes, index_health
 from workers.ray_jobs import RayConfig, ensure_ray
 from workers.video_index import (
@@ -95,13 +95,17 @@ def pending_videos(catalog: Catalog, index: CheckpointIndex, splits: tuple[str, 
     return sorted((videos & set(encoded["video_id"].to_pylist())) - indexed)
 
 
-def _check_width(schema, index: CheckpointIndex, asked: int) -> None:
-    """Refuse a vector width other than the existing index's: its projection and vector index are fixed."""
-    stored, wanted = segment_vector_width(schema), segment_vector_width(index.spec.schema(index.embed_dim))
-    if stored != wanted:
+def _check_layout(schema, index: CheckpointIndex, ann: AnnConfig) -> None:
+    """Refuse a vector width or segment count other than the existing index's: its projection, vector columns
+    and indexes are fixed when it is first built."""
+    wanted = index.spec.schema(index.embed_dim)
+    stored = (segment_vector_width(schema), len(stored_segment_columns(schema)))
+    asked = (segment_vector_width(wanted), len(stored_segment_columns(wanted)))
+    if stored != asked:
         raise ValueError(
-            f"video index {index.spec.name} holds {stored}-dim vectors but --vector-dim {asked} asks for {wanted}: "
-            f"re-run with --vector-dim {stored}, or drop the table to rebuild it"
+            f"video index {index.spec.name} holds {stored[1]} segment vectors of {stored[0]} dims per video but "
+            f"--vector-dim {ann.vector_dim} --segments {ann.segments} asks for {asked[1]} of {asked[0]}: re-run "
+            f"with --vector-dim {stored[0]} --segments {stored[1]}, or drop the table to rebuild it"
         )
 
 
@@ -165,11 +169,11 @@ def index_flow(config: IndexConfig) -> IndexSummary:
     start = time.perf_counter()
     catalog = Catalog(config.store)
     with RunRecorder(catalog, "index", asdict(config)) as run:
-        index = checkpoint_index(config.checkpoint, config.ann.vector_dim)
+        index = checkpoint_index(config.checkpoint, config.ann.vector_dim, config.ann.segments, catalog)
         before = None
         if catalog.exists(index.spec):
             existing = catalog.open_existing(index.spec)
-            _check_width(existing.schema, index, config.ann.vector_dim)
+            _check_layout(existing.schema, index, config.ann)
             before = index_health(existing)
         ids = pending_videos(catalog, index, config.splits)
         timings = {"select": time.perf_counter() - start}
@@ -182,9 +186,8 @@ def index_flow(config: IndexConfig) -> IndexSummary:
             raise ValueError(f"no videos to index in {config.store.uri}: ingest videos with the checkpoint's backbone")
         table = catalog.open_existing(index.spec)
         width = segment_vector_width(table.schema)
-        actions = ensure_indexes(table, config.ann, width)
-        built = any("vector index" in action for action in actions)  # built or retrained with config.ann
-        if built and projection.ann != asdict(config.ann):
+        update = ensure_indexes(table, config.ann, width)
+        if update.vector_indexes_built and projection.ann != asdict(config.ann):
             projection = replace(projection, ann=asdict(config.ann))
             save_projection(catalog, index.spec.name, projection)
         timings["indexes"] = time.perf_counter() - start - sum(timings.values())
@@ -194,7 +197,7 @@ def index_flow(config: IndexConfig) -> IndexSummary:
             added,
             before,
             index_health(table),
-            actions,
+            update.actions,
             {"dim": width, "fitted_on": projection.fitted_on, "captured_energy": round(projection.captured_energy, 4)},
             timings,
         )

@@ -20,7 +20,7 @@ from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import PRIMARY_KEY, PRIMARY_KEY_POSITION, VIDEO_INDEX_PREFIX, segment_vector_width
-from workers.ann import AnnConfig, has_vector_index, retrain_vector_index
+from workers.ann import AnnConfig, has_vector_index, retrain_vector_indexes
 from workers.video_index import load_projection
 
 DEFAULT_RETENTION = timedelta(days=7)
@@ -177,7 +177,7 @@ def check_rows(
 
 def maintain_table(catalog: Catalog, name: str, retain: timedelta) -> TableUpkeep:
     """Compact, re-index and prune one table (one `optimize` call, and a retrain of a video index's vector
-    index with the settings it was built with, since LanceDB's compaction degrades it), reading its state
+    indexes with the settings it was built with, since LanceDB's compaction degrades it), reading its state
     before and after."""
     start = time.perf_counter()
     table = catalog.db.open_table(name)
@@ -186,7 +186,7 @@ def maintain_table(catalog: Catalog, name: str, retain: timedelta) -> TableUpkee
     if name.startswith(VIDEO_INDEX_PREFIX) and has_vector_index(table):
         projection = load_projection(catalog, name)
         ann = AnnConfig(**projection.ann) if projection and projection.ann else AnnConfig()
-        retrain_vector_index(table, ann, segment_vector_width(table.schema))
+        retrain_vector_indexes(table, ann, segment_vector_width(table.schema))
     after, keys_after = read_state(table)
     meanwhile = check_rows(name, before, after, keys_before, keys_after)
     return TableUpkeep(name, before, after, meanwhile, time.perf_counter() - start)

@@ -39,9 +39,9 @@ class MergeOutcome:
 class Catalog:
     """Opens the glscl tables of one database, creating them on first use and refusing unknown versions."""
 
-    def __init__(self, store: StoreConfig) -> None:
+    def __init__(self, store: StoreConfig, session: lancedb.Session | None = None) -> None:
         self.store = store
-        self.db = lancedb.connect(store.uri, storage_options=store.storage_options or None)
+        self.db = lancedb.connect(store.uri, storage_options=store.storage_options or None, session=session)
 
     def exists(self, spec: TableSpec) -> bool:
         """Whether the table has been created in this database."""
@@ -63,12 +63,12 @@ class Catalog:
         check_schema(spec, table.schema, self.store.uri, None)
         return table
 
-    def scan(self, spec: TableSpec, columns: list[str], where: str | None = None) -> pa.Table:
-        """Read some columns of every row (optionally filtered); an absent table reads as empty."""
+    def scan(self, spec: TableSpec, columns: list[str], where: str | None = None, limit: int | None = None) -> pa.Table:
+        """Read some columns of every row (optionally filtered, at most `limit`); an absent table reads as empty."""
         if not self.exists(spec):
             fields = [f for f in spec.schema(1 if spec.needs_dim else None) if f.name in columns]
             return pa.schema(fields).empty_table()
-        query = self.open_existing(spec).search().select(columns).limit(None)
+        query = self.open_existing(spec).search().select(columns).limit(limit)
         if where:
             query = query.where(where)
         return query.to_arrow()

@@ -98,9 +98,13 @@ def _texts(dim: int | None) -> list[pa.Field]:
     ]
 
 
-def _video_index(num_queries: int, vector_dim: int) -> Callable[[int | None], list[pa.Field]]:
+def _video_index(
+    num_queries: int, vector_dim: int, segments: int, slots: int
+) -> Callable[[int | None], list[pa.Field]]:
     def fields(dim: int | None) -> list[pa.Field]:
         assert dim is not None
+        packed = slots * dim + num_queries * dim + slots
+        layout = f"float16 [frames {slots}x{dim} | concepts {num_queries}x{dim} | frame mask {slots}]"
         return [
             pa.field("video_id", pa.string(), nullable=False),
             pa.field("dataset", pa.string(), nullable=False),
@@ -109,11 +113,9 @@ def _video_index(num_queries: int, vector_dim: int) -> Callable[[int | None], li
             pa.field("duration_s", pa.float64()),
             pa.field("ingested_at", _TIMESTAMP, nullable=False),
             pa.field("text", pa.string(), nullable=False),
-            pa.field("frames", pa.list_(pa.list_(pa.float16(), dim)), nullable=False),
-            pa.field("frame_mask", pa.list_(pa.bool_()), nullable=False),
-            pa.field("timestamps", pa.list_(pa.float32()), nullable=False),
-            pa.field("local", pa.list_(pa.float16(), num_queries * dim), nullable=False),
-            pa.field("vector", _multivector(vector_dim), nullable=False),
+            pa.field("encodings", pa.list_(pa.float16(), packed), nullable=False, metadata={LAYOUT_KEY: layout}),
+            pa.field("timestamps", pa.list_(pa.float32(), slots), nullable=False),
+            *(pa.field(name, _vector(vector_dim), nullable=False) for name in segment_columns(segments)),
             pa.field("indexed_at", _TIMESTAMP, nullable=False),
             pa.field("run_id", pa.string(), nullable=False),
         ]
@@ -188,6 +190,9 @@ RUNS = TableSpec("runs", ("run_id",), 1, _runs)
 VIDEO_INDEX_PREFIX = "video_index_"
 CHECKPOINT_KEY = "glscl.checkpoint_sha256"
 MODEL_ID_KEY = "glscl.backbone_model_id"
+VIDEO_INDEX_VERSION = 3
+SEGMENT_VECTOR_PREFIX = "vector_"
+LAYOUT_KEY = b"glscl.layout"
 INDEX_FILTER_COLUMNS = ("video_id", "dataset", "split", "source_path", "duration_s", "ingested_at")
 
 
@@ -196,24 +201,39 @@ def video_index_name(checkpoint_sha: str) -> str:
     return VIDEO_INDEX_PREFIX + checkpoint_sha[:16]
 
 
-def video_index_spec(checkpoint_sha: str, model_id: str, num_queries: int, vector_dim: int) -> TableSpec:
-    """The `video_index` table of one checkpoint: per-video GLSCL encodings, the ANN vector, filter metadata.
+def video_index_spec(
+    checkpoint_sha: str, model_id: str, num_queries: int, vector_dim: int, segments: int, slots: int
+) -> TableSpec:
+    """The `video_index` table of one checkpoint: per-video GLSCL encodings packed in one column (see
+    workers/encodings.py), one projected ANN vector per time segment, filter metadata.
 
-    One table per checkpoint (named by its hash), so a vector index never mixes two models' vectors.
+    One table per checkpoint (named by its hash), so a vector index never mixes two models' vectors. Version 3
+    replaced version 2's separate frames / frame_mask / concepts columns and its multivector `vector` column:
+    on a gallery larger than memory each column a query reads is another random read per candidate.
     """
     return TableSpec(
         video_index_name(checkpoint_sha),
         ("video_id",),
-        2,
-        _video_index(num_queries, vector_dim),
+        VIDEO_INDEX_VERSION,
+        _video_index(num_queries, vector_dim, segments, slots),
         needs_dim=True,
         metadata=((CHECKPOINT_KEY, checkpoint_sha), (MODEL_ID_KEY, model_id)),
     )
 
 
+def segment_columns(segments: int) -> list[str]:
+    """The ANN vector column of each time segment, in segment order."""
+    return [f"{SEGMENT_VECTOR_PREFIX}{index}" for index in range(segments)]
+
+
+def stored_segment_columns(schema: pa.Schema) -> list[str]:
+    """The segment vector columns of a `video_index` schema."""
+    return [name for name in schema.names if name.startswith(SEGMENT_VECTOR_PREFIX)]
+
+
 def segment_vector_width(schema: pa.Schema) -> int:
-    """Width of the projected segment vectors of a `video_index` schema (its `vector` multivector column)."""
-    return schema.field("vector").type.value_type.list_size
+    """Width of the projected segment vectors of a `video_index` schema."""
+    return schema.field(stored_segment_columns(schema)[0]).type.list_size
 
 
 def projection_spec(index_name: str) -> TableSpec:

@@ -29,6 +29,7 @@ from pipelines.maintain import maintain_table
 from pipelines.serve import create_app
 from pipelines.train import TrainFlowConfig, train_flow
 from schemas.catalog import Catalog, sql_in
+from schemas.tables import SCHEMA_VERSION_KEY
 from workers.ann import AnnConfig
 from workers.filters import Filter, FilterError, filters_sql, parse_filter
 from workers.search import SearchConfig, Searcher, SearchError
@@ -73,14 +74,16 @@ def searcher(store, checkpoint, **settings) -> Searcher:
 def test_incremental_index_covers_new_videos_with_every_index(indexed):
     _, _, summary = indexed
     assert summary.projection["dim"] == 64 and 0 < summary.projection["captured_energy"] <= 1.0
-    assert "vector_idx" in summary.health_after.unindexed and "text_idx" in summary.health_after.unindexed
+    segment_indexes = {f"vector_{segment}_idx" for segment in range(SMALL_ANN.segments)}
+    assert segment_indexes | {"text_idx"} <= set(summary.health_after.unindexed)
     assert any("optimised" in action for action in summary.actions)
-    assert any(action.startswith("retrained IVF_HNSW_SQ vector index over 24 rows") for action in summary.actions)
+    assert any(action.startswith("retrained IVF_HNSW_SQ vector indexes over 24 rows") for action in summary.actions)
 
 
 def test_two_stage_equals_exact_when_candidates_cover_the_gallery(indexed):
     store, checkpoint, _ = indexed
-    engine = searcher(store, checkpoint, candidates=24, nprobes=2)
+    engine = searcher(store, checkpoint, candidates=24, nprobes=2, index_cache_gb=0.25, prewarm=True)
+    assert engine.has_vector_index
     for text in ("a red circle moves left", "a blue square appears then a green triangle"):
         two_stage = engine.search(text, k=10)
         exact = engine.search(text, k=10, exact=True)
@@ -136,10 +139,14 @@ def test_bad_queries_get_clear_errors(indexed, query, k, filters, message):
         searcher(store, checkpoint).search(query, k=k, filters=filters)
 
 
-def test_another_vector_width_for_an_existing_index_is_refused(indexed):
+def test_another_vector_width_or_segment_count_for_an_existing_index_is_refused(indexed):
     store, checkpoint, _ = indexed
-    with pytest.raises(ValueError, match="holds 64-dim vectors but --vector-dim 32 asks for 32"):
+    with pytest.raises(
+        ValueError, match="holds 4 segment vectors of 64 dims per video but --vector-dim 32 --segments 4"
+    ):
         index_flow(IndexConfig(checkpoint, store, ann=dataclasses.replace(SMALL_ANN, vector_dim=32)))
+    with pytest.raises(ValueError, match="--segments 2 asks for 2 of 64: re-run with --vector-dim 64 --segments 4"):
+        index_flow(IndexConfig(checkpoint, store, ann=dataclasses.replace(SMALL_ANN, segments=2)))
 
 
 def test_checkpoint_without_index_and_wrong_backbone_are_refused(indexed, tmp_path):
@@ -154,10 +161,20 @@ def test_checkpoint_without_index_and_wrong_backbone_are_refused(indexed, tmp_pa
         searcher(indexed[0], indexed[1], backbone=BackboneConfig(seed=7))
 
 
+def test_an_index_written_by_an_older_schema_is_refused_with_what_to_do(indexed, tmp_path):
+    store, checkpoint, summary = indexed
+    older = dataclasses.replace(store, uri=str(tmp_path / "older"))
+    table = Catalog(store).db.open_table(summary.table)
+    metadata = {**table.schema.metadata, SCHEMA_VERSION_KEY: b"2"}
+    Catalog(older).db.create_table(summary.table, table.to_arrow().replace_schema_metadata(metadata))
+    with pytest.raises(SearchError, match=f"has schema version 2; this glscl reads version 3: drop {summary.table}"):
+        searcher(older, checkpoint)
+
+
 def test_filter_sql_never_embeds_raw_text():
     from schemas.tables import INDEX_FILTER_COLUMNS, video_index_spec
 
-    schema = video_index_spec("0" * 64, "m", 2, 8).schema(4)
+    schema = video_index_spec("0" * 64, "m", 2, 8, segments=2, slots=3).schema(4)
     sql = filters_sql([Filter("split", "=", "x' OR 1=1 --")], schema, INDEX_FILTER_COLUMNS)
     assert sql == "split = 'x'' OR 1=1 --'"
     assert filters_sql([parse_filter("ingested_at >= 2026-01-02")], schema, INDEX_FILTER_COLUMNS) == (
@@ -249,7 +266,8 @@ def test_maintaining_a_video_index_retrains_its_vector_index_as_it_was_built(ind
     before = {i.name: i.index_uuid for i in table.list_indices()}
     upkeep = maintain_table(catalog, summary.table, timedelta(hours=1))
     after = {i.name: i.index_uuid for i in catalog.db.open_table(summary.table).list_indices()}
-    assert after.keys() == before.keys() and after["vector_idx"] != before["vector_idx"]
+    segment_indexes = [f"vector_{segment}_idx" for segment in range(SMALL_ANN.segments)]
+    assert after.keys() == before.keys() and all(after[name] != before[name] for name in segment_indexes)
     assert load_projection(catalog, summary.table).ann == dataclasses.asdict(SMALL_ANN), "what upkeep rebuilds with"
     assert upkeep.after.rows == 24 and not any(upkeep.after.unindexed_rows.values())
     engine = searcher(store, checkpoint, candidates=24)

@@ -31,7 +31,7 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
     report = run_search_bench(config)
     [size] = report["sizes"]
     assert size["videos"] == 600 and size["health"]["rows"] == 600
-    assert any("IVF_FLAT vector index" in action for action in size["actions"])
+    assert any("IVF_FLAT vector indexes on 4 segment columns" in action for action in size["actions"])
     full = next(r for r in size["sweep"] if r["candidates"] == 600 and r["nprobes"] == 8)
     assert full["recall@10"] == 1.0 and full["recall@1"] == 1.0
     assert all(0.0 <= r["recall@10"] <= 1.0 and r["p95_ms"] >= r["p50_ms"] > 0 for r in size["sweep"])

@@ -10,9 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glscl.search_vectors import segment_weights, text_search_vectors, video_segment_vectors
+from glscl.model import VideoEncoding
+from glscl.search_vectors import fill_absent_segments, segment_weights, text_search_vectors, video_segment_vectors
 from glscl.similarity import local_scores
-from schemas.tables import segment_vector_width, video_index_spec
+from schemas.tables import segment_vector_width, stored_segment_columns, video_index_spec
+from workers.encodings import encodings_width, pack_encodings, packed_slots, unpack_encodings
+from workers.features import dense
 from workers.rows import multivector_array
 from workers.video_index import SEARCH_VECTOR, project_rows, segment_matrix
 
@@ -63,14 +66,15 @@ def test_a_text_about_one_event_matches_its_segment_best():
     assert products[1] == pytest.approx(1.0 + 0.5, abs=1e-5)
 
 
-def test_multivector_column_keeps_present_segments_and_projection_keeps_counts():
+def test_absent_segments_repeat_the_last_present_one_and_projection_fills_one_column_per_segment():
     values = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
-    present = np.array([[True, False, True], [True, True, True]])
-    column = multivector_array(values, present)
-    assert pa.compute.list_value_length(column).to_pylist() == [2, 3]
-    assert np.array_equal(segment_matrix(column), values[present])
+    present = torch.tensor([[True, False, False], [True, True, True]])
+    filled = fill_absent_segments(torch.from_numpy(values), present).numpy()
+    assert np.array_equal(filled[0], values[0, [0, 0, 0]]) and np.array_equal(filled[1], values[1])
+    column = multivector_array(filled)
+    assert np.array_equal(segment_matrix(column), filled.reshape(-1, 4))
 
-    spec = video_index_spec("ab" * 32, "model", num_queries=1, vector_dim=2)
+    spec = video_index_spec("ab" * 32, "model", num_queries=1, vector_dim=2, segments=3, slots=1)
     schema = spec.schema(4)
     now = datetime.now(UTC)
     row = {
@@ -81,10 +85,8 @@ def test_multivector_column_keeps_present_segments_and_projection_keeps_counts()
         "duration_s": 1.0,
         "ingested_at": now,
         "text": "",
-        "frames": [[0.0] * 4],
-        "frame_mask": [True],
+        "encodings": [0.0] * encodings_width(1, 1, 4),
         "timestamps": [0.0],
-        "local": [0.0] * 4,
         "indexed_at": now,
         "run_id": "r",
     }
@@ -92,5 +94,20 @@ def test_multivector_column_keeps_present_segments_and_projection_keeps_counts()
     basis = np.eye(4, 2, dtype=np.float32)
     projected = project_rows(rows.append_column(SEARCH_VECTOR, column), basis, spec, 4)
     assert projected.schema == schema and segment_vector_width(projected.schema) == 2
-    assert pa.compute.list_value_length(projected["vector"]).to_pylist() == [2, 3]
-    assert np.array_equal(segment_matrix(projected["vector"]), values[present][:, :2])
+    assert stored_segment_columns(schema) == ["vector_0", "vector_1", "vector_2"]
+    for index, name in enumerate(stored_segment_columns(schema)):
+        assert np.array_equal(dense(projected[name], 2, 2), filled[:, index, :2])
+
+
+def test_packed_encodings_round_trip_frames_concepts_and_mask():
+    frames, local = torch.randn(3, 5, 4), torch.randn(3, 2, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    column = pack_encodings(VideoEncoding(frames, mask, local))
+    assert column.type.list_size == encodings_width(5, 2, 4) == 5 * 4 + 2 * 4 + 5
+    field = pa.field("encodings", column.type)
+    assert packed_slots(field, 2, 4) == 5
+    video = unpack_encodings(column, 5, 2, 4)
+    assert torch.equal(video.mask, mask)
+    assert torch.equal(video.frames, frames.half().float()) and torch.equal(video.local, local.half().float())
+    with pytest.raises(ValueError, match="not a packing"):
+        packed_slots(field, 3, 4)

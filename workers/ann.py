@@ -1,6 +1,6 @@
-"""Indexes of a `video_index` table: the ANN vector index, the full-text index on caption text and scalar
-indexes on filter columns; created on first use and brought up to date (new rows indexed, fragments
-compacted) on later runs, since LanceDB does not index appended rows by itself."""
+"""Indexes of a `video_index` table: one ANN vector index per segment vector column, the full-text index on
+caption text and scalar indexes on filter columns; created on first use and brought up to date (new rows
+indexed, fragments compacted) on later runs, since LanceDB does not index appended rows by itself."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 
 import lancedb
 from lancedb.index import FTS, Bitmap, BTree, IvfFlat, IvfHnswSq, IvfPq
+
+from schemas.tables import stored_segment_columns
 
 VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ", "none")
 # LanceDB's names in list_indices() for the types above.
@@ -24,12 +26,12 @@ class AnnConfig:
     IVF_FLAT is the default because it measured best here: on 100k 512-d vectors it builds in 7 s where IVF_PQ
     (64 sub-vectors) takes 250 s on 2 cores, and it scores the probed partitions exactly (7 ms for 32 of 316
     partitions). IVF_PQ trades that for 32x less index memory on galleries whose vectors do not fit in RAM.
-    Below `min_rows` videos no vector index is built and queries scan every vector (LanceDB's flat multivector
-    scan takes 80 ms at 5k videos here, where the index probed in full takes 12 ms, so the index comes early).
-    `num_partitions` defaults to about sqrt(segment vectors); `num_sub_vectors` (IVF_PQ) to one code per 8
-    dimensions. Each video gets `segments` vectors (contiguous parts of its frames, see glscl.search_vectors),
-    a LanceDB multivector column searched by its best segment, which LanceDB supports with cosine distance
-    only; every segment vector has the same norm before projection, so cosine ranks as the inner product does.
+    Below `min_rows` videos no vector index is built and queries scan every vector. Each video gets `segments`
+    vectors (contiguous parts of its frames, see glscl.search_vectors), one plain vector column per segment
+    with its own index, searched for row ids only; a video ranks by its best segment. (A LanceDB multivector
+    column, one row per video, took 61 ms per search at 1M videos where a plain column of 1M vectors takes a
+    fraction of that, since a multivector search re-reads every candidate's vectors.) `num_partitions`
+    defaults to about sqrt(rows) per column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions.
     """
 
     vector_dim: int = 512
@@ -61,13 +63,13 @@ class IndexHealth:
     unindexed: dict[str, int]
 
 
-DISTANCE = "cosine"
+DISTANCE = "dot"
 
 
 def _vector_index(config: AnnConfig, rows: int, dim: int):
     ivf = {
         "distance_type": DISTANCE,
-        "num_partitions": config.num_partitions or max(1, round(math.sqrt(rows * config.segments))),
+        "num_partitions": config.num_partitions or max(1, round(math.sqrt(rows))),
         "sample_rate": config.sample_rate,
         "max_iterations": config.max_iterations,
     }
@@ -86,26 +88,40 @@ def _index_types(table: lancedb.table.Table) -> dict[str, str]:
     return {column: str(index.index_type) for index in table.list_indices() for column in index.columns}
 
 
-def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> list[str]:
-    """Create missing indexes, rebuild the vector index when another type is asked for, and fold new rows into
-    existing indexes (the vector index is retrained instead, see `retrain_vector_index`); returns what was
-    done, in words. A table whose indexes already cover every row is left as it is."""
+@dataclass
+class IndexUpdate:
+    """What `ensure_indexes` did, in words, and whether it (re)built the vector indexes with the asked settings."""
+
+    actions: list[str]
+    vector_indexes_built: bool
+
+
+def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> IndexUpdate:
+    """Create missing indexes, rebuild the vector indexes when another type is asked for, and fold new rows
+    into existing indexes (the vector indexes are retrained instead, see `retrain_vector_indexes`). A table
+    whose indexes already cover every row is left as it is."""
     done = []
+    built = False
     rows = table.count_rows()
     indexed = _index_types(table)
-    vector_type = indexed.get("vector")
+    columns = stored_segment_columns(table.schema)
+    vector_types = {indexed.get(column) for column in columns}
     wanted = _STORED_TYPE.get(config.index_type)
-    rebuild = wanted and rows >= config.min_rows and vector_type != wanted
+    rebuild = wanted and rows >= config.min_rows and vector_types != {wanted}
     if indexed and any(index_health(table).unindexed.values()):
         table.optimize()
         done.append("optimised existing indexes and compacted fragments")
-        if vector_type and not rebuild:
-            done.append(retrain_vector_index(table, config, dim))
+        if has_vector_index(table) and not rebuild:
+            done.append(retrain_vector_indexes(table, config, dim))
+            built = True
     if rebuild:
-        table.create_index("vector", config=_vector_index(config, rows, dim), replace=True)
+        for column in columns:
+            table.create_index(column, config=_vector_index(config, rows, dim), replace=True)
+        built = True
+        was = ", ".join(sorted(str(kind) for kind in vector_types if kind))
         done.append(
-            f"built {config.index_type} vector index over {rows} rows"
-            + (f" (was {vector_type})" if vector_type else "")
+            f"built {config.index_type} vector indexes on {len(columns)} segment columns over {rows} rows"
+            + (f" (was {was})" if was else "")
         )
     if "text" not in indexed:
         table.create_index("text", config=FTS(with_position=False))
@@ -114,27 +130,31 @@ def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> l
         if column not in indexed:
             table.create_index(column, config=Bitmap() if kind == _BITMAP else BTree())
             done.append(f"built {kind} index on {column}")
-    return done
+    return IndexUpdate(done, built)
 
 
 def has_vector_index(table: lancedb.table.Table) -> bool:
-    """Whether the table's `vector` column has an index (else queries scan every vector)."""
-    return "vector" in _index_types(table)
+    """Whether every segment vector column has an index (else queries scan every vector)."""
+    indexed, columns = _index_types(table), stored_segment_columns(table.schema)
+    return bool(columns) and all(column in indexed for column in columns)
 
 
-def retrain_vector_index(table: lancedb.table.Table, config: AnnConfig, dim: int) -> str:
-    """Retrain the vector index over every row, keeping its type.
+def retrain_vector_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> str:
+    """Retrain every segment column's vector index over every row, keeping its type.
 
     LanceDB's `optimize` folds new rows into the existing IVF partitions and remaps them when it compacts
-    fragments; for this multivector index that measurably loses recall (100k videos: the ANN's coverage of the
-    exact top-10 at nprobes 16 fell from 0.988 to 0.89 after one compaction, and came back with a retrain, 19 s
-    here). So every optimize of a video index is followed by a retrain (about 5 minutes at 1M videos on 2 cores).
+    fragments; for these indexes that measurably loses recall (100k videos: the ANN's coverage of the exact
+    top-10 at nprobes 16 fell from 0.988 to 0.89 after one compaction, and came back with a retrain, 19 s
+    here). So every optimize of a video index is followed by a retrain (minutes at 1M videos on 2 cores).
     """
-    stored = _index_types(table)["vector"]
-    kind = next(name for name, value in _STORED_TYPE.items() if value == stored)
+    indexed = _index_types(table)
     rows = table.count_rows()
-    table.create_index("vector", config=_vector_index(replace(config, index_type=kind), rows, dim), replace=True)
-    return f"retrained {kind} vector index over {rows} rows"
+    kinds = set()
+    for column in stored_segment_columns(table.schema):
+        kind = next(name for name, value in _STORED_TYPE.items() if value == indexed[column])
+        table.create_index(column, config=_vector_index(replace(config, index_type=kind), rows, dim), replace=True)
+        kinds.add(kind)
+    return f"retrained {', '.join(sorted(kinds))} vector indexes over {rows} rows"
 
 
 def index_health(table: lancedb.table.Table) -> IndexHealth:

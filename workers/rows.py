@@ -23,12 +23,11 @@ def vector_array(vectors: np.ndarray, dtype: type = np.float32) -> pa.FixedSizeL
     return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
 
-def multivector_array(values: np.ndarray, present: np.ndarray | None = None, dtype: type = np.float32) -> pa.ListArray:
-    """[N, M, D] to a list of fixed-size lists: the M vectors of each row, or only those `present` [N, M] marks."""
+def multivector_array(values: np.ndarray) -> pa.ListArray:
+    """[N, M, D] to a list of fixed-size lists: the M float32 vectors of each row."""
     n, m, d = values.shape
-    keep = np.ones((n, m), dtype=bool) if present is None else np.asarray(present, dtype=bool)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(keep.sum(1))]).astype(np.int32))
-    return pa.ListArray.from_arrays(offsets, vector_array(values[keep].reshape(-1, d), dtype))
+    offsets = pa.array(np.arange(0, (n + 1) * m, m, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, vector_array(values.reshape(-1, d)))
 
 
 def list_array(values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:

@@ -1,8 +1,9 @@
 """Text-to-video search over a checkpoint's `video_index` table, in two stages: an approximate search over the
-projected segment vectors (ANN index, or a flat scan on small tables; a video ranks by its best segment) for
-`candidates` videos, then the exact GLSCL score of those candidates from their stored encodings. `exact=True`
-scores the whole (filtered) gallery exactly instead; `hybrid=True` adds full-text matches on captions and fuses
-both rankings (RRF).
+projected segment vectors (one ANN search per segment column, concurrently, for row ids only; a video ranks by
+its best segment) for `candidates` videos, then the exact GLSCL score of those candidates from their packed
+encodings, read by row id. Metadata is read for the top k only: on a gallery larger than memory each column
+and row a query reads is a random read from disk. `exact=True` scores the whole (filtered) gallery exactly
+instead; `hybrid=True` adds full-text matches on captions and fuses both rankings (RRF).
 
 A Searcher keeps the model, text tower and table handles warm; the CLI, the HTTP API and `search()` share it.
 """
@@ -10,8 +11,10 @@ A Searcher keeps the model, text tower and table handles warm; the CLI, the HTTP
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+import lancedb
 import numpy as np
 import pyarrow as pa
 import torch
@@ -22,8 +25,17 @@ from glscl.model import TextEncoding, VideoEncoding
 from glscl.search_vectors import text_search_vectors
 from glscl.similarity import pooling_weights
 from schemas.catalog import Catalog, StoreConfig
-from schemas.tables import INDEX_FILTER_COLUMNS, MODEL_ID_KEY, VIDEO_INDEX_PREFIX, video_index_name
+from schemas.tables import (
+    INDEX_FILTER_COLUMNS,
+    MODEL_ID_KEY,
+    SCHEMA_VERSION_KEY,
+    VIDEO_INDEX_PREFIX,
+    VIDEO_INDEX_VERSION,
+    stored_segment_columns,
+    video_index_name,
+)
 from workers.ann import DISTANCE, has_vector_index
+from workers.encodings import packed_slots, unpack_encodings
 from workers.features import dense
 from workers.filters import Filter, filters_sql
 from workers.video_index import load_projection
@@ -31,8 +43,9 @@ from workers.video_index import load_projection
 MAX_K = 1000
 RRF_OFFSET = 60
 ALL_PARTITIONS = 1 << 20  # LanceDB clamps nprobes to the index's partition count
-_META_COLUMNS = ["video_id", "source_path", "dataset", "split", "duration_s", "text"]
-_RERANK_COLUMNS = ["frames", "frame_mask", "timestamps", "local"]
+_META_COLUMNS = ["video_id", "source_path", "dataset", "split", "duration_s", "text", "timestamps"]
+_ENCODINGS = "encodings"
+_ROW_ID = "_rowid"
 
 
 class SearchError(ValueError):
@@ -48,6 +61,11 @@ class SearchConfig:
     loosely related ones, so partial probing loses neighbours, while probing all is still cheap (12 ms at 5k
     videos here, six times faster than LanceDB's flat multivector scan). A searcher follows its table to the
     newest version at most every `refresh_s` seconds, so a running server sees videos indexed after it started.
+
+    A query reads the IVF partitions it probes from LanceDB's index cache, or else from disk (about 1 ms per
+    partition of 1,000 512-d vectors here). `index_cache_gb` sizes that cache (None: LanceDB's default, 6 GiB;
+    the four IVF_FLAT segment indexes of 1M videos take 7.7 GiB), and `prewarm` loads every segment index into it
+    when the searcher starts, as a server should (19 s at 1M videos); a one-off query skips it.
     """
 
     checkpoint: str
@@ -59,6 +77,8 @@ class SearchConfig:
     exact_batch: int = 4096
     probe_all_below: int = 20_000
     refresh_s: float = 5.0
+    index_cache_gb: float | None = None
+    prewarm: bool = False
 
 
 @dataclass
@@ -107,6 +127,17 @@ def _span(weights: np.ndarray, timestamps: np.ndarray, mask: np.ndarray) -> tupl
     return float(timestamps[low]), float(timestamps[high])
 
 
+@dataclass
+class _Scored:
+    """Rows scored for one query: their row ids, encodings and exact scores, and fused ranks in hybrid mode."""
+
+    mode: str
+    row_ids: np.ndarray
+    video: VideoEncoding
+    scores: np.ndarray
+    fused: np.ndarray | None = None
+
+
 class Searcher:
     """Answers text queries against one checkpoint's video index; build once, query many times."""
 
@@ -114,7 +145,8 @@ class Searcher:
         self.config = config
         self.model, self.model_config, meta = load_checkpoint(config.checkpoint)
         extra = meta.get("extra", {})
-        self.catalog = Catalog(config.store)
+        cache = None if config.index_cache_gb is None else int(config.index_cache_gb * 2**30)
+        self.catalog = Catalog(config.store, lancedb.Session(index_cache_size_bytes=cache))
         name = video_index_name(meta["sha256"])
         tables = self.catalog.db.list_tables().tables
         if name not in tables:
@@ -125,6 +157,13 @@ class Searcher:
                 f"{', '.join(present) or 'none'})"
             )
         self.table = self.catalog.db.open_table(name)
+        version = (self.table.schema.metadata or {}).get(SCHEMA_VERSION_KEY, b"none").decode()
+        if version != str(VIDEO_INDEX_VERSION):
+            raise SearchError(
+                f"video index {name} in {config.store.uri} has schema version {version}; this glscl reads version "
+                f"{VIDEO_INDEX_VERSION}: drop {name} and {name}_projection and run `glscl index` again, or index "
+                "into a new --db"
+            )
         stored_model = (self.table.schema.metadata or {}).get(MODEL_ID_KEY.encode(), b"").decode()
         backbone_id = config.backbone.model_id if config.backbone else extra["backbone_model_id"]
         if backbone_id != extra["backbone_model_id"] or stored_model != extra["backbone_model_id"]:
@@ -137,10 +176,23 @@ class Searcher:
         if projection is None:
             raise SearchError(f"video index {name} has no projection: run `glscl index` again")
         self.basis = torch.from_numpy(np.array(projection.basis))
+        self.segment_columns = stored_segment_columns(self.table.schema)
+        self.slots = packed_slots(
+            self.table.schema.field(_ENCODINGS), self.model_config.num_queries, self.model_config.embed_dim
+        )
+        self.pool = ThreadPoolExecutor(len(self.segment_columns), thread_name_prefix="segment-search")
         self.max_words = int(extra.get("max_words", self.model_config.max_words))
         self.backbone = Backbone(config.backbone) if config.backbone else None
         self._read_index_state()
+        if config.prewarm:
+            self.prewarm()
         self._checked = time.monotonic()
+
+    def prewarm(self) -> None:
+        """Load every segment vector index into LanceDB's index cache (when the cache can hold them)."""
+        if self.has_vector_index:
+            for column in self.segment_columns:
+                self.table.prewarm_index(f"{column}_idx")
 
     def _read_index_state(self) -> None:
         """Whether the table has a vector index yet, and how many partitions a query probes."""
@@ -200,121 +252,157 @@ class Searcher:
     def _run(self, encoding: TextEncoding, k: int, where: str | None, exact: bool, hybrid_text: str | None):
         self._follow_latest()
         start = time.perf_counter()
-        timings = {}
+        timings: dict[str, float] = {}
         if exact:
-            rows, scores = self._exact(encoding, k, where)
-            mode, fused = "exact", None
+            scored = self._exact(encoding, k, where)
         else:
-            limit = max(k, self.config.candidates)
-            rows = self._candidates(encoding, limit, where)
-            if hybrid_text is not None:
-                rows = _union(rows, self._text_matches(hybrid_text, limit, where))
-            timings["candidates"] = (time.perf_counter() - start) * 1000
-            scores = self._rerank(encoding, rows)
-            mode, fused = ("hybrid", _rrf(scores, rows)) if hybrid_text is not None else ("two-stage", None)
+            scored = self._two_stage(encoding, max(k, self.config.candidates), where, hybrid_text, timings, start)
         timings["rerank"] = (time.perf_counter() - start) * 1000 - sum(timings.values())
-        hits = self._hits(encoding, rows, scores, fused, k)
+        hits = self._hits(encoding, scored, k)
+        timings["hits"] = (time.perf_counter() - start) * 1000 - sum(timings.values())
         timings["total"] = (time.perf_counter() - start) * 1000
-        return SearchResult("", mode, hits, rows.num_rows, timings)
+        return SearchResult("", scored.mode, hits, len(scored.row_ids), timings)
 
-    def _candidates(self, encoding: TextEncoding, limit: int, where: str | None) -> pa.Table:
-        vector = text_search_vectors(encoding.sentence, encoding.local, self.model_config.local_weight) @ self.basis
-        query = self.table.search(vector[0].numpy(), vector_column_name="vector").distance_type(DISTANCE).limit(limit)
+    def _two_stage(
+        self,
+        encoding: TextEncoding,
+        limit: int,
+        where: str | None,
+        hybrid_text: str | None,
+        timings: dict[str, float],
+        start: float,
+    ) -> _Scored:
+        """ANN candidates (and full-text matches in hybrid mode), scored exactly from their packed encodings."""
+        row_ids = self._candidates(encoding, limit, where)
+        text_ranks = {}
+        if hybrid_text is not None:
+            text_ids = self._text_matches(hybrid_text, limit, where)
+            text_ranks = {row_id: rank for rank, row_id in enumerate(text_ids.tolist(), 1)}
+            row_ids = _union(row_ids, text_ids)
+        timings["candidates"] = (time.perf_counter() - start) * 1000
+        rows = self._take(row_ids, [_ENCODINGS])
+        row_ids = rows[_ROW_ID].to_numpy()
+        video = self._videos(rows[_ENCODINGS])
+        scores = self._score(encoding, video)
+        if hybrid_text is None:
+            return _Scored("two-stage", row_ids, video, scores)
+        fused = _rrf(scores, np.array([text_ranks.get(row_id, np.nan) for row_id in row_ids.tolist()]))
+        return _Scored("hybrid", row_ids, video, scores, fused)
+
+    def _segment_hits(self, vector: np.ndarray, column: str, limit: int, where: str | None) -> pa.Table:
+        """Row ids and distances of the `limit` nearest rows by one segment column."""
+        query = self.table.search(vector, vector_column_name=column).distance_type(DISTANCE).limit(limit)
         if self.has_vector_index:
             query = query.nprobes(self.nprobes)
             if self.config.refine_factor:
                 query = query.refine_factor(self.config.refine_factor)
         if where:
             query = query.where(where, prefilter=True)
-        return query.select(_META_COLUMNS + _RERANK_COLUMNS + ["_distance"]).to_arrow().drop_columns(["_distance"])
+        return query.with_row_id(True).select([_ROW_ID, "_distance"]).to_arrow()
 
-    def _text_matches(self, text: str, limit: int, where: str | None) -> pa.Table:
+    def _candidates(self, encoding: TextEncoding, limit: int, where: str | None) -> np.ndarray:
+        """Row ids of the `limit` videos whose best segment is nearest the query, best first."""
+        vector = text_search_vectors(encoding.sentence, encoding.local, self.model_config.local_weight) @ self.basis
+        query = vector[0].numpy()
+        parts = list(
+            self.pool.map(lambda column: self._segment_hits(query, column, limit, where), self.segment_columns)
+        )
+        hits = pa.concat_tables(parts)
+        row_ids = hits[_ROW_ID].to_numpy()[np.argsort(hits["_distance"].to_numpy(), kind="stable")]
+        _, first = np.unique(row_ids, return_index=True)
+        return row_ids[np.sort(first)][:limit]
+
+    def _text_matches(self, text: str, limit: int, where: str | None) -> np.ndarray:
+        """Row ids of the best full-text matches on the caption text, best first."""
         query = self.table.search(text, query_type="fts", fts_columns="text").limit(limit)
         if where:
             query = query.where(where, prefilter=True)
-        rows = query.select(_META_COLUMNS + _RERANK_COLUMNS + ["_score"]).to_arrow()
-        return rows.append_column("text_rank", pa.array(np.arange(1, rows.num_rows + 1, dtype=np.int64)))
+        return query.with_row_id(True).select([_ROW_ID, "_score"]).to_arrow()[_ROW_ID].to_numpy()
 
-    def _videos(self, rows: pa.Table) -> VideoEncoding:
-        n = rows.num_rows
-        slots = len(rows["frame_mask"][0]) if n else 0
-        frames = torch.from_numpy(dense(rows["frames"], n, slots, -1))
-        mask = torch.from_numpy(dense(rows["frame_mask"], n, slots, dtype=bool))
-        local = torch.from_numpy(dense(rows["local"], n, self.model_config.num_queries, -1))
-        return VideoEncoding(frames, mask, local)
+    def _take(self, row_ids: np.ndarray, columns: list[str]) -> pa.Table:
+        """Some columns of rows by row id, in the order asked (LanceDB returns them in row-id order); rows gone
+        since the ids were read are left out."""
+        if len(row_ids) == 0:
+            empty = self.table.schema.empty_table().select(columns)
+            return empty.append_column(_ROW_ID, pa.array([], pa.uint64()))
+        rows = self.table.take_row_ids(row_ids.tolist()).select(columns).with_row_id().to_arrow()
+        position = {row_id: index for index, row_id in enumerate(rows[_ROW_ID].to_pylist())}
+        return rows.take(pa.array([position[r] for r in row_ids.tolist() if r in position], pa.int64()))
+
+    def _videos(self, encodings: pa.ChunkedArray | pa.Array) -> VideoEncoding:
+        return unpack_encodings(encodings, self.slots, self.model_config.num_queries, self.model_config.embed_dim)
 
     @torch.inference_mode()
-    def _rerank(self, encoding: TextEncoding, rows: pa.Table) -> np.ndarray:
-        if rows.num_rows == 0:
+    def _score(self, encoding: TextEncoding, video: VideoEncoding) -> np.ndarray:
+        count = video.frames.shape[0]
+        if count == 0:
             return np.zeros(0, dtype=np.float32)
-        count = rows.num_rows
         text = TextEncoding(encoding.sentence.expand(count, -1), encoding.local.expand(count, -1, -1))
-        return self.model.pair_scores(text, self._videos(rows)).numpy()
+        return self.model.pair_scores(text, video).numpy()
 
-    @torch.inference_mode()
-    def _exact(self, encoding: TextEncoding, k: int, where: str | None) -> tuple[pa.Table, np.ndarray]:
+    def _exact(self, encoding: TextEncoding, k: int, where: str | None) -> _Scored:
         """Score every (filtered) row exactly, streaming batches and keeping the running top-k."""
-        query = self.table.search().select(_META_COLUMNS + _RERANK_COLUMNS)
+        query = self.table.search().select([_ENCODINGS]).with_row_id(True)
         if where:
             query = query.where(where)
-        best_rows, best_scores = [], np.zeros(0, dtype=np.float32)
+        best_ids = np.zeros(0, dtype=np.uint64)
+        best_scores = np.zeros(0, dtype=np.float32)
+        best_encodings = pa.array([], self.table.schema.field(_ENCODINGS).type)
         for batch in query.to_batches(self.config.exact_batch):
-            rows = pa.Table.from_batches([batch])
-            if rows.num_rows == 0:
+            if batch.num_rows == 0:
                 continue
-            scores = self._rerank(encoding, rows)
-            best_rows.append(rows)
-            merged = pa.concat_tables(best_rows)
-            all_scores = np.concatenate([best_scores, scores])
-            keep = np.argsort(-all_scores, kind="stable")[:k]
-            best_rows, best_scores = [merged.take(pa.array(keep))], all_scores[keep]
-        rows = best_rows[0] if best_rows else self.table.schema.empty_table().select(_META_COLUMNS + _RERANK_COLUMNS)
-        return rows, best_scores
+            scores = np.concatenate([best_scores, self._score(encoding, self._videos(batch[_ENCODINGS]))])
+            keep = np.argsort(-scores, kind="stable")[:k]
+            best_ids = np.concatenate([best_ids, batch[_ROW_ID].to_numpy()])[keep]
+            best_encodings = pa.concat_arrays([best_encodings, batch[_ENCODINGS]]).take(pa.array(keep))
+            best_scores = scores[keep]
+        return _Scored("exact", best_ids, self._videos(best_encodings), best_scores)
 
     @torch.inference_mode()
-    def _hits(
-        self, encoding: TextEncoding, rows: pa.Table, scores: np.ndarray, fused: np.ndarray | None, k: int
-    ) -> list[SearchHit]:
+    def _hits(self, encoding: TextEncoding, scored: _Scored, k: int) -> list[SearchHit]:
+        """The top k as hits, with their metadata (read now, for these rows only) and time spans."""
+        row_ids, video, scores, fused = scored.row_ids, scored.video, scored.scores, scored.fused
         ranking = fused if fused is not None else scores
         order = np.argsort(-ranking, kind="stable")[:k]
+        meta = self._take(row_ids[order], _META_COLUMNS)
+        found = {row_id: index for index, row_id in enumerate(meta[_ROW_ID].to_pylist())}
+        order = np.array([i for i in order.tolist() if int(row_ids[i]) in found], dtype=np.int64)
         if len(order) == 0:
             return []
-        top = rows.take(pa.array(order, pa.int64()))
-        video = self._videos(top)
-        sentence = encoding.sentence.expand(top.num_rows, -1)
-        weights = pooling_weights(sentence, video.frames, video.mask, self.model_config.global_temperature).numpy()
-        mask = video.mask.numpy()
-        timestamps = dense(top["timestamps"], top.num_rows, mask.shape[1])
-        return [
-            SearchHit(
-                rank=rank + 1,
-                video_id=top["video_id"][rank].as_py(),
-                score=float(scores[index]),
-                source_path=top["source_path"][rank].as_py(),
-                dataset=top["dataset"][rank].as_py(),
-                split=top["split"][rank].as_py(),
-                duration_s=top["duration_s"][rank].as_py(),
-                span_s=_span(weights[rank], timestamps[rank], mask[rank]),
-                text=top["text"][rank].as_py(),
-                fused=None if fused is None else float(fused[index]),
+        frames, mask = video.frames[order], video.mask[order]
+        sentence = encoding.sentence.expand(len(order), -1)
+        weights = pooling_weights(sentence, frames, mask, self.model_config.global_temperature).numpy()
+        timestamps = dense(meta["timestamps"], meta.num_rows, self.slots)
+        hits = []
+        for rank, index in enumerate(order.tolist()):
+            row = found[int(row_ids[index])]
+            hits.append(
+                SearchHit(
+                    rank=rank + 1,
+                    video_id=meta["video_id"][row].as_py(),
+                    score=float(scores[index]),
+                    source_path=meta["source_path"][row].as_py(),
+                    dataset=meta["dataset"][row].as_py(),
+                    split=meta["split"][row].as_py(),
+                    duration_s=meta["duration_s"][row].as_py(),
+                    span_s=_span(weights[rank], timestamps[row], mask[rank].numpy()),
+                    text=meta["text"][row].as_py(),
+                    fused=None if fused is None else float(fused[index]),
+                )
             )
-            for rank, index in enumerate(order)
-        ]
+        return hits
 
 
-def _union(first: pa.Table, second: pa.Table) -> pa.Table:
-    """Rows of both tables, each video once, keeping `text_rank` from the full-text side (null where absent)."""
-    ranks = dict(zip(second["video_id"].to_pylist(), second["text_rank"].to_pylist(), strict=True))
-    seen = set(first["video_id"].to_pylist())
-    extra = second.filter(pa.array([vid not in seen for vid in second["video_id"].to_pylist()], pa.bool_()))
-    merged = pa.concat_tables([first, extra.select(first.column_names)])
-    return merged.append_column("text_rank", pa.array([ranks.get(v) for v in merged["video_id"].to_pylist()]))
+def _union(vector_ids: np.ndarray, text_ids: np.ndarray) -> np.ndarray:
+    """Row ids of both rankings, each once: the vector candidates, then text matches not among them."""
+    seen = set(vector_ids.tolist())
+    extra = np.array([row_id for row_id in text_ids.tolist() if row_id not in seen], dtype=vector_ids.dtype)
+    return np.concatenate([vector_ids, extra])
 
 
-def _rrf(scores: np.ndarray, rows: pa.Table) -> np.ndarray:
-    """Reciprocal-rank fusion of the exact GLSCL ranking and the full-text ranking (absent: no text term)."""
+def _rrf(scores: np.ndarray, text_rank: np.ndarray) -> np.ndarray:
+    """Reciprocal-rank fusion of the exact GLSCL ranking and the full-text ranking (NaN: no text term)."""
     glscl_rank = np.empty(len(scores), dtype=np.float64)
     glscl_rank[np.argsort(-scores, kind="stable")] = np.arange(1, len(scores) + 1)
-    text_rank = rows["text_rank"].to_numpy(zero_copy_only=False).astype(np.float64)
     text_term = np.where(np.isnan(text_rank), 0.0, 1.0 / (RRF_OFFSET + np.nan_to_num(text_rank)))
     return 1.0 / (RRF_OFFSET + glscl_rank) + text_term

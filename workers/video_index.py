@@ -1,6 +1,6 @@
 """The index stage: encode stored frame features of some videos once with a checkpoint and build their
-`video_index` rows (encoded frames for the exact re-rank, concept vectors, the unprojected search vector, and
-the metadata and caption text users filter and search on)."""
+`video_index` rows (the packed encodings for the exact re-rank, the unprojected segment vectors, and the
+metadata and caption text users filter and search on)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,21 @@ import pyarrow.compute as pc
 import torch
 
 from glscl.checkpoint import load_checkpoint, recorded_extras
-from glscl.search_vectors import video_segment_vectors
-from schemas.catalog import Catalog, StoreConfig, sql_in
-from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, VIDEOS, TableSpec, projection_spec, video_index_spec
+from glscl.search_vectors import fill_absent_segments, video_segment_vectors
+from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
+from schemas.tables import (
+    CAPTION_PARAGRAPH,
+    CAPTIONS,
+    FRAMES,
+    VIDEOS,
+    TableSpec,
+    projection_spec,
+    stored_segment_columns,
+    video_index_spec,
+)
+from workers.encodings import pack_encodings
 from workers.features import FeatureQuery, dense, read_videos
-from workers.rows import list_array, multivector_array, now_utc, vector_array
+from workers.rows import multivector_array, now_utc, vector_array
 from workers.score import encode_videos
 
 SEARCH_VECTOR = "search_vector"
@@ -35,14 +45,23 @@ class CheckpointIndex:
     embed_dim: int
 
 
-def checkpoint_index(checkpoint: str, vector_dim: int) -> CheckpointIndex:
-    """Name and schema of a checkpoint's video index, from the checkpoint's config and recorded features;
-    the ANN vector is `vector_dim` wide at most ((1 + K) * D when that is smaller)."""
+def checkpoint_index(checkpoint: str, vector_dim: int, segments: int, catalog: Catalog) -> CheckpointIndex:
+    """Name and schema of a checkpoint's video index, from the checkpoint's config, its recorded features and
+    their frame slots in `catalog`; the ANN vectors are `vector_dim` wide at most ((1 + K) * D when smaller)."""
     _, config, meta = load_checkpoint(checkpoint)  # verifies the weights against the recorded sha256
     extra = recorded_extras(checkpoint, meta, ("backbone_model_id", "sampling_hash"))
     sha = meta["sha256"]
     width = min(vector_dim, (1 + config.num_queries) * config.embed_dim)
-    spec = video_index_spec(sha, extra["backbone_model_id"], config.num_queries, width)
+    model_id, sampling_hash = extra["backbone_model_id"], extra["sampling_hash"]
+    where = f"model_id = {sql_string(model_id)} AND sampling_hash = {sql_string(sampling_hash)}"
+    sample = catalog.scan(FRAMES, ["frame_mask"], where, limit=1)
+    if sample.num_rows == 0:
+        raise ValueError(
+            f"no frame features of backbone {extra['backbone_model_id']!r} with sampling {extra['sampling_hash']} "
+            f"in {catalog.store.uri}: ingest videos with the checkpoint's backbone and sampling first"
+        )
+    slots = len(sample["frame_mask"][0])
+    spec = video_index_spec(sha, extra["backbone_model_id"], config.num_queries, width, segments, slots)
     return CheckpointIndex(spec, sha, extra["backbone_model_id"], extra["sampling_hash"], config.embed_dim)
 
 
@@ -102,11 +121,9 @@ def index_rows(shard: IndexShard) -> pa.Table:
             "duration_s": meta["duration_s"],
             "ingested_at": meta["ingested_at"],
             "text": pa.array([f"{title}. {texts[vid]}".strip(". ") for title, vid in zip(titles, ids, strict=True)]),
-            "frames": multivector_array(encoded.frames.numpy(), dtype=np.float16),
-            "frame_mask": list_array(videos.mask, pa.bool_()),
-            "timestamps": list_array(videos.timestamps.astype(np.float32), pa.float32()),
-            "local": vector_array(encoded.local.flatten(1).numpy(), np.float16),
-            SEARCH_VECTOR: multivector_array(vectors.numpy(), present.numpy()),
+            "encodings": pack_encodings(encoded),
+            "timestamps": vector_array(videos.timestamps, np.float32),
+            SEARCH_VECTOR: multivector_array(fill_absent_segments(vectors, present).numpy()),
             "indexed_at": pa.array([now_utc()] * n, pa.timestamp("us", tz="UTC")),
             "run_id": pa.array([shard.run_id] * n, pa.string()),
         }
@@ -114,19 +131,19 @@ def index_rows(shard: IndexShard) -> pa.Table:
 
 
 def project_rows(rows: pa.Table, basis: np.ndarray, spec: TableSpec, dim: int) -> pa.Table:
-    """Replace the unprojected segment vectors by their projection onto `basis` [in, out], in the table's
-    schema (each row keeps its number of segments)."""
-    segments = rows[SEARCH_VECTOR].combine_chunks()
-    lengths = pc.list_value_length(segments).to_numpy(zero_copy_only=False)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-    column = pa.ListArray.from_arrays(offsets, vector_array(segment_matrix(segments) @ basis))
-    table = rows.drop_columns([SEARCH_VECTOR]).append_column("vector", column)
+    """Replace the unprojected segment vectors by their projections onto `basis` [in, out], one column per
+    segment, in the table's schema."""
     schema = spec.schema(dim)
+    columns = stored_segment_columns(schema)
+    projected = segment_matrix(rows[SEARCH_VECTOR]).reshape(rows.num_rows, len(columns), -1) @ basis
+    table = rows.drop_columns([SEARCH_VECTOR])
+    for index, name in enumerate(columns):
+        table = table.append_column(name, vector_array(projected[:, index]))
     return table.select(schema.names).cast(schema)
 
 
 def segment_matrix(segments: pa.ChunkedArray | pa.ListArray) -> np.ndarray:
-    """Every segment vector of a multivector column, one per row of a [segments, width] float32 array."""
+    """Every segment vector of a list-of-vectors column, one per row of a [segments, width] float32 array."""
     values = segments.combine_chunks() if isinstance(segments, pa.ChunkedArray) else segments
     flat = pc.list_flatten(values)
     return dense(flat, len(flat), -1)
