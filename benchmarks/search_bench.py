@@ -263,11 +263,12 @@ def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
             continue
         seen.add((candidates, probes, refine))
         searcher.search_encoded(single[0], 10)
-        latencies, recall1, recall10 = [], [], []
+        latencies, recall1, recall10, stages = [], [], [], []
         for i, encoding in enumerate(single):
             start = time.perf_counter()
             result = searcher.search_encoded(encoding, 10)
             latencies.append((time.perf_counter() - start) * 1000)
+            stages.append(result.timings_ms)
             found = [int(hit.video_id[3:]) for hit in result.hits]
             recall1.append(float(exact[i, 0] in found[:1]))
             recall10.append(len(set(found) & set(exact[i].tolist())) / 10)
@@ -280,6 +281,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
             "recall@10": statistics.mean(recall10),
             "p50_ms": _percentile(latencies, 50),
             "p95_ms": _percentile(latencies, 95),
+            "stages_p50_ms": {stage: statistics.median(t[stage] for t in stages) for stage in stages[0]},
         }
         print(f"  {row}", flush=True)
         rows.append(row)
@@ -319,21 +321,28 @@ def xpool_ms_per_video(config: SearchBenchConfig) -> float:
 
 def text_tower_ms(model_name: str) -> dict[str, float]:
     """Per-query milliseconds of the CLIP text tower (random weights: the same work as real ones) and of the
-    GLSCL text side (paper-size head), one 32-token query at a time."""
+    GLSCL text side (paper-size head), one 32-token query at a time, with 1 torch thread (the searcher's
+    default) and with 2; the process's thread count is restored afterwards."""
     backbone = Backbone(BackboneConfig(model_name=model_name))
     model = GLSCL(GLSCLConfig(embed_dim=backbone.embed_dim)).eval()
     query = "a man in a red jacket climbs a wall, then waves at the camera"
-    timings: dict[str, list[float]] = {"clip_text_tower": [], "glscl_text_side": []}
-    for repeat in range(12):
-        start = time.perf_counter()
-        sentence, tokens, mask = backbone.encode_texts([query], 32)
-        middle = time.perf_counter()
-        with torch.inference_mode():
-            model.encode_text(torch.from_numpy(sentence), torch.from_numpy(tokens), torch.from_numpy(mask))
-        end = time.perf_counter()
-        if repeat >= 2:
-            timings["clip_text_tower"].append((middle - start) * 1000)
-            timings["glscl_text_side"].append((end - middle) * 1000)
+    threads_before = torch.get_num_threads()
+    timings: dict[str, list[float]] = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        tower, side = f"clip_text_tower_{threads}_threads", f"glscl_text_side_{threads}_threads"
+        timings |= {tower: [], side: []}
+        for repeat in range(12):
+            start = time.perf_counter()
+            sentence, tokens, mask = backbone.encode_texts([query], 32)
+            middle = time.perf_counter()
+            with torch.inference_mode():
+                model.encode_text(torch.from_numpy(sentence), torch.from_numpy(tokens), torch.from_numpy(mask))
+            end = time.perf_counter()
+            if repeat >= 2:
+                timings[tower].append((middle - start) * 1000)
+                timings[side].append((end - middle) * 1000)
+    torch.set_num_threads(threads_before)
     return {name: statistics.median(values) for name, values in timings.items()}
 
 
