@@ -135,6 +135,11 @@ def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> I
     return IndexUpdate(done, built)
 
 
+def vector_index_name(column: str) -> str:
+    """LanceDB's name for the index it builds on `column`."""
+    return f"{column}_idx"
+
+
 def has_vector_index(table: lancedb.table.Table) -> bool:
     """Whether every segment vector column has an index (else queries scan every vector)."""
     indexed, columns = _index_types(table), stored_segment_columns(table.schema)

@@ -34,7 +34,7 @@ from schemas.tables import (
     stored_segment_columns,
     video_index_name,
 )
-from workers.ann import DISTANCE, has_vector_index
+from workers.ann import DISTANCE, has_vector_index, vector_index_name
 from workers.encodings import packed_slots, unpack_encodings
 from workers.features import dense
 from workers.filters import Filter, filters_sql
@@ -136,6 +136,36 @@ def _span(weights: np.ndarray, timestamps: np.ndarray, mask: np.ndarray) -> tupl
     return float(timestamps[low]), float(timestamps[high])
 
 
+def _open_video_index(catalog: Catalog, name: str, config: SearchConfig, checkpoint_model: str) -> lancedb.table.Table:
+    """The checkpoint's video index table, refused with what to do when it is missing, written by another schema
+    version, or built (or queried) with another backbone than the checkpoint's."""
+    tables = catalog.db.list_tables().tables
+    if name not in tables:
+        present = [t for t in tables if t.startswith(VIDEO_INDEX_PREFIX) and not t.endswith("_projection")]
+        raise SearchError(
+            f"no video index for checkpoint {config.checkpoint} (sha256 {name.removeprefix(VIDEO_INDEX_PREFIX)}) "
+            f"in {config.store.uri}; run `glscl index --checkpoint {config.checkpoint}` (indexes present: "
+            f"{', '.join(present) or 'none'})"
+        )
+    table = catalog.db.open_table(name)
+    metadata = table.schema.metadata or {}
+    version = metadata.get(SCHEMA_VERSION_KEY, b"none").decode()
+    if version != str(VIDEO_INDEX_VERSION):
+        raise SearchError(
+            f"video index {name} in {config.store.uri} has schema version {version}; this glscl reads version "
+            f"{VIDEO_INDEX_VERSION}: drop {name} and {name}_projection and run `glscl index` again, or index "
+            "into a new --db"
+        )
+    stored_model = metadata.get(MODEL_ID_KEY.encode(), b"").decode()
+    backbone_id = config.backbone.model_id if config.backbone else checkpoint_model
+    if backbone_id != checkpoint_model or stored_model != checkpoint_model:
+        raise SearchError(
+            f"the query backbone {backbone_id!r} does not match the checkpoint's {checkpoint_model!r} (index built "
+            f"with {stored_model!r}): pass the --model, --pretrained and --backbone-seed the videos were ingested with"
+        )
+    return table
+
+
 @dataclass
 class _Scored:
     """Rows scored for one query: their row ids, encodings and exact scores, and fused ranks in hybrid mode."""
@@ -159,30 +189,7 @@ class Searcher:
         cache = None if config.index_cache_gb is None else int(config.index_cache_gb * 2**30)
         self.catalog = Catalog(config.store, lancedb.Session(index_cache_size_bytes=cache))
         name = video_index_name(meta["sha256"])
-        tables = self.catalog.db.list_tables().tables
-        if name not in tables:
-            present = [t for t in tables if t.startswith(VIDEO_INDEX_PREFIX) and not t.endswith("_projection")]
-            raise SearchError(
-                f"no video index for checkpoint {config.checkpoint} (sha256 {meta['sha256'][:16]}) in "
-                f"{config.store.uri}; run `glscl index --checkpoint {config.checkpoint}` (indexes present: "
-                f"{', '.join(present) or 'none'})"
-            )
-        self.table = self.catalog.db.open_table(name)
-        version = (self.table.schema.metadata or {}).get(SCHEMA_VERSION_KEY, b"none").decode()
-        if version != str(VIDEO_INDEX_VERSION):
-            raise SearchError(
-                f"video index {name} in {config.store.uri} has schema version {version}; this glscl reads version "
-                f"{VIDEO_INDEX_VERSION}: drop {name} and {name}_projection and run `glscl index` again, or index "
-                "into a new --db"
-            )
-        stored_model = (self.table.schema.metadata or {}).get(MODEL_ID_KEY.encode(), b"").decode()
-        backbone_id = config.backbone.model_id if config.backbone else extra["backbone_model_id"]
-        if backbone_id != extra["backbone_model_id"] or stored_model != extra["backbone_model_id"]:
-            raise SearchError(
-                f"the query backbone {backbone_id!r} does not match the checkpoint's "
-                f"{extra['backbone_model_id']!r} (index built with {stored_model!r}): pass the --model, "
-                "--pretrained and --backbone-seed the videos were ingested with"
-            )
+        self.table = _open_video_index(self.catalog, name, config, extra["backbone_model_id"])
         projection = load_projection(self.catalog, name)
         if projection is None:
             raise SearchError(f"video index {name} has no projection: run `glscl index` again")
@@ -203,7 +210,7 @@ class Searcher:
         """Load every segment vector index into LanceDB's index cache (when the cache can hold them)."""
         if self.has_vector_index:
             for column in self.segment_columns:
-                self.table.prewarm_index(f"{column}_idx")
+                self.table.prewarm_index(vector_index_name(column))
 
     def _read_index_state(self) -> None:
         """Whether the table has a vector index yet, and how many partitions a query probes."""
