@@ -6,8 +6,10 @@ import dataclasses
 import json
 import re
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -198,13 +200,40 @@ def test_cli_index_and_query(indexed, capsys):
     assert code == 2 and "unknown filter column" in capsys.readouterr().err
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_glscl_serve_command_prewarms_and_answers_until_stopped(indexed, tmp_path):
+    store, checkpoint, _ = indexed
+    port, log = free_port(), tmp_path / "serve.log"
+    command = [sys.executable, "-m", "pipelines.cli", "serve", "--checkpoint", checkpoint, "--db", store.uri]
+    command += ["--port", str(port), "--index-cache-gb", "0.5"]
+    with log.open("w") as stderr:
+        process = subprocess.Popen(command, stderr=stderr)
+        try:
+            deadline, answer = time.monotonic() + 120, None
+            while answer is None and process.poll() is None and time.monotonic() < deadline:
+                try:
+                    answer = post(f"http://127.0.0.1:{port}/search", {"text": "a red circle moves left", "k": 2})
+                except (urllib.error.URLError, ConnectionError):  # not listening yet
+                    time.sleep(0.5)
+            assert answer is not None, log.read_text()[-2000:]
+            status, body = answer
+            assert status == 200 and len(body["hits"]) == 2 and body["mode"] == "two-stage"
+        finally:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=30)
+    assert process.returncode == 0, log.read_text()[-2000:]
+
+
 @pytest.fixture(scope="module")
 def server(indexed):
     store, checkpoint, _ = indexed
     app = create_app(Searcher(SearchConfig(checkpoint, store)))
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
