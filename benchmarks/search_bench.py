@@ -34,12 +34,12 @@ from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.search_vectors import captured_energy, fill_absent_segments, fit_projection, video_segment_vectors
 from pipelines.plots import new_figure, save_figure
 from schemas.catalog import Catalog, StoreConfig
-from schemas.tables import segment_vector_width, stored_segment_columns, video_index_spec
+from schemas.tables import segment_vector_width, video_index_spec
 from workers.ann import AnnConfig, ensure_indexes, index_health
 from workers.encodings import pack_encodings
-from workers.rows import vector_array
+from workers.rows import multivector_array, vector_array
 from workers.search import ALL_PARTITIONS, SearchConfig, Searcher
-from workers.video_index import Projection, save_projection
+from workers.video_index import SEARCH_VECTOR, Projection, project_rows, save_projection
 
 MODEL_ID = "synthetic-encodings"
 FRAME_NORM = 10.0
@@ -132,7 +132,8 @@ def _queries(config: SearchBenchConfig, generator: Generator, size: int) -> tupl
     return TextEncoding(torch.from_numpy(np.stack(sentences)), torch.from_numpy(np.stack(locals_))), targets
 
 
-def _rows(ids: range, video: VideoEncoding, segments: np.ndarray, spec, dim: int) -> pa.Table:
+def _rows(ids: range, video: VideoEncoding, segments: torch.Tensor) -> pa.Table:
+    """Unprojected rows (segment vectors [N, S, W] in the `SEARCH_VECTOR` column), as `index_rows` builds them."""
     n, slots = video.mask.shape
     timestamps = np.tile(np.arange(slots, dtype=np.float32), (n, 1))
     stamp = pa.array([time.time_ns() // 1000] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
@@ -148,11 +149,9 @@ def _rows(ids: range, video: VideoEncoding, segments: np.ndarray, spec, dim: int
         "timestamps": vector_array(timestamps),
         "indexed_at": stamp,
         "run_id": pa.array(["search-bench"] * n),
+        SEARCH_VECTOR: multivector_array(segments.numpy()),
     }
-    schema = spec.schema(dim)
-    for index, name in enumerate(stored_segment_columns(schema)):
-        columns[name] = vector_array(segments[:, index])
-    return pa.table(columns).select(schema.names).cast(schema)
+    return pa.table(columns)
 
 
 def load_or_build(config: SearchBenchConfig, size: int) -> dict:
@@ -220,9 +219,8 @@ def build(config: SearchBenchConfig, size: int, folder: Path) -> dict:
                 basis = fit_projection(sample, width)
                 projection = Projection(basis.numpy(), len(sample), captured_energy(sample, basis), asdict(config.ann))
                 save_projection(catalog, spec.name, projection)
-            projected = (fill_absent_segments(vectors, present) @ torch.from_numpy(projection.basis)).numpy()
-            rows = _rows(range(low, high), video, projected, spec, config.dim)
-            table.add(rows)
+            rows = _rows(range(low, high), video, fill_absent_segments(vectors, present))
+            table.add(project_rows(rows, projection.basis, spec, config.dim))
             print(f"  n={size}: {high}/{size} videos written ({time.perf_counter() - start:.0f} s)", flush=True)
     return {
         "checkpoint": str(checkpoint),

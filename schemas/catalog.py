@@ -103,10 +103,15 @@ class Catalog:
         return MergeOutcome(spec.name, result.num_inserted_rows, result.num_updated_rows, result.version)
 
 
+def stored_version(schema: pa.Schema) -> str:
+    """The glscl schema version recorded in a stored table's schema ("none" when it has none)."""
+    return (schema.metadata or {}).get(SCHEMA_VERSION_KEY, b"none").decode()
+
+
 def check_schema(spec: TableSpec, schema: pa.Schema, uri: str, dim: int | None) -> None:
     """Raise SchemaVersionError when a stored schema's version (or embed dim) is not the one this code writes."""
     metadata = schema.metadata or {}
-    found = metadata.get(SCHEMA_VERSION_KEY, b"none").decode()
+    found = stored_version(schema)
     if found != str(spec.version):
         raise SchemaVersionError(
             f"table {spec.name!r} in {uri} has schema version {found}; this glscl supports version {spec.version}"

@@ -103,7 +103,7 @@ def _video_index(
 ) -> Callable[[int | None], list[pa.Field]]:
     def fields(dim: int | None) -> list[pa.Field]:
         assert dim is not None
-        packed = slots * dim + num_queries * dim + slots
+        packed = encodings_width(slots, num_queries, dim)
         layout = f"float16 [frames {slots}x{dim} | concepts {num_queries}x{dim} | frame mask {slots}]"
         return [
             pa.field("video_id", pa.string(), nullable=False),
@@ -219,6 +219,12 @@ def video_index_spec(
         needs_dim=True,
         metadata=((CHECKPOINT_KEY, checkpoint_sha), (MODEL_ID_KEY, model_id)),
     )
+
+
+def encodings_width(slots: int, num_queries: int, dim: int) -> int:
+    """Float16 values per row of a video index's packed `encodings` column: `slots` frames and `num_queries`
+    concepts of `dim` dims, then the frame mask (layout in workers/encodings.py)."""
+    return slots * dim + num_queries * dim + slots
 
 
 def segment_columns(segments: int) -> list[str]:

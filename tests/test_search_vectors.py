@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from glscl.model import VideoEncoding
 from glscl.search_vectors import fill_absent_segments, segment_weights, text_search_vectors, video_segment_vectors
 from glscl.similarity import local_scores
-from schemas.tables import segment_vector_width, stored_segment_columns, video_index_spec
-from workers.encodings import encodings_width, pack_encodings, packed_slots, unpack_encodings
+from schemas.tables import encodings_width, segment_vector_width, stored_segment_columns, video_index_spec
+from workers.encodings import pack_encodings, packed_slots, unpack_encodings
 from workers.features import dense
 from workers.rows import multivector_array
 from workers.video_index import SEARCH_VECTOR, project_rows, segment_matrix

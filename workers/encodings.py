@@ -12,13 +12,9 @@ import pyarrow as pa
 import torch
 
 from glscl.model import VideoEncoding
+from schemas.tables import encodings_width
 from workers.features import dense
 from workers.rows import vector_array
-
-
-def encodings_width(slots: int, num_queries: int, dim: int) -> int:
-    """Float16 values per row for `slots` frames and `num_queries` concepts of `dim` dims."""
-    return slots * dim + num_queries * dim + slots
 
 
 def pack_encodings(video: VideoEncoding) -> pa.FixedSizeListArray:

@@ -24,11 +24,10 @@ from glscl.checkpoint import load_checkpoint
 from glscl.model import TextEncoding, VideoEncoding
 from glscl.search_vectors import text_search_vectors
 from glscl.similarity import pooling_weights
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog, StoreConfig, stored_version
 from schemas.tables import (
     INDEX_FILTER_COLUMNS,
     MODEL_ID_KEY,
-    SCHEMA_VERSION_KEY,
     VIDEO_INDEX_PREFIX,
     VIDEO_INDEX_VERSION,
     stored_segment_columns,
@@ -148,15 +147,14 @@ def _open_video_index(catalog: Catalog, name: str, config: SearchConfig, checkpo
             f"{', '.join(present) or 'none'})"
         )
     table = catalog.db.open_table(name)
-    metadata = table.schema.metadata or {}
-    version = metadata.get(SCHEMA_VERSION_KEY, b"none").decode()
+    version = stored_version(table.schema)
     if version != str(VIDEO_INDEX_VERSION):
         raise SearchError(
             f"video index {name} in {config.store.uri} has schema version {version}; this glscl reads version "
             f"{VIDEO_INDEX_VERSION}: drop {name} and {name}_projection and run `glscl index` again, or index "
             "into a new --db"
         )
-    stored_model = metadata.get(MODEL_ID_KEY.encode(), b"").decode()
+    stored_model = (table.schema.metadata or {}).get(MODEL_ID_KEY.encode(), b"").decode()
     backbone_id = config.backbone.model_id if config.backbone else checkpoint_model
     if backbone_id != checkpoint_model or stored_model != checkpoint_model:
         raise SearchError(

@@ -57,12 +57,12 @@ def checkpoint_index(checkpoint: str, vector_dim: int, segments: int, catalog: C
     sample = catalog.scan(FRAMES, ["frame_mask"], where, limit=1)
     if sample.num_rows == 0:
         raise ValueError(
-            f"no frame features of backbone {extra['backbone_model_id']!r} with sampling {extra['sampling_hash']} "
+            f"no frame features of backbone {model_id!r} with sampling {sampling_hash} "
             f"in {catalog.store.uri}: ingest videos with the checkpoint's backbone and sampling first"
         )
     slots = len(sample["frame_mask"][0])
-    spec = video_index_spec(sha, extra["backbone_model_id"], config.num_queries, width, segments, slots)
-    return CheckpointIndex(spec, sha, extra["backbone_model_id"], extra["sampling_hash"], config.embed_dim)
+    spec = video_index_spec(sha, model_id, config.num_queries, width, segments, slots)
+    return CheckpointIndex(spec, sha, model_id, sampling_hash, config.embed_dim)
 
 
 @dataclass(frozen=True)
