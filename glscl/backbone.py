@@ -1,11 +1,14 @@
 """The CLIP backbone through open_clip: frame features from the image tower, sentence and token features from
 the text tower. Real use is ViT-B-32 with OpenAI weights; the offline default is a tiny randomly initialised
-config shipped with this package, and that is always announced, never silent."""
+config shipped with this package, and that is always announced, never silent.
+
+The network is built with the activation its weights were trained with: open_clip builds `ViT-B-32` with GELU,
+but the OpenAI weights (and others, per open_clip's pretrained configs) were trained with QuickGELU, so a
+pretrained tag that says `quick_gelu` always gets the QuickGELU network, whichever name was typed."""
 
 from __future__ import annotations
 
 import hashlib
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import open_clip
 import torch
 
 TINY_MODEL = "glscl-tiny"
+QUICK_GELU_SUFFIX = "-quickgelu"
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 open_clip.add_model_config(_CONFIG_DIR)
 
@@ -33,14 +37,41 @@ class BackboneConfig:
         return not self.pretrained
 
     @property
+    def quick_gelu(self) -> bool:
+        """Whether the network uses QuickGELU: what a pretrained tag was trained with, else what the name says.
+
+        A name that asks for QuickGELU explicitly (`ViT-B-32-quickgelu`) with weights trained with GELU is refused:
+        those weights would run through a different network than the one they were trained in.
+        """
+        named = bool(_model_config(self.model_name).get("quick_gelu", False))
+        tag = _pretrained_tag_config(self.model_name, self.pretrained)
+        if tag is None:
+            return named
+        trained = bool(tag.get("quick_gelu", False))
+        if named and not trained:
+            base = self.model_name.removesuffix(QUICK_GELU_SUFFIX)
+            raise ValueError(
+                f"--model {self.model_name} asks for QuickGELU but the {self.pretrained!r} weights were trained with "
+                f"GELU: use --model {base} --pretrained {self.pretrained}"
+            )
+        return trained
+
+    @property
+    def architecture(self) -> str:
+        """The open_clip model name with its activation spelled out (`ViT-B-32-quickgelu` for OpenAI weights)."""
+        if self.quick_gelu and not self.model_name.endswith(QUICK_GELU_SUFFIX):
+            return self.model_name + QUICK_GELU_SUFFIX
+        return self.model_name
+
+    @property
     def model_id(self) -> str:
-        """A stable id naming the exact weights, stored beside every feature row."""
+        """A stable id naming the exact network (activation included) and weights, stored beside every feature row."""
         if self.is_random:
-            return f"{self.model_name}@random-seed{self.seed}"
+            return f"{self.architecture}@random-seed{self.seed}"
         weights = Path(self.pretrained)
         if weights.is_file():
-            return f"{self.model_name}@file-{_file_digest(weights)[:16]}"
-        return f"{self.model_name}@{self.pretrained}"
+            return f"{self.architecture}@file-{_file_digest(weights)[:16]}"
+        return f"{self.architecture}@{self.pretrained}"
 
     @property
     def image_size(self) -> int:
@@ -56,10 +87,11 @@ class BackboneConfig:
         """One line for logs and reports that says plainly what the features are worth."""
         if self.is_random:
             return (
-                f"backbone {self.model_name} with RANDOM weights (seed {self.seed}): offline default, "
+                f"backbone {self.architecture} with RANDOM weights (seed {self.seed}): offline default, "
                 "features are not CLIP features; use --model ViT-B-32 --pretrained openai for real use"
             )
-        return f"backbone {self.model_name} with weights {self.pretrained}"
+        activation = "QuickGELU" if self.quick_gelu else "GELU"
+        return f"backbone {self.architecture} ({activation}) with weights {self.pretrained}"
 
 
 def _model_config(model_name: str) -> dict:
@@ -69,6 +101,15 @@ def _model_config(model_name: str) -> dict:
             f"unknown open_clip model {model_name!r}; known: {', '.join(open_clip.list_models()[:8])}, ..."
         )
     return config
+
+
+def _pretrained_tag_config(model_name: str, pretrained: str | None) -> dict | None:
+    """open_clip's config of a pretrained tag (None for no weights or a local file)."""
+    if not pretrained or Path(pretrained).is_file():
+        return None
+    base = model_name.removesuffix(QUICK_GELU_SUFFIX)
+    found = open_clip.get_pretrained_cfg(model_name, pretrained) or open_clip.get_pretrained_cfg(base, pretrained)
+    return found or None
 
 
 def _file_digest(path: Path) -> str:
@@ -86,15 +127,14 @@ class Backbone:
         self.config = config
         self.device = torch.device(device)
         torch.manual_seed(config.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = open_clip.create_model(
-                config.model_name,
-                pretrained=config.pretrained,
-                precision=config.precision,
-                device=self.device,
-                require_pretrained=not config.is_random,
-            )
+        model = open_clip.create_model(
+            config.model_name,
+            pretrained=config.pretrained,
+            precision=config.precision,
+            device=self.device,
+            force_quick_gelu=config.quick_gelu,
+            require_pretrained=not config.is_random,
+        )
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(config.model_name)
         preprocess = open_clip.get_model_preprocess_cfg(model)

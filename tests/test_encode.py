@@ -64,6 +64,6 @@ def test_backbone_naming_and_refusals():
     assert BackboneConfig().model_id == f"{TINY_MODEL}@random-seed0"
     assert "RANDOM weights" in BackboneConfig().describe()
     real = BackboneConfig("ViT-B-32", "openai")
-    assert (real.model_id, real.image_size, real.embed_dim) == ("ViT-B-32@openai", 224, 512)
+    assert (real.model_id, real.image_size, real.embed_dim) == ("ViT-B-32-quickgelu@openai", 224, 512)
     with pytest.raises(ValueError, match="unknown open_clip model 'no-such-model'"):
         _ = BackboneConfig("no-such-model").image_size
