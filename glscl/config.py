@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 TEMPORAL_ACTIVATIONS = ("quick_gelu", "gelu")
+TEMPORAL_INITS = ("clip", "random")
+ICL_FORMS = ("authors", "mean")
 
 
 @dataclass
@@ -15,6 +17,10 @@ class GLSCLConfig:
 
     `idl_both_modalities=True` regularises the textual queries too, as the abstract says; the authors' code
     applies the intra-diversity loss to the visual queries only (set False to match it).
+    `temporal_init="clip"` starts the temporal transformer from the CLIP text tower's first blocks and positional
+    embedding, as the paper and the authors do ("random" for ablation). `icl_form` picks the ICL diagonal term:
+    "authors" divides the batch sum of per-query cosines by K, "mean" takes the batch mean (see `glscl.losses`).
+    `local_padding_mask=False` lets the local queries attend to padded frames and tokens, as the authors' code does.
     """
 
     embed_dim: int = 512
@@ -26,12 +32,14 @@ class GLSCLConfig:
     temporal_ffn: int = 2048
     temporal_dropout: float = 0.0
     temporal_activation: str = "quick_gelu"
+    temporal_init: str = "clip"
     global_temperature: float = 3.0
     num_queries: int = 8
     decoder_layers: int = 3
     decoder_heads: int = 8
     decoder_ffn: int = 2048
     dropout: float = 0.1
+    local_padding_mask: bool = True
     local_weight: float = 0.5
     logit_scale_init: float = 100.0
     logit_scale_max: float = 100.0
@@ -40,6 +48,7 @@ class GLSCLConfig:
     idl_both_modalities: bool = True
     icl_beta: float = 0.005
     icl_target: float = 0.75
+    icl_form: str = "authors"
     icl_weight: float = 1.0
     idl_weight: float = 1.0
     lr: float = 1e-4
@@ -63,10 +72,13 @@ class GLSCLConfig:
             raise ValueError(
                 f"need 0 < logit_scale_init ({self.logit_scale_init}) <= logit_scale_max ({self.logit_scale_max})"
             )
-        if self.temporal_activation not in TEMPORAL_ACTIVATIONS:
-            raise ValueError(
-                f"temporal_activation must be one of {TEMPORAL_ACTIVATIONS}, got {self.temporal_activation!r}"
-            )
+        for name, allowed in (
+            ("temporal_activation", TEMPORAL_ACTIVATIONS),
+            ("temporal_init", TEMPORAL_INITS),
+            ("icl_form", ICL_FORMS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of all fields."""

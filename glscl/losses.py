@@ -36,17 +36,25 @@ def info_nce(
     return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(video_to_text, targets))
 
 
-def inter_consistency_loss(video_local: Tensor, text_local: Tensor, beta: float, target: float) -> Tensor:
+def inter_consistency_loss(
+    video_local: Tensor, text_local: Tensor, beta: float, target: float, form: str = "authors"
+) -> Tensor:
     """ICL on matched pairs' normalised query outputs [B, K, D]: pulls the two modalities' concepts together.
 
-    MSE(batch-mean video queries, batch-mean text queries) + beta * sum_k (mean_b cos_bk - target)^2.
-    Project decision: the per-query cosine is a batch mean; the authors' code divides the batch sum by K.
+    MSE(batch-mean video queries, batch-mean text queries) + beta * sum_k (c_k - target)^2, where c_k sums the
+    B matched cosines of query k and divides by K (form "authors", as the authors' code: c_k = (B/K) * mean
+    cosine, so matched concepts are pushed gently towards 0.75 K/B) or by B (form "mean", a batch mean; its
+    gradient is about B/K times weaker and pulls the other way, which nearly switches the term off at beta 0.005).
     """
     if video_local.shape != text_local.shape:
         raise ValueError(f"shape mismatch: {tuple(video_local.shape)} vs {tuple(text_local.shape)}")
+    if form not in ("authors", "mean"):
+        raise ValueError(f"ICL form must be 'authors' or 'mean', got {form!r}")
     mse = F.mse_loss(video_local.mean(0), text_local.mean(0))
-    mean_cos = (video_local * text_local).sum(-1).mean(0)
-    return mse + beta * ((mean_cos - target) ** 2).sum()
+    cosines = (video_local * text_local).sum(-1)
+    divisor = video_local.shape[1] if form == "authors" else video_local.shape[0]
+    consistency = cosines.sum(0) / divisor
+    return mse + beta * ((consistency - target) ** 2).sum()
 
 
 def intra_diversity_loss(local: Tensor, margin: float) -> Tensor:
@@ -84,7 +92,7 @@ class GLSCLLoss:
         contrastive, icl, idl and total (all scalars)."""
         cfg = self.config
         contrastive = info_nce(scores, logit_scale, negative_scores, negative_valid)
-        icl = inter_consistency_loss(video_local, text_local, cfg.icl_beta, cfg.icl_target)
+        icl = inter_consistency_loss(video_local, text_local, cfg.icl_beta, cfg.icl_target, cfg.icl_form)
         idl = intra_diversity_loss(video_local, cfg.idl_margin)
         if cfg.idl_both_modalities:
             idl = idl + intra_diversity_loss(text_local, cfg.idl_margin)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -48,24 +49,49 @@ def test_intra_diversity_grows_with_overlap() -> None:
     assert values[0] == 0 and values[1] < values[2] < values[3]
 
 
-def test_inter_consistency_target_behaviour() -> None:
+def matched_at(video: torch.Tensor, cosine: float) -> torch.Tensor:
+    """Unit text queries whose cosine with each matched video query is exactly `cosine`."""
+    other = torch.roll(torch.eye(D)[:K], shifts=K, dims=1).expand(video.shape[0], K, D)
+    return cosine * video + math.sqrt(1 - cosine**2) * other
+
+
+def test_inter_consistency_mean_form_target_behaviour() -> None:
     video = orthonormal_queries(3)
     beta, target = 0.005, 0.75
-    identical = inter_consistency_loss(video, video, beta, target)
+    identical = inter_consistency_loss(video, video, beta, target, "mean")
     torch.testing.assert_close(identical, torch.tensor(beta * K * (1 - target) ** 2))
-    other = torch.roll(torch.eye(D)[:K], shifts=K, dims=1).expand(3, K, D)
-    at_target = target * video + math.sqrt(1 - target**2) * other
+    at_target = matched_at(video, target)
     expected_mse = F.mse_loss(video.mean(0), at_target.mean(0))
-    torch.testing.assert_close(inter_consistency_loss(video, at_target, beta, target), expected_mse)
-    opposite = inter_consistency_loss(video, -video, beta, target)
+    torch.testing.assert_close(inter_consistency_loss(video, at_target, beta, target, "mean"), expected_mse)
+    opposite = inter_consistency_loss(video, -video, beta, target, "mean")
     assert opposite > identical
 
 
-def test_inter_consistency_uses_batch_mean() -> None:
+def test_inter_consistency_mean_form_uses_batch_mean() -> None:
     video = orthonormal_queries(5)
-    small = inter_consistency_loss(video[:2], video[:2], 0.005, 0.75)
-    large = inter_consistency_loss(video, video, 0.005, 0.75)
+    small = inter_consistency_loss(video[:2], video[:2], 0.005, 0.75, "mean")
+    large = inter_consistency_loss(video, video, 0.005, 0.75, "mean")
     torch.testing.assert_close(small, large)
+
+
+def test_inter_consistency_authors_form_divides_the_batch_sum_by_k() -> None:
+    batch, beta, target, cosine = 12, 0.005, 0.75, 0.3
+    video = orthonormal_queries(batch)
+    text = matched_at(video, cosine)
+    mse = F.mse_loss(video.mean(0), text.mean(0))
+    authors = inter_consistency_loss(video, text, beta, target)
+    torch.testing.assert_close(authors, mse + beta * K * (batch / K * cosine - target) ** 2)
+
+    # The diagonal terms pull a cosine of 0.3 in opposite directions: "authors" down (B/K * 0.3 > 0.75), "mean" up.
+    def diagonal_gradient(form: str) -> float:
+        leaf = text.clone().requires_grad_(True)
+        term = inter_consistency_loss(video, leaf, beta, target, form) - inter_consistency_loss(video, leaf, 0, 0)
+        term.backward()
+        return float((leaf.grad * video).sum())
+
+    assert diagonal_gradient("authors") > 0 > diagonal_gradient("mean")
+    with pytest.raises(ValueError, match="ICL form"):
+        inter_consistency_loss(video, text, beta, target, "other")
 
 
 def test_total_combines_weighted_terms() -> None:
