@@ -70,15 +70,79 @@ class TemporalTransformer(nn.Module):
         return hidden + frames
 
 
+# CLIP text-block parameter -> temporal encoder-layer parameter (open_clip ResidualAttentionBlock naming).
+_CLIP_BLOCK_TO_LAYER = {
+    "ln_1": "norm1",
+    "attn.in_proj_weight": "self_attn.in_proj_weight",
+    "attn.in_proj_bias": "self_attn.in_proj_bias",
+    "attn.out_proj": "self_attn.out_proj",
+    "ln_2": "norm2",
+    "mlp.c_fc": "linear1",
+    "mlp.c_proj": "linear2",
+}
+
+
+def init_temporal_from_clip(temporal: TemporalTransformer, clip: nn.Module, config: GLSCLConfig) -> list[str]:
+    """Copy the first `temporal_layers` residual blocks of `clip`'s text transformer and its positional embedding
+    into `temporal` (the paper's and the authors' initialisation); returns the copied parameter names.
+
+    `clip` is an open_clip CLIP model. A head that does not fit the text tower (width, heads, FFN size, depth,
+    position slots or activation) is refused with what to change.
+    """
+    blocks = clip.transformer.resblocks
+    block = blocks[0]
+    activation = "quick_gelu" if type(block.mlp.gelu).__name__ == "QuickGELU" else "gelu"
+    tower = {
+        "embed_dim": clip.transformer.width,
+        "temporal_heads": block.attn.num_heads,
+        "temporal_ffn": block.mlp.c_fc.out_features,
+        "temporal_activation": activation,
+    }
+    misfits = [
+        f"{name}={getattr(config, name)} (text tower: {value})"
+        for name, value in tower.items()
+        if getattr(config, name) != value
+    ]
+    if config.temporal_layers > len(blocks):
+        misfits.append(f"temporal_layers={config.temporal_layers} (text tower: {len(blocks)} blocks)")
+    if config.frame_position_size > clip.positional_embedding.shape[0]:
+        misfits.append(
+            f"frame_position_size={config.frame_position_size} (text tower: {clip.positional_embedding.shape[0]})"
+        )
+    if misfits:
+        raise ValueError(
+            "the temporal transformer cannot start from the CLIP text tower: "
+            + ", ".join(misfits)
+            + "; match these with --set, or use --set temporal_init=random"
+        )
+    copied = []
+    with torch.no_grad():
+        for index, layer in enumerate(temporal.encoder.layers):
+            source = dict(blocks[index].named_parameters())
+            target = dict(layer.named_parameters())
+            for name, tensor in source.items():
+                prefix = next((p for p in _CLIP_BLOCK_TO_LAYER if name == p or name.startswith(p + ".")), None)
+                if prefix is None:
+                    raise ValueError(f"CLIP text block parameter {name!r} has no place in the temporal transformer")
+                destination = _CLIP_BLOCK_TO_LAYER[prefix] + name[len(prefix) :]
+                target[destination].copy_(tensor)
+                copied.append(f"encoder.layers.{index}.{destination}")
+        temporal.frame_position.copy_(clip.positional_embedding[: config.frame_position_size])
+        copied.append("frame_position")
+    return copied
+
+
 class SharedLocalInteraction(nn.Module):
     """K learnable queries decoded against a memory by ONE decoder shared by both modalities.
 
-    Unlike the authors' code, the memory key padding mask is passed (project decision), so padded frames and
-    tokens are ignored. Outputs are L2-normalised [B, K, D].
+    Unlike the authors' code, the memory key padding mask is passed by default (project decision), so padded
+    frames and tokens are ignored; `local_padding_mask=False` attends to them as the authors do. Outputs are
+    L2-normalised [B, K, D].
     """
 
     def __init__(self, config: GLSCLConfig) -> None:
         super().__init__()
+        self.padding_mask = config.local_padding_mask
         self.queries = nn.Parameter(torch.rand(config.num_queries, config.embed_dim))
         layer = nn.TransformerDecoderLayer(
             d_model=config.embed_dim,
@@ -94,7 +158,8 @@ class SharedLocalInteraction(nn.Module):
     def forward(self, memory: Tensor, valid: Tensor) -> Tensor:
         """memory [B, M, D], valid [B, M] bool -> normalised concept vectors [B, K, D]."""
         queries = self.queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
-        out = self.decoder(queries, memory, memory_key_padding_mask=_key_padding(valid))
+        padding = _key_padding(valid) if self.padding_mask else None
+        out = self.decoder(queries, memory, memory_key_padding_mask=padding)
         return F.normalize(out, dim=-1)
 
 

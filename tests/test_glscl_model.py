@@ -236,3 +236,60 @@ def test_logit_scale_init_and_clamp() -> None:
     model.clamp_logit_scale_()
     assert model.logit_scale.item() == pytest.approx(math.log(100.0))
     torch.testing.assert_close(model.logit_scale_exp(), torch.tensor(100.0))
+
+
+def test_temporal_transformer_starts_from_the_clip_text_tower() -> None:
+    import open_clip
+
+    from glscl.backbone import TINY_MODEL
+    from glscl.config import TINY_HEAD
+    from glscl.model import init_temporal_from_clip
+
+    clip = open_clip.create_model(TINY_MODEL)
+    config = GLSCLConfig(**{**TINY_HEAD, "embed_dim": 64, "temporal_activation": "gelu"})
+    head = GLSCL(config)
+    copied = init_temporal_from_clip(head.temporal, clip, config)
+    assert len(copied) == 2 * 12 + 1
+    for index, layer in enumerate(head.temporal.encoder.layers):
+        block = clip.transformer.resblocks[index]
+        torch.testing.assert_close(layer.self_attn.in_proj_weight, block.attn.in_proj_weight, rtol=0, atol=0)
+        torch.testing.assert_close(layer.linear2.bias, block.mlp.c_proj.bias, rtol=0, atol=0)
+        torch.testing.assert_close(layer.norm1.weight, block.ln_1.weight, rtol=0, atol=0)
+        x = torch.randn(3, 5, 64)
+        with torch.no_grad():
+            torch.testing.assert_close(layer(x), block(x))
+    torch.testing.assert_close(head.temporal.frame_position, clip.positional_embedding, rtol=0, atol=0)
+
+
+def test_paper_head_fits_vit_b32_and_misfits_are_refused_with_the_fix() -> None:
+    import open_clip
+
+    from glscl.model import init_temporal_from_clip
+
+    paper = GLSCLConfig()
+    clip = open_clip.create_model("ViT-B-32-quickgelu")
+    head = GLSCL(paper)
+    init_temporal_from_clip(head.temporal, clip, paper)
+    torch.testing.assert_close(
+        head.temporal.encoder.layers[3].linear1.weight, clip.transformer.resblocks[3].mlp.c_fc.weight
+    )
+    gelu = GLSCLConfig(temporal_activation="gelu")
+    with pytest.raises(ValueError, match=r"temporal_activation=gelu \(text tower: quick_gelu\).*temporal_init=random"):
+        init_temporal_from_clip(GLSCL(gelu).temporal, clip, gelu)
+    small = tiny_config()
+    with pytest.raises(ValueError, match=r"embed_dim=32 \(text tower: 512\)"):
+        init_temporal_from_clip(GLSCL(small).temporal, clip, small)
+
+
+def test_local_queries_attend_to_padding_only_without_the_mask() -> None:
+    data = batch(4)
+    torch.manual_seed(0)
+    masked = GLSCL(tiny_config()).eval()
+    unmasked = GLSCL(tiny_config(local_padding_mask=False)).eval()
+    unmasked.load_state_dict(masked.state_dict())
+    with torch.no_grad():
+        with_mask = masked.encode_video(data["frame_feats"], data["frame_mask"]).local
+        without = unmasked.encode_video(data["frame_feats"], data["frame_mask"]).local
+    assert bool(data["frame_mask"][0].all()) and not bool(data["frame_mask"][1].all())
+    torch.testing.assert_close(with_mask[0], without[0])
+    assert not torch.allclose(with_mask[1], without[1])
