@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ from glscl.config import GLSCLConfig, strict_from_dict
 from glscl.losses import GLSCLLoss
 from glscl.metrics import both_directions
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
+from glscl.optim import DECAY_RULES, LOGIT_SCALE_LRS, OPTIMIZERS, SCHEDULES, WarmupCosine, make_optimizer
 from glscl.similarity import DEFAULT_BLOCK
 
 if TYPE_CHECKING:
@@ -46,16 +46,26 @@ STATE_JSON = "training_state.json"
 STATE_FORMAT = "glscl-training-state"
 STATE_VERSION = 1
 
-# Parameters named like this are never weight-decayed (besides every parameter with fewer than 2 dimensions:
-# biases, norm weights, the logit scale): positional embeddings and the learnable queries.
-NO_DECAY_NAMES = frozenset({"frame_position", "queries", "positional_embedding", "class_embedding"})
 # Backbone parameters frozen in full mode: CLIP's own logit scale/bias are unused (GLSCL has its own, and DDP
 # rejects parameters without gradients); the patch-embedding conv is frozen as in the paper.
 FROZEN_BACKBONE = ("logit_scale", "logit_bias", "visual.conv1.weight")
 # Independent random streams derived from the seed: epoch order, text choice, dropout.
 _ORDER_STREAM, _TEXT_STREAM, _DROPOUT_STREAM = 0, 1, 2
 # Training-config fields that fix the sequence of batches and updates; a resumed run must keep them.
-_RESUME_FIELDS = ("epochs", "batch_size", "seed", "mode", "betas", "eps")
+_RESUME_FIELDS = (
+    "epochs",
+    "batch_size",
+    "seed",
+    "mode",
+    "betas",
+    "eps",
+    "optimizer",
+    "schedule",
+    "decay",
+    "logit_scale_lr",
+    "batches",
+)
+BATCH_UNITS = ("videos", "captions")
 
 
 @dataclass
@@ -66,6 +76,9 @@ class TrainConfig:
     between step logs (0: none). `betas`/`eps` are the authors' BertAdam values (AdamW adds bias correction).
     `order_negatives` adds, per training video with two or more sentences, its sentences in reverse order as a
     hard negative text (a project addition, not in the paper: it makes event order matter to the loss).
+    `optimizer`, `schedule`, `decay` and `logit_scale_lr` choose the project's or the authors' optimiser pieces
+    (`glscl.optim`); `batches` = "videos" draws distinct videos with one of their texts each, "captions" walks
+    all texts as the authors' loaders do (two captions of one video may meet in a batch, as negatives).
     """
 
     epochs: int = 5
@@ -77,11 +90,25 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     order_negatives: bool = False
+    optimizer: str = "adamw"
+    schedule: str = "project"
+    decay: str = "project"
+    logit_scale_lr: str = "head"
+    batches: str = "videos"
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
-        if self.mode not in ("head", "full"):
-            raise ValueError(f"mode must be 'head' or 'full', got {self.mode!r}")
+        choices = {
+            "mode": ("head", "full"),
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+            "decay": DECAY_RULES,
+            "logit_scale_lr": LOGIT_SCALE_LRS,
+            "batches": BATCH_UNITS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
         if min(self.seed, self.eval_every, self.log_every) < 0:
@@ -273,63 +300,50 @@ def _seed_words(seed: int, *words: int) -> np.random.SeedSequence:
 
 
 class PairSampler:
-    """Global batches of distinct videos, each paired with one random text of its own; fixed by (seed, epoch, step).
+    """Global batches of (video, text) pairs, fixed by (seed, epoch, step).
 
-    Each epoch is a permutation of the videos that have a text, derived from (seed, epoch) alone, so any epoch's
-    batches are known without replaying earlier ones; the incomplete last batch is dropped. The diagonal of a
-    batch's score matrix therefore holds true positives and no video appears twice in a batch.
+    `unit="videos"`: each epoch is a permutation of the videos that have a text, each paired with one random text
+    of its own, so no video appears twice in a batch and the diagonal of a batch's score matrix holds the only true
+    pairs. `unit="captions"` (the authors' loaders): each epoch is a permutation of all texts, each with its video.
+    Orders derive from (seed, epoch) alone, so any epoch's batches are known without replaying earlier ones; the
+    incomplete last batch is dropped.
     """
 
-    def __init__(self, text_to_video: Tensor | np.ndarray, num_videos: int, batch_size: int, seed: int) -> None:
-        mapping = np.asarray(text_to_video, dtype=np.int64)
-        self.counts = np.bincount(mapping, minlength=num_videos)
+    def __init__(
+        self, text_to_video: Tensor | np.ndarray, num_videos: int, batch_size: int, seed: int, unit: str = "videos"
+    ) -> None:
+        if unit not in BATCH_UNITS:
+            raise ValueError(f"unit must be one of {BATCH_UNITS}, got {unit!r}")
+        self.mapping = np.asarray(text_to_video, dtype=np.int64)
+        self.counts = np.bincount(self.mapping, minlength=num_videos)
         self.videos = np.flatnonzero(self.counts)
-        self.texts_by_video = np.argsort(mapping, kind="stable")
+        self.texts_by_video = np.argsort(self.mapping, kind="stable")
         self.offsets = np.cumsum(self.counts) - self.counts
+        self.unit = unit
+        self.items = self.videos if unit == "videos" else np.arange(len(self.mapping))
         self.batch_size = batch_size
         self.seed = seed
-        self.steps_per_epoch = len(self.videos) // batch_size
+        self.steps_per_epoch = len(self.items) // batch_size
         self._order: tuple[int, np.ndarray] | None = None
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """The video visiting order of `epoch`."""
+        """The visiting order of `epoch` (videos or texts, by unit)."""
         if self._order is None or self._order[0] != epoch:
             rng = np.random.default_rng(_seed_words(self.seed, _ORDER_STREAM, epoch))
-            self._order = (epoch, self.videos[rng.permutation(len(self.videos))])
+            self._order = (epoch, self.items[rng.permutation(len(self.items))])
         return self._order[1]
 
     def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """(video indices [B], text indices [B]) of step `step` (0-based, within the epoch) of `epoch`."""
         if not 0 <= step < self.steps_per_epoch:
             raise IndexError(f"step {step} outside [0, {self.steps_per_epoch})")
-        videos = self.epoch_order(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
+        chosen = self.epoch_order(epoch)[step * self.batch_size : (step + 1) * self.batch_size]
+        if self.unit == "captions":
+            return self.mapping[chosen], chosen
+        videos = chosen
         rng = np.random.default_rng(_seed_words(self.seed, _TEXT_STREAM, epoch, step))
         choice = rng.integers(0, self.counts[videos])
         return videos, self.texts_by_video[self.offsets[videos] + choice]
-
-
-@dataclass(frozen=True)
-class WarmupCosine:
-    """Learning-rate factor of update `step` (0-based): linear warmup to 1, then a cosine down to 0 at total_steps.
-
-    Unlike the authors' code, which hard-codes 5 epochs of steps, `total_steps` is the real length of the run.
-    """
-
-    total_steps: int
-    warmup_steps: int
-
-    @classmethod
-    def over(cls, total_steps: int, warmup_fraction: float) -> WarmupCosine:
-        """Schedule for `total_steps` updates whose first `warmup_fraction` (rounded, >= 1 if > 0) warm up."""
-        warmup = max(1, round(warmup_fraction * total_steps)) if warmup_fraction > 0 else 0
-        return cls(total_steps, min(warmup, total_steps))
-
-    def __call__(self, step: int) -> float:
-        """The factor applied to each group's base lr for update `step`."""
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
 class TrainOutput(NamedTuple):
@@ -435,38 +449,6 @@ class _ScaleGrad(torch.autograd.Function):
         return grad * ctx.factor, None
 
 
-def _is_no_decay(name: str, param: Tensor) -> bool:
-    """Biases, norm weights, scalars, positional embeddings and queries are not weight-decayed."""
-    return param.ndim < 2 or name.rsplit(".", 1)[-1] in NO_DECAY_NAMES
-
-
-def param_groups(module: TrainModule, config: GLSCLConfig) -> list[dict[str, Any]]:
-    """AdamW groups: head (lr) and backbone (clip_lr), each split into decayed and not decayed; empty ones dropped.
-
-    Not decayed: parameters with < 2 dims (biases, norm weights, logit scale) and `NO_DECAY_NAMES`. Frozen
-    parameters are left out.
-    """
-    groups: dict[tuple[str, bool], list[Tensor]] = {
-        (part, decay): [] for part in ("head", "backbone") for decay in (True, False)
-    }
-    for name, param in module.named_parameters():
-        if param.requires_grad:
-            part = "backbone" if name.startswith("clip.") else "head"
-            groups[part, not _is_no_decay(name, param)].append(param)
-    lrs = {"head": config.lr, "backbone": config.clip_lr}
-    return [
-        {
-            "name": f"{part}_{'decay' if decay else 'no_decay'}",
-            "params": params,
-            "lr": lrs[part],
-            "base_lr": lrs[part],
-            "weight_decay": config.weight_decay if decay else 0.0,
-        }
-        for (part, decay), params in groups.items()
-        if params
-    ]
-
-
 def _dropout_seed(seed: int, rank: int, step: int) -> int:
     """Seed of the dropout masks of one step on one rank: a pure function of the step, so resumes replay them."""
     return int(_seed_words(seed, _DROPOUT_STREAM, rank, step).generate_state(1, np.uint64)[0] >> 1)
@@ -512,8 +494,14 @@ class Trainer:
         self._check_setup(gather)
         self.gather = gather or _identity
         self.loss = GLSCLLoss(config)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self.raw, config), betas=train_config.betas, eps=train_config.eps
+        self.optimizer = make_optimizer(
+            self.raw,
+            config,
+            train_config.optimizer,
+            train_config.betas,
+            train_config.eps,
+            decay=train_config.decay,
+            logit_scale_lr=train_config.logit_scale_lr,
         )
         self.step = 0
         self.schedule: WarmupCosine | None = None
@@ -547,7 +535,10 @@ class Trainer:
                 f"this run was planned for {self.schedule.total_steps} steps but now has {total_steps}: "
                 "the data or the epoch count changed since it started"
             )
-        self.schedule = WarmupCosine.over(total_steps, self.config.warmup_fraction)
+        cfg = self.train_config
+        self.schedule = WarmupCosine.over(
+            total_steps, self.config.warmup_fraction, cfg.schedule, steps_per_epoch=total_steps // cfg.epochs
+        )
 
     def _gather_for_loss(self, tensor: Tensor) -> Tensor:
         """`gather`, with the local slice's gradient scaled by world_size to undo DDP's averaging."""
@@ -602,9 +593,9 @@ class Trainer:
         if data.mode != self.train_config.mode:
             raise ValueError(f"data is in {data.mode!r} mode, the trainer in {self.train_config.mode!r} mode")
         cfg = self.train_config
-        sampler = PairSampler(data.text_to_video, data.num_videos, cfg.batch_size, cfg.seed)
+        sampler = PairSampler(data.text_to_video, data.num_videos, cfg.batch_size, cfg.seed, cfg.batches)
         if sampler.steps_per_epoch == 0:
-            raise ValueError(f"need at least batch_size={cfg.batch_size} videos with a text, got {len(sampler.videos)}")
+            raise ValueError(f"need at least batch_size={cfg.batch_size} {cfg.batches}, got {len(sampler.items)}")
         self.set_total_steps(cfg.epochs * sampler.steps_per_epoch)
         stop = self.schedule.total_steps if max_steps is None else min(max_steps, self.schedule.total_steps)
         per_rank = cfg.batch_size // self.world_size

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from glscl.checkpoint import CheckpointError
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL
+from glscl.optim import BertAdam, WarmupCosine, param_groups
 from glscl.training import (
     STATE_JSON,
     STATE_TENSORS,
@@ -29,9 +30,7 @@ from glscl.training import (
     TrainConfig,
     Trainer,
     TrainModule,
-    WarmupCosine,
     all_gather_with_grad,
-    param_groups,
 )
 
 DIM, FRAMES, WORDS, PAIRS = 32, 4, 6, 48
@@ -332,3 +331,65 @@ def test_all_gather_with_grad_and_ddp_match_single_process(tmp_path: Path) -> No
         assert torch.equal(ranks[0][f"param/{name}"], ranks[1][f"param/{name}"]), name
         torch.testing.assert_close(ranks[0][f"grad/{name}"], param.grad, rtol=1e-4, atol=1e-6, msg=name)
         torch.testing.assert_close(ranks[0][f"param/{name}"], param.detach(), rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_authors_schedule_runs_over_five_epochs_and_climbs_back() -> None:
+    schedule = WarmupCosine.over(total_steps=200, warmup_fraction=0.1, form="authors", steps_per_epoch=20)
+    assert (schedule.cosine_steps, schedule.warmup_steps) == (100, 10.0)
+    assert schedule(0) == 0.0 and schedule(5) == pytest.approx(0.5)
+    assert schedule(10) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))
+    assert schedule(100) == pytest.approx(0.0, abs=1e-12)
+    assert schedule(150) == pytest.approx(0.5) and schedule(199) > schedule(150)
+
+
+def test_authors_param_groups_decay_all_but_biases_and_move_the_logit_scale_to_clip_lr() -> None:
+    config = tiny_config()
+    module = TrainModule(GLSCL(config))
+    groups = param_groups(module, config, decay="authors", logit_scale_lr="clip")
+    names = {id(p): n for n, p in module.named_parameters()}
+    by_group = {g["name"]: {names[id(p)] for p in g["params"]} for g in groups}
+    assert by_group["backbone_decay"] == {"head.logit_scale"}
+    assert {g["name"]: g["lr"] for g in groups}["backbone_decay"] == config.clip_lr
+    assert by_group["head_no_decay"] == {n for n in names.values() if "bias" in n}
+    assert {"head.local_interaction.queries", "head.temporal.frame_position"} <= by_group["head_decay"]
+    assert "head.temporal.encoder.layers.0.norm1.weight" in by_group["head_decay"]
+
+
+def test_bert_adam_step_matches_its_formula() -> None:
+    param = torch.nn.Parameter(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    param.grad = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    lr, wd, eps = 0.1, 0.2, 1e-6
+    BertAdam([param], lr=lr, betas=(0.9, 0.98), eps=eps, weight_decay=wd, max_grad_norm=1.0).step()
+    clipped = torch.tensor([0.5, -1.0], dtype=torch.float64) / math.sqrt(1.25)
+    update = 0.1 * clipped / ((0.02 * clipped**2).sqrt() + eps) + wd * torch.tensor([1.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(param.detach(), torch.tensor([1.0, 2.0], dtype=torch.float64) - lr * update)
+
+
+def test_caption_batches_walk_every_text_once_per_epoch() -> None:
+    text_to_video = np.repeat(np.arange(6), 4)
+    sampler = PairSampler(text_to_video, 6, batch_size=8, seed=1, unit="captions")
+    assert sampler.steps_per_epoch == 3
+    seen = []
+    for step in range(3):
+        videos, texts = sampler.batch(0, step)
+        np.testing.assert_array_equal(videos, text_to_video[texts])
+        seen.extend(texts.tolist())
+    assert sorted(seen) == list(range(24))
+    assert any(len(set(sampler.batch(0, s)[0].tolist())) < 8 for s in range(3))
+
+
+def test_authors_recipe_trains_with_bert_adam_from_a_zero_first_lr() -> None:
+    from glscl.recipes import apply_recipe
+
+    config, train = apply_recipe("authors", tiny_config(), TrainConfig(epochs=2, batch_size=16, log_every=1))
+    assert (config.icl_form, config.idl_both_modalities, config.local_padding_mask) == ("authors", False, False)
+    torch.manual_seed(0)
+    trainer = Trainer(TrainModule(GLSCL(config)), config, train)
+    assert isinstance(trainer.optimizer, BertAdam)
+    records: list[dict] = []
+    trainer.fit(synthetic_pairs(texts_per_video=2), on_log=records.append)
+    steps = [r for r in records if r["event"] == "step"]
+    assert len(steps) == 2 * (PAIRS * 2 // 16) and steps[0]["lr"] == 0.0 and steps[1]["lr"] > 0
+    assert all(math.isfinite(r["total"]) for r in steps)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        apply_recipe("nope", config, train)

@@ -1,0 +1,55 @@
+"""Named training recipes: the project's defaults, and the authors' recipe as their released code trains
+(zchoi/GLSCL). Every difference between the two is one named setting of GLSCLConfig or TrainConfig, so any of
+them can also be set alone."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from glscl.config import GLSCLConfig
+from glscl.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Settings a recipe fixes in the head config and in the training config (the rest keep their values)."""
+
+    description: str
+    head: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+RECIPES: dict[str, Recipe] = {
+    "project": Recipe(
+        "the project's defaults: AdamW, cosine over the steps after warm-up, no decay on norms, positions and "
+        "queries, logit scale at the head's lr, distinct videos per batch, padding masked, IDL on both modalities"
+    ),
+    "authors": Recipe(
+        "the authors' released training: BertAdam (no bias correction), warm-up cosine over five epochs of steps, "
+        "decay on all but biases, logit scale at CLIP's lr, batches over captions, ICL divided by K, IDL on the "
+        "visual queries only, local queries attending to padding",
+        head={"icl_form": "authors", "idl_both_modalities": False, "local_padding_mask": False},
+        train={
+            "optimizer": "bertadam",
+            "schedule": "authors",
+            "decay": "authors",
+            "logit_scale_lr": "clip",
+            "batches": "captions",
+        },
+    ),
+}
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe called `name`, or a ValueError listing the known ones."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}: use one of {sorted(RECIPES)}")
+    return RECIPES[name]
+
+
+def apply_recipe(name: str, head: GLSCLConfig, train: TrainConfig) -> tuple[GLSCLConfig, TrainConfig]:
+    """`head` and `train` with the recipe's settings in place of theirs."""
+    chosen = recipe(name)
+    return dataclasses.replace(head, **chosen.head), dataclasses.replace(train, **chosen.train)
