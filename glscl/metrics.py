@@ -8,6 +8,11 @@ diagonal) gives rank 1 on such a row and misaligns rows that hold ties; these fu
 Texts are rows and videos are columns of every similarity matrix. ``text_to_video[i]`` is the column of the
 video that text ``i`` describes; several texts may map to one video (multi-caption galleries). Without it
 the matrix must be square and text ``i`` belongs to video ``i``.
+
+Video-to-text in multi-caption galleries follows the GLSCL authors and the CLIP4Clip line
+(``tensor_video_to_text_sim``): a query video scores each candidate video by that video's best caption and
+ranks videos, not individual captions, so MSR-VTT/MSVD/DiDeMo numbers compare with the literature. With one
+text per video (ActivityNet paragraphs) this is the plain rank of the diagonal of ``sim.T``.
 """
 
 from __future__ import annotations
@@ -93,25 +98,24 @@ def t2v_ranks(sim: ArrayLike, text_to_video: ArrayLike | None = None) -> Tensor:
 
 
 def v2t_ranks(sim: ArrayLike, text_to_video: ArrayLike | None = None) -> Tensor:
-    """Rank of each video's best true text among all texts: ``[Nv]`` int64, 1 = best.
+    """Video-to-text rank of each video among all videos, each scored by its best caption: ``[Nv]``, 1 = best.
 
-    Convention for multi-caption galleries: the other items of video j are the texts that do NOT belong to
-    j, and the video's rank is the best (minimum) rank of its own texts among them:
-    rank_j = 1 + #{texts k with g(k) != j : sim[k, j] >= max_{i : g(i) = j} sim[i, j]}.
-    With one text per video this is the plain rank of the diagonal of ``sim.T``. Every video must have at
-    least one text.
+    The video-level convention of the GLSCL authors and CLIP4Clip: candidate video j' scores
+    b[j', j] = max_{i : g(i) = j'} sim[i, j] for query video j, and
+    rank_j = 1 + #{videos j' != j : b[j', j] >= b[j, j]}. A video's own other captions never compete with
+    it, and a distractor video counts once however many of its captions outscore the true ones. With one
+    text per video this is the plain rank of the diagonal of ``sim.T``. Every video must have at least one
+    text.
     """
     scores = _as_scores(sim)
     num_texts, num_videos = scores.shape
     mapping = _text_to_video(text_to_video, num_texts, num_videos)
     _require_texts_per_video(mapping, num_videos)
-    mapping = mapping.to(scores.device)
-    true = scores[torch.arange(num_texts, device=scores.device), mapping]
-    best = torch.full((num_videos,), -torch.inf, dtype=true.dtype, device=scores.device)
-    best = best.scatter_reduce(0, mapping, true, reduce="amax")
-    own = mapping[:, None] == torch.arange(num_videos, device=scores.device)[None, :]
-    others_at_least = ((scores >= best[None, :]) & ~own).sum(dim=0)
-    return (others_at_least + 1).cpu()
+    rows = mapping.to(scores.device)[:, None].expand(num_texts, num_videos)
+    best = torch.full((num_videos, num_videos), -torch.inf, dtype=scores.dtype, device=scores.device)
+    best = best.scatter_reduce_(0, rows, scores, reduce="amax")  # [candidate videos, query videos]
+    # The count includes the query video itself (its score is >= itself), hence it is already 1 + others.
+    return (best >= best.diagonal()[None, :]).sum(dim=0).cpu()
 
 
 def metrics_from_ranks(ranks: ArrayLike) -> dict[str, float]:
@@ -179,14 +183,18 @@ class RankAccumulator:
     """Exact tie-safe ranks in both directions from blocks of scores, never holding the full matrix.
 
     Build it with the score of every text against its own video (``true_scores[Nt]``) and the mapping
-    ``text_to_video``, then :meth:`add` blocks ``sim[texts, videos]`` in any order and of any shape. Each
-    block adds, per text, the number of other videos scoring >= that text's true score, and per video the
-    number of texts of other videos scoring >= the video's best true score (the :func:`v2t_ranks`
-    convention). The true pair itself is recognised by index, not by value. Counts are sums, so
-    accumulators filled on different workers over disjoint blocks combine exactly with :meth:`merge`; once
-    every (text, video) pair has been added once, the ranks equal :func:`t2v_ranks` / :func:`v2t_ranks` of
-    the dense matrix. Coverage is checked through per-text and per-video pair counts: the ranks are refused
-    while some row or column has been counted too few or too many times.
+    ``text_to_video``, then :meth:`add` blocks ``sim[texts, videos]`` in any order. Each block adds, per
+    text, the number of other videos scoring >= that text's true score, and per video (column) the number of
+    other candidate videos with some text scoring >= the video's best true score: a candidate's best caption
+    reaches the threshold iff one of its captions does, so this is the :func:`v2t_ranks` convention. That
+    count adds up over blocks only if each candidate video is counted in one block per column, so a block's
+    texts must be all the texts of the videos they belong to (with any columns; with one text per video any
+    tiling works): :meth:`add` refuses a block that splits a video's texts rather than keep per-video maxima
+    between blocks, and memory stays bounded by the block. The true pair is recognised by index, not value.
+    Counts are sums, so accumulators filled on different workers over disjoint blocks combine exactly with
+    :meth:`merge`; once every (text, video) pair has been added once, the ranks equal :func:`t2v_ranks` /
+    :func:`v2t_ranks` of the dense matrix. Coverage is checked through per-text and per-video pair counts:
+    the ranks are refused while some row or column has been counted too few or too many times.
 
     ``true_scores`` must be computed exactly as the blocks are (same head, dtype and device). Whenever a
     block holds a true pair, the absolute difference from ``true_scores`` is recorded in
@@ -209,6 +217,7 @@ class RankAccumulator:
         self.num_videos = num_videos
         self.true_scores = true
         self.text_to_video = _text_to_video(text_to_video, num_texts, num_videos)
+        self.texts_per_video = torch.bincount(self.text_to_video, minlength=num_videos)
         self.video_true_scores = torch.full((num_videos,), -torch.inf, dtype=true.dtype).scatter_reduce(
             0, self.text_to_video, true, reduce="amax"
         )
@@ -221,7 +230,8 @@ class RankAccumulator:
     def add(self, block: ArrayLike, texts: Selection, videos: Selection) -> None:
         """Count one block ``sim[texts, videos]``; ``texts``/``videos`` are slices or global index arrays.
 
-        The counting runs on the block's device; only per-row and per-column counts come back.
+        ``texts`` must hold every text of each video it touches (see the class). The counting runs on the
+        block's device; only per-row and per-column counts come back.
         """
         scores = _as_scores(block, "score block")
         rows = _resolve(texts, self.num_texts, "text")
@@ -230,10 +240,19 @@ class RankAccumulator:
             raise ValueError(
                 f"block shape {tuple(scores.shape)} does not match {rows.numel()} texts x {cols.numel()} videos"
             )
+        candidates, candidate_of_row = self._whole_videos(rows)
         device = scores.device
         own = self.text_to_video[rows].to(device)[:, None] == cols.to(device)[None, :]
         text_hits = (scores >= self.true_scores[rows].to(device)[:, None]) & ~own
-        video_hits = (scores >= self.video_true_scores[cols].to(device)[None, :]) & ~own
+        caption_hits = (scores >= self.video_true_scores[cols].to(device)[None, :]) & ~own
+        # One hit per candidate video and column, [candidates, columns]: the any() of its captions' hits, taken
+        # as an amax over bytes (a zero-copy view of the booleans) with an expanded, unallocated index.
+        video_hits = torch.zeros((candidates, cols.numel()), dtype=torch.uint8, device=device).scatter_reduce_(
+            0,
+            candidate_of_row.to(device)[:, None].expand_as(caption_hits),
+            caption_hits.view(torch.uint8),
+            reduce="amax",
+        )
         self.t2v_counts.index_add_(0, rows, text_hits.sum(dim=1).cpu())
         self.v2t_counts.index_add_(0, cols, video_hits.sum(dim=0).cpu())
         self.videos_seen.index_add_(0, rows, torch.full((rows.numel(),), cols.numel(), dtype=torch.long))
@@ -242,6 +261,21 @@ class RankAccumulator:
             r, c = own.nonzero(as_tuple=True)
             gap = (scores[r, c].double().cpu() - self.true_scores[rows[r.cpu()]].double()).abs().max()
             self.max_true_mismatch = max(self.max_true_mismatch, float(gap))
+
+    def _whole_videos(self, rows: Tensor) -> tuple[int, Tensor]:
+        """The number of videos the texts ``rows`` belong to and each row's position among them; raises when
+        ``rows`` hold only some of a video's texts (that video's best caption would be split over blocks)."""
+        videos, position = torch.unique(self.text_to_video[rows], return_inverse=True)
+        held = torch.bincount(position, minlength=videos.numel())
+        split = (held != self.texts_per_video[videos]).nonzero().flatten()
+        if split.numel():
+            video = int(videos[split[0]])
+            raise ValueError(
+                f"the block holds {int(held[split[0]])} of the {int(self.texts_per_video[video])} texts of video "
+                f"{video} ({split.numel()} video(s) split): video-to-text scores a video by its best text, so a "
+                "block's texts must be all the texts of their videos"
+            )
+        return videos.numel(), position
 
     def merge(self, other: RankAccumulator) -> RankAccumulator:
         """Add the counts of ``other`` (built from the same true scores, disjoint blocks) into this one."""

@@ -124,13 +124,53 @@ def test_multi_caption_by_hand():
         ]
     )
     assert t2v_ranks(sim, text_to_video).tolist() == [1, 3, 2, 2, 3]
-    # Video 0: best own text 0.9; other texts (2,3,4) score 0.1, 0.8, 0.4 -> rank 1.
-    # Video 1: best own text 0.7; other texts (0,1,4) score 0.3, 0.2, 0.4 -> rank 1.
-    # Video 2: own text 0.4; other texts (0,1,2,3) score 0.1, 0.6, 0.5, 0.0 -> two above -> rank 3.
+    # Each candidate video scores by its best caption: video 0 by max(texts 0, 1), video 1 by max(texts 2, 3).
+    # Query video 0: own 0.9; video 1 scores 0.8, video 2 0.4 -> rank 1.
+    # Query video 1: own 0.7; video 0 scores 0.3, video 2 0.4 -> rank 1.
+    # Query video 2: own 0.4; video 0 scores 0.6, video 1 0.5 -> two above -> rank 3.
     assert v2t_ranks(sim, text_to_video).tolist() == [1, 1, 3]
     result = both_directions(sim, text_to_video)
     assert result["t2v"]["R@1"] == pytest.approx(20.0)
     assert result["v2t"]["R@1"] == pytest.approx(200 / 3)
+
+
+def test_v2t_ranks_videos_by_their_best_caption_by_hand():
+    # Three videos with three captions each: texts 0-2 -> video 0, 3-5 -> video 1, 6-8 -> video 2.
+    text_to_video = np.repeat([0, 1, 2], 3)
+    sim = np.array(
+        [
+            # query video:  0     1     2
+            [0.5, 0.6, 0.3],
+            [0.3, 0.2, 0.2],
+            [0.2, 0.1, 0.1],
+            [0.9, 0.6, 0.4],
+            [0.8, 0.3, 0.85],
+            [0.7, 0.1, 0.1],
+            [0.6, 0.6, 0.9],
+            [0.55, 0.6, 0.1],
+            [0.1, 0.0, 0.0],
+        ]
+    )
+    # Query video 0: own best 0.5; video 1's best caption 0.9 and video 2's 0.6 both beat it -> rank 3.
+    #   (Ranked among captions, five captions of other videos beat it: rank 6.)
+    # Query video 1: own best 0.6; video 0's best 0.6 and video 2's best 0.6 tie it; ties count against the
+    #   model -> rank 3. (Among captions: three tying captions -> rank 4.)
+    # Query video 2: own best 0.9; video 0's best 0.3, video 1's 0.85 -> rank 1 either way.
+    assert v2t_ranks(sim, text_to_video).tolist() == [3, 3, 1]
+    assert both_directions(sim, text_to_video)["v2t"] == {
+        "R@1": pytest.approx(100 / 3),
+        "R@5": 100.0,  # 200/3 when ranking captions
+        "R@10": 100.0,
+        "R@50": 100.0,
+        "MdR": 3.0,  # 4 when ranking captions
+        "MnR": pytest.approx(7 / 3),  # 11/3 when ranking captions
+    }
+
+
+def test_v2t_all_tied_multi_caption_ranks_every_video_last_among_videos():
+    # Every score equal: each video ties with all other videos, so it ranks last among the 3 videos, not
+    # among the 3-4 captions of the other videos.
+    assert v2t_ranks(np.full((5, 3), 0.5), np.array([0, 0, 1, 1, 2])).tolist() == [3, 3, 3]
 
 
 def test_v2t_ignores_texts_of_the_same_video():
@@ -163,10 +203,38 @@ def tied_gallery(seed: int, num_texts: int, num_videos: int) -> tuple[np.ndarray
     return rng.integers(0, 4, size=(num_texts, num_videos)).astype(np.float32), mapping
 
 
+def best_caption_v2t_ranks(sim: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """Reference, the CLIP4Clip recipe with tie-safe ranks: reduce each candidate video to its best caption per
+    query video, then rank the true video in each query video's row of the videos x videos matrix."""
+    best = np.stack([sim[mapping == video].max(axis=0) for video in range(sim.shape[1])])  # [candidate, query]
+    by_query = best.T
+    return (by_query >= np.diag(by_query)[:, None]).sum(axis=1)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_v2t_equals_the_best_caption_reduction(seed):
+    sim, mapping = tied_gallery(seed, num_texts=40, num_videos=9)
+    assert v2t_ranks(sim, mapping).tolist() == best_caption_v2t_ranks(sim, mapping).tolist()
+
+
 def tiles(num_texts: int, num_videos: int, text_block: int, video_block: int) -> list[tuple[slice, slice]]:
     return [
         (slice(r, r + text_block), slice(c, c + video_block))
         for r, c in itertools.product(range(0, num_texts, text_block), range(0, num_videos, video_block))
+    ]
+
+
+def whole_video_tiles(
+    mapping: np.ndarray, videos_per_block: int, video_block: int, seed: int
+) -> list[tuple[np.ndarray, slice]]:
+    """Blocks whose rows are all the texts of a random group of videos (scattered rows), against column slices."""
+    num_videos = int(mapping.max()) + 1
+    order = np.random.default_rng(seed).permutation(num_videos)
+    groups = [order[i : i + videos_per_block] for i in range(0, num_videos, videos_per_block)]
+    return [
+        (np.flatnonzero(np.isin(mapping, group)), slice(c, c + video_block))
+        for group in groups
+        for c in range(0, num_videos, video_block)
     ]
 
 
@@ -179,8 +247,8 @@ def accumulate(sim: np.ndarray, mapping: np.ndarray, blocks) -> RankAccumulator:
 
 
 @pytest.mark.parametrize(("text_block", "video_block"), [(1, 1), (3, 7), (5, 5), (17, 2), (40, 40), (13, 11)])
-def test_accumulator_equals_dense_for_any_tiling(text_block, video_block):
-    sim, mapping = tied_gallery(seed=text_block * 100 + video_block, num_texts=23, num_videos=16)
+def test_accumulator_equals_dense_for_any_tiling_with_one_text_per_video(text_block, video_block):
+    sim, mapping = tied_gallery(seed=text_block * 100 + video_block, num_texts=16, num_videos=16)
     blocks = tiles(*sim.shape, text_block, video_block)
     random.Random(0).shuffle(blocks)
     acc = accumulate(sim, mapping, blocks)
@@ -191,12 +259,39 @@ def test_accumulator_equals_dense_for_any_tiling(text_block, video_block):
     assert acc.max_true_mismatch == 0.0
 
 
+@pytest.mark.parametrize(("videos_per_block", "video_block"), [(1, 1), (2, 7), (5, 5), (3, 2), (16, 16), (7, 11)])
+def test_multi_caption_accumulator_equals_dense_for_whole_video_row_blocks(videos_per_block, video_block):
+    sim, mapping = tied_gallery(seed=videos_per_block * 100 + video_block, num_texts=40, num_videos=16)
+    blocks = whole_video_tiles(mapping, videos_per_block, video_block, seed=video_block)
+    random.Random(0).shuffle(blocks)
+    acc = accumulate(sim, mapping, blocks)
+    assert acc.complete
+    assert torch.equal(acc.t2v_ranks(), t2v_ranks(sim, mapping))
+    assert torch.equal(acc.v2t_ranks(), v2t_ranks(sim, mapping))
+    assert acc.v2t_ranks().tolist() == best_caption_v2t_ranks(sim, mapping).tolist()
+    assert acc.metrics() == both_directions(sim, mapping)
+    assert acc.max_true_mismatch == 0.0
+
+
+def test_accumulator_refuses_a_block_that_splits_a_videos_texts():
+    mapping = np.array([0, 1, 1])
+    sim = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7]])
+    acc = RankAccumulator(sim[np.arange(3), mapping], mapping)
+    # Rows 0-1 hold text 1 but not text 2: were both captions of video 1 to beat a query video in two blocks,
+    # video 1 would be counted twice.
+    with pytest.raises(ValueError, match="holds 1 of the 2 texts of video 1"):
+        acc.add(sim[:2], slice(0, 2), slice(None))
+    acc.add(sim, slice(None), slice(None))  # the refused block counted nothing
+    assert acc.complete
+    assert torch.equal(acc.v2t_ranks(), v2t_ranks(sim, mapping))
+
+
 def test_accumulator_with_scattered_index_blocks():
     sim, mapping = tied_gallery(seed=7, num_texts=20, num_videos=12)
     rng = np.random.default_rng(3)
-    text_groups = np.array_split(rng.permutation(20), 3)
+    text_groups = [np.flatnonzero(np.isin(mapping, group)) for group in np.array_split(rng.permutation(12), 3)]
     video_groups = np.array_split(rng.permutation(12), 4)
-    blocks = [(np.sort(r), c) for r in text_groups for c in video_groups]
+    blocks = [(r, c) for r in text_groups for c in video_groups]
     acc = RankAccumulator(sim[np.arange(20), mapping], mapping, num_videos=12)
     for rows, cols in blocks:
         acc.add(sim[np.ix_(rows, cols)], rows, cols)
@@ -215,7 +310,7 @@ def test_accumulator_square_default_mapping():
 
 def test_merged_shards_equal_dense():
     sim, mapping = tied_gallery(seed=11, num_texts=30, num_videos=18)
-    blocks = tiles(30, 18, 7, 5)
+    blocks = whole_video_tiles(mapping, 4, 5, seed=2)
     random.Random(1).shuffle(blocks)
     shards = [accumulate(sim, mapping, blocks[i::3]) for i in range(3)]
     assert not shards[0].complete

@@ -2,8 +2,9 @@
 slice from LanceDB and encodes its videos with the checkpoint; one shard encodes all texts once and every shard
 scores against those encodings, keeping its [texts x slice] score block. Round one returns the true-pair scores
 found in the slice; round two counts, against the merged true scores, how many items outrank each true pair (a
-RankAccumulator). No process ever holds the full texts x videos matrix, and the counts equal a dense
-evaluation exactly."""
+RankAccumulator). A shard's block holds every text, hence every caption of each candidate video, which the
+accumulator needs to rank videos by their best caption (video-to-text). No process ever holds the full texts x
+videos matrix, and the counts equal a dense evaluation exactly."""
 
 from __future__ import annotations
 
@@ -131,7 +132,8 @@ class ShardScorer:
         }
 
     def count(self, true_scores: dict[str, np.ndarray]) -> dict[str, RankAccumulator]:
-        """Count, per matrix, for every text and every video of the slice, the items that outrank the true pair."""
+        """Count, per matrix, for every text the videos of the slice that outrank its true video, and for every
+        video of the slice the other videos whose best caption scores at least its own (the block holds all texts)."""
         if not self.matrices:
             raise RuntimeError("score() must run before count()")
         start = time.perf_counter()
