@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from glscl.config import GLSCLConfig
-from glscl.training import TrainConfig
+if TYPE_CHECKING:
+    from glscl.config import GLSCLConfig
+    from glscl.training import TrainConfig
 
 
 @dataclass(frozen=True)

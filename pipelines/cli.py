@@ -13,6 +13,7 @@ from dataclasses import asdict
 from glscl.backbone import TINY_MODEL, BackboneConfig
 from glscl.checkpoint import CheckpointError
 from glscl.config import HEAD_PRESETS
+from glscl.recipes import RECIPES
 from schemas.catalog import StoreConfig
 from workers.ann import VECTOR_INDEX_TYPES, AnnConfig
 from workers.features import FeaturesError
@@ -234,6 +235,12 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         help="head hyperparameters: the paper's (default) or a tiny preset for the demo backbone",
     )
     parser.add_argument(
+        "--recipe",
+        choices=sorted(RECIPES),
+        default="project",
+        help="training recipe: the project's (default) or the authors' released training exactly (see README)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -283,6 +290,7 @@ def train_config(args: argparse.Namespace):
         max_words=args.max_words,
         head_preset=args.head,
         head_overrides=_overrides(args.set),
+        recipe=args.recipe,
         train=TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,

@@ -19,7 +19,7 @@ from glscl.baselines import LinearMeanPooling, MeanPooling, fit_linear_mean_pool
 from glscl.checkpoint import checkpoint_hash
 from glscl.config import HEAD_PRESETS, GLSCLConfig
 from glscl.metrics import both_directions
-from glscl.model import GLSCL
+from glscl.recipes import recipe
 from glscl.training import TrainConfig, Trainer, TrainModule
 from pipelines.artifacts import publish_summary
 from pipelines.plots import new_figure, save_figure
@@ -27,7 +27,16 @@ from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_split
 from workers.ray_jobs import RayConfig, cluster_has_gpu, ensure_ray
-from workers.train_worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, TrainJob, head_pairs, ray_train, train_worker
+from workers.train_worker import (
+    BEST_DIR,
+    HISTORY_FILE,
+    LATEST_DIR,
+    TrainJob,
+    build_head,
+    head_pairs,
+    ray_train,
+    train_worker,
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,7 @@ class TrainFlowConfig:
     max_words: int = 32
     head_preset: str = "paper"
     head_overrides: dict = field(default_factory=dict)
+    recipe: str = "project"
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "./data/runs/train"
     workers: int = 1
@@ -87,10 +97,16 @@ class TrainSummary:
 
 
 def head_config(config: TrainFlowConfig, embed_dim: int, frames: int) -> GLSCLConfig:
-    """The GLSCL config: a preset plus overrides, sized to the stored features."""
+    """The GLSCL config: a preset, the recipe's settings, then overrides, sized to the stored features.
+
+    A temporal transformer that starts from the CLIP text tower takes the tower's activation (QuickGELU for OpenAI
+    weights) unless an override names one.
+    """
     if config.head_preset not in HEAD_PRESETS:
         raise ValueError(f"unknown head preset {config.head_preset!r}: use one of {sorted(HEAD_PRESETS)}")
-    values = {**HEAD_PRESETS[config.head_preset], **config.head_overrides}
+    values = {**HEAD_PRESETS[config.head_preset], **recipe(config.recipe).head, **config.head_overrides}
+    if values.get("temporal_init", GLSCLConfig.temporal_init) == "clip" and "temporal_activation" not in values:
+        values["temporal_activation"] = "quick_gelu" if config.backbone.quick_gelu else "gelu"
     return GLSCLConfig(**{**values, "embed_dim": embed_dim, "max_frames": frames, "max_words": config.max_words})
 
 
@@ -116,6 +132,7 @@ def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
         "sampling_hash": features.sampling_hash,
         "max_words": config.max_words,
         "kind": config.kind,
+        "recipe": config.recipe,
         "run_id": run_id,
     }
     return TrainJob(
@@ -124,7 +141,7 @@ def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
         train_query=_query(config, config.split),
         val_query=_query(config, config.val_split) if config.val_split else None,
         model=model,
-        train=config.train,
+        train=replace(config.train, **recipe(config.recipe).train),
         output_dir=config.output_dir,
         max_steps=config.max_steps,
         extra=extra,
@@ -163,7 +180,7 @@ def baseline_metrics(config: TrainFlowConfig, job: TrainJob) -> dict[str, dict]:
     mask = torch.from_numpy(features.video_mask)
     linear = linear_baseline(catalog, job.train_query, job.train)
     torch.manual_seed(job.train.seed)
-    untrained = Trainer(TrainModule(GLSCL(job.model)), job.model, replace(job.train, mode="head"))
+    untrained = Trainer(TrainModule(build_head(job.model, job.backbone)), job.model, replace(job.train, mode="head"))
     with torch.no_grad():
         return {
             "mean pooling (no training)": both_directions(MeanPooling().score(sentence, frames, mask)),

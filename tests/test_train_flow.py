@@ -162,3 +162,25 @@ def test_order_negatives_reverse_each_video_and_train(store, tmp_path):
     history = [json.loads(line) for line in (tmp_path / "negatives" / HISTORY_FILE).read_text().splitlines()]
     losses = [r["contrastive"] for r in history if r["event"] == "step"]
     assert summary.steps == 6 and len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
+
+
+def test_authors_recipe_from_the_cli_starts_the_temporal_transformer_from_clip(store, tmp_path):
+    from glscl.backbone import Backbone, BackboneConfig
+
+    output = tmp_path / "authors"
+    argv = ["train", "--db", store.uri, "--head", "tiny", "--recipe", "authors", "--max-words", str(DEMO_MAX_WORDS)]
+    argv += ["--epochs", "1", "--batch-size", "8", "--output", str(output), "--json"]
+    assert main(argv) == 0
+    meta = json.loads((output / LATEST_DIR / "config.json").read_text())
+    model = meta["config"]
+    assert (model["temporal_init"], model["temporal_activation"], model["icl_form"]) == ("clip", "gelu", "authors")
+    assert (model["local_padding_mask"], model["idl_both_modalities"]) == (False, False)
+    assert meta["extra"]["recipe"] == "authors"
+    state = json.loads((output / "state" / "training_state.json").read_text())
+    assert state["train_config"]["optimizer"] == "bertadam" and state["train_config"]["batches"] == "captions"
+    # One epoch of 2 steps whose first update has lr 0 (the authors' warm-up): the second update is small, so the
+    # copied CLIP block is still close to the tower's and far from a random start.
+    weights = load_file(str(output / LATEST_DIR / "model.safetensors"))
+    tower = Backbone(BackboneConfig()).model.transformer.resblocks[0].mlp.c_fc.weight.detach()
+    trained = weights["temporal.encoder.layers.0.linear1.weight"]
+    assert (trained - tower).abs().max() < 0.05 * tower.abs().max()

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from glscl.backbone import Backbone, BackboneConfig
 from glscl.checkpoint import save_checkpoint
 from glscl.config import GLSCLConfig
-from glscl.model import GLSCL
+from glscl.model import GLSCL, init_temporal_from_clip
 from glscl.training import PairData, TextInput, TrainConfig, Trainer, TrainModule, all_gather_with_grad
 from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
 from schemas.tables import CAPTIONS, FRAMES, VIDEOS
@@ -48,6 +48,16 @@ class TrainJob:
     output_dir: str
     max_steps: int | None = None
     extra: dict = field(default_factory=dict)
+
+
+def build_head(config: GLSCLConfig, backbone_config: BackboneConfig, backbone: Backbone | None = None) -> GLSCL:
+    """A new GLSCL head; with `temporal_init="clip"` its temporal transformer starts from the text tower of the
+    backbone the features were made with (`backbone` when already loaded, else loaded from `backbone_config`)."""
+    head = GLSCL(config)
+    if config.temporal_init == "clip":
+        clip = (backbone or Backbone(backbone_config)).model
+        init_temporal_from_clip(head.temporal, clip, config)
+    return head
 
 
 def head_pairs(features: SplitFeatures) -> PairData:
@@ -163,7 +173,7 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
     backbone = Backbone(job.backbone, str(device)) if job.train.mode == "full" else None
     data = load_pairs(job, job.train_query, backbone, negatives=job.train.order_negatives)
     val = load_pairs(job, job.val_query, backbone) if job.val_query else None
-    head = GLSCL(job.model)
+    head = build_head(job.model, job.backbone, backbone).to(device)
     module = TrainModule(head, backbone)
     wrapped = prepare_model(module) if distributed else module.to(device)
     gather = all_gather_with_grad if distributed else None
