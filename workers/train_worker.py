@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,15 @@ from glscl.backbone import Backbone, BackboneConfig
 from glscl.checkpoint import save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL, init_temporal_from_clip
-from glscl.training import PairData, TextInput, TrainConfig, Trainer, TrainModule, all_gather_with_grad
+from glscl.training import (
+    PairData,
+    PairSampler,
+    TextInput,
+    TrainConfig,
+    Trainer,
+    TrainModule,
+    all_gather_with_grad,
+)
 from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
 from schemas.tables import CAPTIONS, FRAMES, VIDEOS
 from workers.decode import decode_frames
@@ -235,3 +245,62 @@ def ray_train(job: TrainJob, num_workers: int, use_gpu: bool, max_failures: int 
     result = trainer.fit()
     if result.error:
         raise result.error
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """Measured cost of training steps: median seconds per optimiser step (the first, allocating step left out)
+    and the peak memory of the process (CPU: resident set; GPU: allocated by torch) while they ran."""
+
+    mode: str
+    batch_size: int
+    steps: int
+    seconds_per_step: float
+    peak_memory_mb: float
+    device: str
+
+
+class PeakMemory:
+    """Peak memory from now on: torch's allocator peak on CUDA, the kernel's resident-set high-water mark on CPU
+    (reset through /proc/self/clear_refs, Linux)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            Path("/proc/self/clear_refs").write_text("5")
+
+    def megabytes(self) -> float:
+        """The peak since construction, in MiB."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        status = Path("/proc/self/status").read_text()
+        peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+        return peak_kb / 1024
+
+
+def time_training_steps(job: TrainJob, steps: int) -> StepTiming:
+    """Run `steps` + 1 optimiser steps of the job (its mode, batch size, recipe) on its training split and time
+    them; the head starts as a training run's would. Used to size real runs (seconds and memory per step)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backbone = Backbone(job.backbone, str(device)) if job.train.mode == "full" else None
+    data = load_pairs(job, job.train_query, backbone)
+    head = build_head(job.model, job.backbone, backbone).to(device)
+    trainer = Trainer(TrainModule(head, backbone), job.model, job.train)
+    cfg = job.train
+    sampler = PairSampler(data.text_to_video, data.num_videos, cfg.batch_size, cfg.seed, cfg.batches)
+    if sampler.steps_per_epoch == 0:
+        raise ValueError(f"timing batch_size {cfg.batch_size} needs that many training {cfg.batches}")
+    trainer.set_total_steps(max(cfg.epochs * sampler.steps_per_epoch, steps + 1))
+    peak = PeakMemory(device)
+    seconds = []
+    for step in range(steps + 1):
+        epoch, index = divmod(step, sampler.steps_per_epoch)
+        batch = data.pairs(*sampler.batch(epoch, index))
+        start = time.perf_counter()
+        trainer.train_step(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return StepTiming(cfg.mode, cfg.batch_size, steps, statistics.median(seconds[1:]), peak.megabytes(), str(device))

@@ -1,0 +1,48 @@
+"""`glscl reproduce activitynet --dry-run`: every stage at the paper's shapes (ViT-B/32 QuickGELU with random
+weights, 64 frames at 1 fps, 64 words, the paper head, the authors' recipe), then a re-run that skips them all."""
+
+import json
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.reproduce import STAGES
+
+pytestmark = [pytest.mark.usefixtures("ray_local", "prefect_server"), pytest.mark.slow]
+
+
+def test_dry_run_runs_every_stage_at_paper_shapes_and_resumes(tmp_path, capsys):
+    out = tmp_path / "anet"
+    assert main(["reproduce", "activitynet", "--dry-run", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(STAGES) <= set(summary)
+    assert summary["evaluate"]["model_id"] == "ViT-B-32-quickgelu@random-seed0"
+    assert summary["evaluate"]["videos"] == summary["evaluate"]["texts"] == 3
+    frames = summary["ingest"]["counts"]
+    assert frames["ok"] == 9
+    timing = {row["mode"]: row for row in summary["timing"]["steps"]}
+    assert set(timing) == {"head", "full"} and all(row["seconds_per_step"] > 0 for row in timing.values())
+    assert timing["full"]["peak_memory_mb"] > 0
+    config = json.loads((out / "train" / "best" / "config.json").read_text())
+    head = config["config"]
+    assert (head["max_frames"], head["max_words"], head["embed_dim"], head["num_queries"]) == (64, 64, 512, 8)
+    assert (head["temporal_init"], head["temporal_activation"], config["extra"]["recipe"]) == (
+        "clip",
+        "quick_gelu",
+        "authors",
+    )
+    report = (out / "report.md").read_text()
+    assert "DRY RUN" in report and "| t2v | R@1 |" in report and "41.4" in report
+
+    records = {name: (out / "stages" / f"{name}.json").stat().st_mtime_ns for name in STAGES}
+    assert main(["reproduce", "activitynet", "--dry-run", "--out", str(out)]) == 0
+    assert "| v2t | MnR |" in capsys.readouterr().out
+    assert records == {name: (out / "stages" / f"{name}.json").stat().st_mtime_ns for name in STAGES}
+
+
+def test_reproduce_refuses_unknown_stages_and_missing_inputs(tmp_path, capsys):
+    assert main(["reproduce", "activitynet", "--out", str(tmp_path)]) == 2
+    assert "--video-root" in capsys.readouterr().err
+    argv = ["reproduce", "activitynet", "a.json", "--video-root", str(tmp_path), "--redo", "nope"]
+    assert main(argv) == 2
+    assert "unknown stage(s) ['nope']" in capsys.readouterr().err
