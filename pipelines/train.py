@@ -71,6 +71,8 @@ class TrainSummary:
     checkpoint_sha256: str
     plot: str
     seconds: float
+    val_split: str | None = None
+    recipe: str = "project"
 
     def to_markdown(self) -> str:
         """The comparison table and the run facts."""
@@ -90,7 +92,10 @@ class TrainSummary:
             "",
             f"- {self.steps} steps in {self.seconds:.1f} s; "
             f"training throughput {self.throughput_pairs_per_s:.0f} pairs/s",
-            f"- checkpoint (best held-out R@1): {self.checkpoint} (sha256 {self.checkpoint_sha256[:16]})",
+            f"- recipe {self.recipe}; checkpoint (best held-out R@1 on {self.val_split or 'no held-out split'}): "
+            f"{self.checkpoint} (sha256 {self.checkpoint_sha256[:16]}); selected on that split, so if it is also "
+            "your test split (ActivityNet's val_1 in the usual protocol, as in the authors' code) its numbers are "
+            "optimistic",
             f"- curves: {self.plot}",
         ]
         return "\n".join(lines)
@@ -232,6 +237,8 @@ def train_flow(config: TrainFlowConfig) -> TrainSummary:
             checkpoint_hash(best),
             str(plot_curves(history, output / "curves.png")),
             time.perf_counter() - start,
+            config.val_split,
+            config.recipe,
         )
     (output / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     (output / "summary.md").write_text(summary.to_markdown() + "\n")
