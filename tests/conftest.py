@@ -1,4 +1,5 @@
-"""Shared fixtures: small videos made with ffmpeg, bad files, and one Ray and one Prefect test server per run."""
+"""Shared fixtures: small videos made with ffmpeg, bad files, one Ray and one Prefect test server per run, and a
+single torch thread for tiny training tests."""
 
 from __future__ import annotations
 
@@ -77,3 +78,14 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny ops run fastest (and least disturbed by other load) on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

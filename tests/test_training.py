@@ -1,10 +1,8 @@
-"""Training core: sampling, schedule, parameter groups, learning, bit-identical resume, distributed gather and DDP."""
+"""Training core: schedule, parameter groups, learning, bit-identical resume, distributed gather and DDP."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import json
 import math
 import socket
 from pathlib import Path
@@ -15,142 +13,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
+from tiny_glscl import PAIRS, WORDS, make_trainer, synthetic_pairs, tiny_config
 from torch.nn.parallel import DistributedDataParallel
 
 from glscl.checkpoint import CheckpointError
-from glscl.config import GLSCLConfig
+from glscl.data import PairData
 from glscl.model import GLSCL
 from glscl.optim import BertAdam, WarmupCosine, param_groups
-from glscl.training import (
-    STATE_JSON,
-    STATE_TENSORS,
-    PairData,
-    PairSampler,
-    TextInput,
-    TrainConfig,
-    Trainer,
-    TrainModule,
-    all_gather_with_grad,
-)
+from glscl.training import STATE_JSON, STATE_TENSORS, TrainConfig, Trainer, TrainModule, all_gather_with_grad
 
-DIM, FRAMES, WORDS, PAIRS = 32, 4, 6, 48
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops run fastest (and least disturbed by other load) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_config(**overrides: object) -> GLSCLConfig:
-    values = dict(
-        embed_dim=DIM,
-        max_frames=FRAMES,
-        max_words=WORDS,
-        frame_position_size=8,
-        temporal_layers=1,
-        temporal_heads=4,
-        temporal_ffn=64,
-        num_queries=4,
-        decoder_layers=2,
-        decoder_heads=4,
-        decoder_ffn=64,
-    )
-    values.update(overrides)
-    return GLSCLConfig(**values)
-
-
-def synthetic_pairs(num_videos: int = PAIRS, texts_per_video: int = 1, seed: int = 0) -> PairData:
-    """Learnable pairs: each text is a noisy fixed linear map of its video's mean frame feature."""
-    g = torch.Generator().manual_seed(seed)
-    videos = torch.randn(num_videos, FRAMES, DIM, generator=g)
-    video_mask = torch.ones(num_videos, FRAMES, dtype=torch.bool)
-    video_mask[::3, -1] = False
-    mean = (videos * video_mask[..., None]).sum(1) / video_mask.sum(1, keepdim=True)
-    signal = (mean @ torch.randn(DIM, DIM, generator=g) / math.sqrt(DIM)).repeat_interleave(texts_per_video, 0)
-    num_texts = num_videos * texts_per_video
-    sentence = signal + torch.randn(num_texts, DIM, generator=g)
-    tokens = signal[:, None, :] + torch.randn(num_texts, WORDS, DIM, generator=g)
-    token_mask = torch.ones(num_texts, WORDS, dtype=torch.bool)
-    token_mask[::2, -2:] = False
-    text_to_video = torch.arange(num_videos).repeat_interleave(texts_per_video)
-    return PairData(videos, video_mask, tokens, text_to_video, sentence, token_mask)
-
-
-def make_trainer(config: GLSCLConfig | None = None, init_seed: int = 0, **train: object) -> Trainer:
-    config = config or tiny_config()
-    torch.manual_seed(init_seed)
-    module = TrainModule(GLSCL(config))
-    return Trainer(module, config, TrainConfig(**{"epochs": 3, "batch_size": 16, **train}))
-
-
-def with_negatives(data: PairData, every: int = 2) -> PairData:
-    """`data` plus a hard negative text for every `every`-th video: its own text with the token order reversed."""
-    videos = torch.arange(0, data.num_videos, every)
-    first_text = torch.stack([(data.text_to_video == v).nonzero()[0, 0] for v in videos.tolist()])
-    negatives = TextInput(data.tokens[first_text].flip(1), data.sentence[first_text], data.token_mask[first_text])
-    video_negative = torch.full((data.num_videos,), -1)
-    video_negative[videos] = torch.arange(len(videos))
-    return dataclasses.replace(data, negatives=negatives, video_negative=video_negative)
-
-
-def test_order_negatives_ride_along_with_their_videos() -> None:
-    data = with_negatives(synthetic_pairs(6))
-    batch = data.pairs(torch.tensor([1, 2, 4]), torch.tensor([1, 2, 4]))
-    assert batch.negative_valid.tolist() == [False, True, True]
-    torch.testing.assert_close(batch.negatives.tokens[1], data.tokens[2].flip(0))
-    with pytest.raises(ValueError, match="video_negative"):
-        dataclasses.replace(data, video_negative=torch.full((6,), 5))
-    with pytest.raises(ValueError, match="same fields"):
-        dataclasses.replace(data, negatives=TextInput(data.tokens[:3, :2], data.sentence[:3], data.token_mask[:3, :2]))
-    with pytest.raises(ValueError, match="together"):
-        dataclasses.replace(data, video_negative=None)
-    plain, hard = make_trainer(), make_trainer()
-    plain.set_total_steps(1)
-    hard.set_total_steps(1)
-    batch = synthetic_pairs().pairs(torch.arange(16), torch.arange(16))
-    harder = with_negatives(synthetic_pairs()).pairs(torch.arange(16), torch.arange(16))
-    assert hard.train_step(harder)["contrastive"] > plain.train_step(batch)["contrastive"]
-
-
-def test_train_config_and_pair_data_validation() -> None:
-    config = TrainConfig(epochs=2, mode="full")
-    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    with pytest.raises(ValueError, match="mode"):
-        TrainConfig(mode="partial")
-    data = synthetic_pairs(6)
-    assert (data.mode, data.num_videos, data.num_texts) == ("head", 6, 6)
-    with pytest.raises(ValueError, match="sentence"):
-        PairData(data.videos, data.video_mask, data.tokens, data.text_to_video)
-    with pytest.raises(ValueError, match="text_to_video"):
-        PairData(data.videos, data.video_mask, data.tokens, data.text_to_video + 1, data.sentence, data.token_mask)
-    frames = torch.zeros(2, 2, 8, 8, 3, dtype=torch.uint8)
-    raw = PairData(frames, np.ones((2, 2), bool), torch.zeros(3, 5, dtype=torch.long), [0, 1, 1])
-    assert raw.mode == "full"
-    with pytest.raises(ValueError, match="token ids"):
-        PairData(frames, torch.ones(2, 2), torch.zeros(2, 5, 4), [0, 1])
-
-
-def test_sampler_batches_are_per_video_and_fixed_by_seed_and_epoch() -> None:
-    text_to_video = np.repeat(np.arange(20), np.arange(20) % 3)  # videos 0, 3, 6, ... have no text
-    sampler = PairSampler(text_to_video, 20, batch_size=4, seed=7)
-    assert len(sampler.videos) == 13 and sampler.steps_per_epoch == 3
-    for epoch in range(3):
-        batches = [sampler.batch(epoch, step) for step in range(sampler.steps_per_epoch)]
-        fresh = PairSampler(text_to_video, 20, batch_size=4, seed=7)
-        for step, (videos, texts) in enumerate(batches):
-            assert np.array_equal(videos, fresh.batch(epoch, step)[0])
-            assert np.array_equal(texts, fresh.batch(epoch, step)[1])
-            assert np.array_equal(text_to_video[texts], videos)
-        seen = np.concatenate([videos for videos, _ in batches])
-        assert len(np.unique(seen)) == len(seen) == 12
-    assert not np.array_equal(sampler.batch(0, 0)[0], sampler.batch(1, 0)[0])
-    assert not np.array_equal(sampler.batch(0, 0)[0], PairSampler(text_to_video, 20, 4, seed=8).batch(0, 0)[0])
-    with pytest.raises(IndexError):
-        sampler.batch(0, 3)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_warmup_cosine_over_the_real_number_of_steps() -> None:
@@ -363,19 +235,6 @@ def test_bert_adam_step_matches_its_formula() -> None:
     clipped = torch.tensor([0.5, -1.0], dtype=torch.float64) / math.sqrt(1.25)
     update = 0.1 * clipped / ((0.02 * clipped**2).sqrt() + eps) + wd * torch.tensor([1.0, 2.0], dtype=torch.float64)
     torch.testing.assert_close(param.detach(), torch.tensor([1.0, 2.0], dtype=torch.float64) - lr * update)
-
-
-def test_caption_batches_walk_every_text_once_per_epoch() -> None:
-    text_to_video = np.repeat(np.arange(6), 4)
-    sampler = PairSampler(text_to_video, 6, batch_size=8, seed=1, unit="captions")
-    assert sampler.steps_per_epoch == 3
-    seen = []
-    for step in range(3):
-        videos, texts = sampler.batch(0, step)
-        np.testing.assert_array_equal(videos, text_to_video[texts])
-        seen.extend(texts.tolist())
-    assert sorted(seen) == list(range(24))
-    assert any(len(set(sampler.batch(0, s)[0].tolist())) < 8 for s in range(3))
 
 
 def test_authors_recipe_trains_with_bert_adam_from_a_zero_first_lr() -> None:
