@@ -1,6 +1,6 @@
-"""GLSCL training core in plain PyTorch: the run settings, the trainable module, a resumable (safetensors + JSON)
-trainer, and an all-gather that keeps the local gradient. Pairs and batches live in `glscl.data`, the optimiser and
-schedule in `glscl.optim`.
+"""GLSCL training core in plain PyTorch: the run settings, the trainable module and a resumable trainer. Pairs and
+batches live in `glscl.data`, the optimiser and schedule in `glscl.optim`, the gradient-keeping all-gather in
+`glscl.distributed`.
 
 Head mode trains the GLSCL head on cached CLIP features; full mode also fine-tunes the open_clip backbone from raw
 frames and token ids. Both share the module, the losses and the trainer. Nothing here imports Ray, Prefect or
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-import torch.distributed as dist
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -29,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from glscl.checkpoint import CheckpointError, checkpoint_hash
 from glscl.config import GLSCLConfig, strict_from_dict
 from glscl.data import BATCH_UNITS, Batch, Mode, PairData, PairSampler, TextInput, VideoInput, dropout_seed
+from glscl.distributed import ScaleGrad
 from glscl.losses import GLSCLLoss
 from glscl.metrics import both_directions
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
@@ -194,36 +194,6 @@ class TrainModule(nn.Module):
         return output._replace(negative_scores=self.head.score(negatives, video), negative_valid=valid)
 
 
-def all_gather_with_grad(tensor: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
-    """Concatenate every rank's `tensor` along dim 0; only this rank's slice stays in the autograd graph.
-
-    Every rank must pass the same shape. Other ranks' slices are constants here; their gradients are computed on
-    their own ranks.
-    """
-    world_size = dist.get_world_size(group)
-    send = tensor.detach().contiguous()
-    if send.dtype == torch.bool:
-        send = send.to(torch.uint8)
-    parts = [torch.empty_like(send) for _ in range(world_size)]
-    dist.all_gather(parts, send, group=group)
-    parts = [part.to(tensor.dtype) for part in parts]
-    parts[dist.get_rank(group)] = tensor
-    return torch.cat(parts)
-
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward, gradient multiplied by `factor` backward."""
-
-    @staticmethod
-    def forward(ctx: Any, tensor: Tensor, factor: float) -> Tensor:
-        ctx.factor = factor
-        return tensor.view_as(tensor)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        return grad * ctx.factor, None
-
-
 def _chunks(total: int, size: int) -> Iterator[slice]:
     """Consecutive slices of at most `size` covering range(total)."""
     for start in range(0, total, size):
@@ -313,7 +283,7 @@ class Trainer:
     def _gather_for_loss(self, tensor: Tensor) -> Tensor:
         """`gather`, with the local slice's gradient scaled by world_size to undo DDP's averaging."""
         if self.world_size > 1 and tensor.requires_grad:
-            tensor = _ScaleGrad.apply(tensor, float(self.world_size))
+            tensor = ScaleGrad.apply(tensor, float(self.world_size))
         return self.gather(tensor)
 
     def _set_lr(self) -> float:

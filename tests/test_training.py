@@ -18,9 +18,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from glscl.checkpoint import CheckpointError
 from glscl.data import PairData
+from glscl.distributed import all_gather_with_grad
 from glscl.model import GLSCL
 from glscl.optim import BertAdam, WarmupCosine, param_groups
-from glscl.training import STATE_JSON, STATE_TENSORS, TrainConfig, Trainer, TrainModule, all_gather_with_grad
+from glscl.training import STATE_JSON, STATE_TENSORS, TrainConfig, Trainer, TrainModule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

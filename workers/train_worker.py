@@ -24,8 +24,9 @@ from glscl.backbone import Backbone, BackboneConfig
 from glscl.checkpoint import save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.data import PairData, PairSampler, TextInput
+from glscl.distributed import all_gather_with_grad
 from glscl.model import GLSCL, init_temporal_from_clip
-from glscl.training import TrainConfig, Trainer, TrainModule, all_gather_with_grad
+from glscl.training import TrainConfig, Trainer, TrainModule
 from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
 from schemas.tables import CAPTIONS, FRAMES, VIDEOS
 from workers.decode import decode_frames
