@@ -11,8 +11,6 @@ in DistributedDataParallel.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,12 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from glscl.checkpoint import CheckpointError, checkpoint_hash
+from glscl.checkpoint import read_training_state, write_training_state
 from glscl.config import GLSCLConfig, strict_from_dict
 from glscl.data import BATCH_UNITS, Batch, Mode, PairData, PairSampler, TextInput, VideoInput, dropout_seed
 from glscl.distributed import ScaleGrad
@@ -40,11 +36,6 @@ if TYPE_CHECKING:
 
 Gather = Callable[[Tensor], Tensor]
 Callback = Callable[[dict[str, Any]], None]
-
-STATE_TENSORS = "training_state.safetensors"
-STATE_JSON = "training_state.json"
-STATE_FORMAT = "glscl-training-state"
-STATE_VERSION = 1
 
 # Backbone parameters frozen in full mode: CLIP's own logit scale/bias are unused (GLSCL has its own, and DDP
 # rejects parameters without gradients); the patch-embedding conv is frozen as in the paper.
@@ -422,102 +413,10 @@ class Trainer:
             self.set_total_steps(int(state["total_steps"]))
 
     def save_training_state(self, directory: str | Path) -> Path:
-        """Write `training_state.safetensors` (every tensor) and `training_state.json` (scalars); never pickles.
-
-        The state is identical on every rank, so one rank (usually 0) writes it.
-        """
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = self.state_dict()
-        tensors, optimizer_meta = _flatten_optimizer(state["optimizer"])
-        tensors |= {f"model/{name}": tensor for name, tensor in state["model"].items()}
-        tensors = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
-        weights = directory / STATE_TENSORS
-        _write_atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT}))
-        manifest = {
-            "format": STATE_FORMAT,
-            "format_version": STATE_VERSION,
-            "sha256": checkpoint_hash(weights),
-            "step": state["step"],
-            "total_steps": state["total_steps"],
-            "train_config": state["train_config"],
-            "model_config": self.config.to_dict(),
-            "optimizer": optimizer_meta,
-        }
-        _write_atomic(directory / STATE_JSON, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2) + "\n"))
-        return directory
+        """Write this run's `state_dict()` with `glscl.checkpoint.write_training_state` (safetensors + JSON, no
+        pickles); the state is identical on every rank, so one rank (usually 0) writes it."""
+        return write_training_state(directory, self.state_dict(), self.config)
 
     def load_training_state(self, directory: str | Path) -> None:
         """Restore a `save_training_state` directory after checking its sha256 and model config."""
-        directory = Path(directory)
-        manifest = _read_state_manifest(directory)
-        weights = directory / STATE_TENSORS
-        if checkpoint_hash(weights) != manifest["sha256"]:
-            raise CheckpointError(f"{weights} does not match the sha256 recorded in {directory / STATE_JSON}")
-        if manifest["model_config"] != self.config.to_dict():
-            raise CheckpointError(f"{directory} was trained with a different GLSCLConfig")
-        try:
-            tensors = load_file(str(weights))
-        except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"cannot read {weights}: {exc}") from exc
-        model = {name.removeprefix("model/"): t for name, t in tensors.items() if name.startswith("model/")}
-        self.load_state_dict(
-            {
-                "model": model,
-                "optimizer": _unflatten_optimizer(tensors, manifest["optimizer"]),
-                "step": manifest["step"],
-                "total_steps": manifest["total_steps"],
-                "train_config": manifest["train_config"],
-            }
-        )
-
-
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Split an optimizer state dict into named tensors ("optimizer/<param>/<key>") and JSON-able metadata."""
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, entries in state["state"].items():
-        for key, value in entries.items():
-            if isinstance(value, Tensor):
-                tensors[f"optimizer/{index}/{key}"] = value
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    """Inverse of `_flatten_optimizer`."""
-    state: dict[int, dict[str, Any]] = {}
-    for name, tensor in tensors.items():
-        if name.startswith("optimizer/"):
-            _, index, key = name.split("/", 2)
-            state.setdefault(int(index), {})[key] = tensor
-    for index, entries in meta["scalars"].items():
-        state.setdefault(int(index), {}).update(entries)
-    groups = [
-        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
-        for g in meta["param_groups"]
-    ]
-    return {"state": state, "param_groups": groups}
-
-
-def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    """Write through a temporary sibling then rename, so a crash never leaves a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def _read_state_manifest(directory: Path) -> dict[str, Any]:
-    """The JSON half of a training state, checked for format and version."""
-    path = directory / STATE_JSON
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read training state {path}: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{path} is not a {STATE_FORMAT} file")
-    if manifest.get("format_version") != STATE_VERSION:
-        raise CheckpointError(f"{path} has format_version {manifest.get('format_version')}, expected {STATE_VERSION}")
-    return manifest
+        self.load_state_dict(read_training_state(directory, self.config))

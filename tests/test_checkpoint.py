@@ -1,4 +1,5 @@
-"""Checkpoint I/O: round trip gives identical scores; tampering, truncation and missing keys are caught."""
+"""Checkpoint and training-state I/O: round trip gives identical scores; tampering, truncation, missing keys and
+changed settings are caught."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+from tiny_glscl import make_trainer, synthetic_pairs, tiny_config
 
-from glscl.checkpoint import CheckpointError, checkpoint_hash, load_checkpoint, save_checkpoint
+from glscl.checkpoint import STATE_TENSORS, CheckpointError, checkpoint_hash, load_checkpoint, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL
 
@@ -115,3 +117,19 @@ def test_extra_must_be_json(tmp_path: Path) -> None:
     model = tiny_model()
     with pytest.raises(ValueError, match="JSON"):
         save_checkpoint(tmp_path, model, model.config, {"tensor": torch.ones(1)})
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_training_state_refuses_tampering_and_changed_settings(tmp_path: Path) -> None:
+    trainer = make_trainer()
+    trainer.fit(synthetic_pairs(), max_steps=1)
+    trainer.save_training_state(tmp_path)
+    with pytest.raises(ValueError, match="seed"):
+        make_trainer(seed=1).load_training_state(tmp_path)
+    with pytest.raises(CheckpointError, match="GLSCLConfig"):
+        make_trainer(tiny_config(num_queries=2)).load_training_state(tmp_path)
+    tensors = load_file(str(tmp_path / STATE_TENSORS))
+    tensors["model/head.logit_scale"] = tensors["model/head.logit_scale"] + 1
+    save_file(tensors, str(tmp_path / STATE_TENSORS))
+    with pytest.raises(CheckpointError, match="sha256"):
+        make_trainer().load_training_state(tmp_path)

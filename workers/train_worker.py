@@ -21,7 +21,7 @@ from ray.train.torch import TorchTrainer, get_device, prepare_model
 from safetensors.torch import save_file
 
 from glscl.backbone import Backbone, BackboneConfig
-from glscl.checkpoint import save_checkpoint
+from glscl.checkpoint import STATE_JSON, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.data import PairData, PairSampler, TextInput
 from glscl.distributed import all_gather_with_grad
@@ -183,7 +183,7 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
     gather = all_gather_with_grad if distributed else None
     trainer = Trainer(wrapped, job.model, job.train, rank=rank, world_size=world_size, gather=gather)
     history = History(out / HISTORY_FILE, writer=rank == 0)
-    if (out / STATE_DIR / "training_state.json").exists():
+    if (out / STATE_DIR / STATE_JSON).exists():
         trainer.load_training_state(out / STATE_DIR)
         history.truncate_after(trainer.step)
     best = _best_r1(history)
