@@ -8,13 +8,14 @@ pretrained tag that says `quick_gelu` always gets the QuickGELU network, whichev
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import open_clip
 import torch
+
+from glscl.checkpoint import file_sha256
 
 TINY_MODEL = "glscl-tiny"
 QUICK_GELU_SUFFIX = "-quickgelu"
@@ -70,7 +71,7 @@ class BackboneConfig:
             return f"{self.architecture}@random-seed{self.seed}"
         weights = Path(self.pretrained)
         if weights.is_file():
-            return f"{self.architecture}@file-{_file_digest(weights)[:16]}"
+            return f"{self.architecture}@file-{file_sha256(weights)[:16]}"
         return f"{self.architecture}@{self.pretrained}"
 
     @property
@@ -110,14 +111,6 @@ def _pretrained_tag_config(model_name: str, pretrained: str | None) -> dict | No
     base = model_name.removesuffix(QUICK_GELU_SUFFIX)
     found = open_clip.get_pretrained_cfg(model_name, pretrained) or open_clip.get_pretrained_cfg(base, pretrained)
     return found or None
-
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Backbone:

@@ -2,7 +2,8 @@
 and a trainer's resumable state (`training_state.safetensors` + `training_state.json`: step, configs, optimizer).
 
 Each is a safetensors file beside a JSON manifest that records its format, version and sha256; both are written
-atomically, and loading verifies the sha256 before reading the tensors and never unpickles anything.
+atomically, and loading verifies the sha256 before reading the tensors and never unpickles anything. `file_sha256`
+is the one file hash of the project (checkpoints, local backbone weights, video content ids).
 """
 
 from __future__ import annotations
@@ -42,17 +43,19 @@ def _weights_path(path: str | Path) -> Path:
     return path if path.suffix == ".safetensors" else path / WEIGHTS_FILE
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes, read in chunks so a large video or checkpoint is never in memory whole."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def checkpoint_hash(path: str | Path) -> str:
     """sha256 (hex) of a checkpoint's weights file; `path` is the checkpoint directory or the file itself."""
     weights = _weights_path(path)
-    digest = hashlib.sha256()
     try:
-        with weights.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        return file_sha256(weights)
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint weights {weights}: {exc}") from exc
-    return digest.hexdigest()
 
 
 def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:

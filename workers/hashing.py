@@ -6,16 +6,12 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-_CHUNK = 4 << 20
+from glscl.checkpoint import file_sha256
 
 
 def content_id(path: str | Path) -> str:
     """The first 32 hex digits (128 bits) of the SHA-256 of the file's bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:32]
+    return file_sha256(path)[:32]
 
 
 def content_ids(paths: list[str], threads: int = 4) -> list[str | None]:
