@@ -7,7 +7,8 @@ cheap scorers in `glscl.similarity` are pairwise.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,16 @@ class TextEncoding(NamedTuple):
 
     sentence: Tensor
     local: Tensor
+
+
+Encoded = TypeVar("Encoded", bound=tuple)
+
+
+def encode_in_chunks(encode: Callable[[slice], Encoded], total: int, size: int) -> Encoded:
+    """`encode` (items -> a NamedTuple of tensors, e.g. an encoding) over consecutive slices of at most `size` of
+    range(total), concatenated field by field: a whole split encoded once, in bounded memory."""
+    parts = [encode(slice(start, min(start + size, total))) for start in range(0, total, size)]
+    return type(parts[0])(*(torch.cat(fields) for fields in zip(*parts, strict=True)))
 
 
 def quick_gelu(x: Tensor) -> Tensor:

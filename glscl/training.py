@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -27,7 +27,7 @@ from glscl.data import BATCH_UNITS, Batch, Mode, PairData, PairSampler, TextInpu
 from glscl.distributed import ScaleGrad
 from glscl.losses import GLSCLLoss
 from glscl.metrics import both_directions
-from glscl.model import GLSCL, TextEncoding, VideoEncoding
+from glscl.model import GLSCL, TextEncoding, VideoEncoding, encode_in_chunks
 from glscl.optim import DECAY_RULES, LOGIT_SCALE_LRS, OPTIMIZERS, SCHEDULES, WarmupCosine, make_optimizer
 from glscl.similarity import DEFAULT_BLOCK
 
@@ -183,17 +183,6 @@ class TrainModule(nn.Module):
         negatives = TextEncoding(*(gather(t) for t in self.encode_texts(batch.negatives)))
         valid = gather(batch.negative_valid)
         return output._replace(negative_scores=self.head.score(negatives, video), negative_valid=valid)
-
-
-def _chunks(total: int, size: int) -> Iterator[slice]:
-    """Consecutive slices of at most `size` covering range(total)."""
-    for start in range(0, total, size):
-        yield slice(start, min(start + size, total))
-
-
-def _concat(encodings: Sequence[NamedTuple]) -> Any:
-    """Concatenate a list of encodings of one NamedTuple type field by field."""
-    return type(encodings[0])(*(torch.cat(parts) for parts in zip(*encodings, strict=True)))
 
 
 class Trainer:
@@ -378,11 +367,11 @@ class Trainer:
         was_training = self.raw.training
         self.raw.eval()
         try:
-            videos = _concat(
-                [self.raw.encode_videos(data.video_input(s).to(self.device)) for s in _chunks(data.num_videos, size)]
+            videos = encode_in_chunks(
+                lambda rows: self.raw.encode_videos(data.video_input(rows).to(self.device)), data.num_videos, size
             )
-            texts = _concat(
-                [self.raw.encode_texts(data.text_input(s).to(self.device)) for s in _chunks(data.num_texts, size)]
+            texts = encode_in_chunks(
+                lambda rows: self.raw.encode_texts(data.text_input(rows).to(self.device)), data.num_texts, size
             )
             sim = self.head.score(texts, videos, block_size)
         finally:

@@ -16,7 +16,7 @@ import torch
 
 from glscl.checkpoint import load_checkpoint
 from glscl.metrics import RankAccumulator, dual_softmax
-from glscl.model import GLSCL, TextEncoding, VideoEncoding
+from glscl.model import GLSCL, TextEncoding, VideoEncoding, encode_in_chunks
 from glscl.similarity import DEFAULT_BLOCK
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_texts, read_videos
@@ -38,28 +38,26 @@ class ShardSpec:
     dual_softmax: float | None = None
 
 
-def encode_texts(model: GLSCL, sentence: np.ndarray, tokens: np.ndarray, mask: np.ndarray, device, batch: int = 512):
+def encode_texts(
+    model: GLSCL, sentence: np.ndarray, tokens: np.ndarray, mask: np.ndarray, device: torch.device, batch: int = 512
+) -> TextEncoding:
     """Text encodings of a whole split, once, in batches."""
-    parts = [
-        model.encode_text(
-            torch.from_numpy(sentence[i : i + batch]).to(device),
-            torch.from_numpy(tokens[i : i + batch]).to(device),
-            torch.from_numpy(mask[i : i + batch]).to(device),
-        )
-        for i in range(0, len(sentence), batch)
-    ]
-    return type(parts[0])(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+    def encode(rows: slice) -> TextEncoding:
+        return model.encode_text(*(torch.from_numpy(array[rows]).to(device) for array in (sentence, tokens, mask)))
+
+    return encode_in_chunks(encode, len(sentence), batch)
 
 
-def encode_videos(model: GLSCL, feats: np.ndarray, mask: np.ndarray, device, batch: int = 512):
+def encode_videos(
+    model: GLSCL, feats: np.ndarray, mask: np.ndarray, device: torch.device, batch: int = 512
+) -> VideoEncoding:
     """Video encodings of a gallery slice, once, in batches."""
-    parts = [
-        model.encode_video(
-            torch.from_numpy(feats[i : i + batch]).to(device), torch.from_numpy(mask[i : i + batch]).to(device)
-        )
-        for i in range(0, len(feats), batch)
-    ]
-    return type(parts[0])(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+    def encode(rows: slice) -> VideoEncoding:
+        return model.encode_video(*(torch.from_numpy(array[rows]).to(device) for array in (feats, mask)))
+
+    return encode_in_chunks(encode, len(feats), batch)
 
 
 @dataclass(frozen=True)

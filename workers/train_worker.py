@@ -25,7 +25,7 @@ from glscl.checkpoint import STATE_JSON, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.data import PairData, PairSampler, TextInput
 from glscl.distributed import all_gather_with_grad
-from glscl.model import GLSCL, init_temporal_from_clip
+from glscl.model import GLSCL, encode_in_chunks, init_temporal_from_clip
 from glscl.training import TrainConfig, Trainer, TrainModule
 from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
 from schemas.tables import CAPTIONS, FRAMES, VIDEOS
@@ -122,9 +122,12 @@ def with_order_negatives(
                 f"got {job.backbone.model_id}"
             )
         encoder = Backbone(job.backbone)
-        parts = [encoder.encode_texts(paragraphs[i : i + 256], max_words) for i in range(0, len(paragraphs), 256)]
-        sentence, tokens, mask = (torch.from_numpy(np.concatenate(arrays)) for arrays in zip(*parts, strict=True))
-        negatives = TextInput(tokens, sentence, mask)
+
+        def encode(rows: slice) -> TextInput:
+            sentence, tokens, mask = (torch.from_numpy(a) for a in encoder.encode_texts(paragraphs[rows], max_words))
+            return TextInput(tokens, sentence, mask)
+
+        negatives = encode_in_chunks(encode, len(paragraphs), 256)
     position = {video_id: i for i, video_id in enumerate(ids)}
     video_negative = torch.tensor([position.get(video_id, -1) for video_id in video_ids])
     return dataclasses.replace(data, negatives=negatives, video_negative=video_negative)
