@@ -1,9 +1,10 @@
-"""Every file glscl writes or reads for a model: checkpoints (`model.safetensors` + `config.json`: config, metadata)
-and a trainer's resumable state (`training_state.safetensors` + `training_state.json`: step, configs, optimizer).
+"""Every file glscl writes or reads for a model: checkpoints (`model.safetensors` + `config.json`: config, metadata),
+a trainer's resumable state (`training_state.safetensors` + `training_state.json`: step, configs, optimizer) and
+fine-tuned backbone weights (a plain safetensors file open_clip loads).
 
-Each is a safetensors file beside a JSON manifest that records its format, version and sha256; both are written
-atomically, and loading verifies the sha256 before reading the tensors and never unpickles anything. `file_sha256`
-is the one file hash of the project (checkpoints, local backbone weights, video content ids).
+The first two are a safetensors file beside a JSON manifest that records its format, version and sha256. All are
+written atomically; loading verifies the sha256 before reading the tensors and never unpickles anything.
+`file_sha256` is the one file hash of the project (checkpoints, local backbone weights, video content ids).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL
@@ -173,6 +174,13 @@ def load_checkpoint(
     model.to(device).eval()
     meta = {key: manifest[key] for key in manifest if key != "config"}
     return model, config, meta
+
+
+def save_backbone_weights(model: nn.Module, path: str | Path) -> None:
+    """Atomically write fine-tuned open_clip weights as a plain safetensors file that open_clip loads, so they can be
+    given as `--pretrained FILE` to ingest again."""
+    state = {name: tensor.detach().contiguous().cpu() for name, tensor in model.state_dict().items()}
+    _write_atomic(Path(path), lambda tmp: save_file(state, str(tmp)))
 
 
 def recorded_extras(checkpoint: str | Path, meta: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:

@@ -18,10 +18,9 @@ import ray.train
 import torch
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device, prepare_model
-from safetensors.torch import save_file
 
 from glscl.backbone import Backbone, BackboneConfig
-from glscl.checkpoint import STATE_JSON, save_checkpoint
+from glscl.checkpoint import STATE_JSON, save_backbone_weights, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.data import PairData, PairSampler, TextInput
 from glscl.distributed import all_gather_with_grad
@@ -204,7 +203,7 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
         extra = {**job.extra, "step": record["step"], "epoch": record["epoch"], "metrics": record["metrics"]}
         save_checkpoint(out / LATEST_DIR, head, job.model, extra)
         if backbone is not None:
-            save_backbone(backbone, out / LATEST_DIR / "backbone.safetensors")
+            save_backbone_weights(backbone.model, out / LATEST_DIR / "backbone.safetensors")
         r1 = record["metrics"]["t2v"]["R@1"] if record["metrics"] else -1.0
         if r1 > best or not (out / BEST_DIR).exists():
             best = max(best, r1)
@@ -213,11 +212,6 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
 
     trainer.fit(data, val, on_log=on_log, on_eval=on_eval, on_checkpoint=on_checkpoint, max_steps=job.max_steps)
     return history.read()
-
-
-def save_backbone(backbone: Backbone, path: Path) -> None:
-    """The fine-tuned CLIP weights as an open_clip-loadable safetensors file (use it as --pretrained to re-ingest)."""
-    save_file({k: v.detach().contiguous().cpu() for k, v in backbone.model.state_dict().items()}, str(path))
 
 
 def _ray_loop(config: dict) -> None:
