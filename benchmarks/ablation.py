@@ -96,6 +96,8 @@ class AblationConfig:
 
     def __post_init__(self) -> None:
         names = [variant.name for variant in self.variants]
+        if not self.ablations:
+            raise ValueError("name at least one ablation (a table of variants)")
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be unique, got {names}")
         for ablation in self.ablations:
