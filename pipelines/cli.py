@@ -410,7 +410,7 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
         help="benchmarks: exhaustive scoring (GLSCL vs X-Pool-style vs mean pooling) or ingest stages",
         description="Run a benchmark; everything after the benchmark name goes to it (try `glscl bench scoring -h`).",
     )
-    parser.add_argument("benchmark", choices=("scoring", "ingest"))
+    parser.add_argument("benchmark", choices=("scoring", "ingest", "ablation"))
     parser.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
 
 
@@ -420,6 +420,10 @@ def run_bench(args: argparse.Namespace) -> int:
         from benchmarks.scoring import main as scoring_main
 
         scoring_main(args.options)
+    elif args.benchmark == "ablation":
+        from benchmarks.ablation import main as ablation_main
+
+        emit(ablation_main(args.options), args)
     else:
         from benchmarks.ingest_bench import main as ingest_main
 
