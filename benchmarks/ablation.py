@@ -147,17 +147,16 @@ def parse_ablation(text: str) -> Ablation:
     return Ablation(title.strip(), variants)
 
 
-def default_ablations(demo: DemoConfig) -> tuple[tuple[Variant, ...], tuple[Ablation, ...]]:
+def default_ablations() -> tuple[tuple[Variant, ...], tuple[Ablation, ...]]:
     """The issue's two ablations on the default settings: the ICL form (the authors', the batch mean, off) and the
     temporal transformer's start (the backbone's text tower, random). The default variant is the baseline of
-    both, so it trains once per seed. The random start keeps the activation a CLIP start takes from the backbone,
-    so that only the starting weights differ."""
-    activation = "quick_gelu" if train_config(demo).backbone.quick_gelu else "gelu"
+    both, so it trains once per seed. Both starts take the backbone's activation, so only the starting weights
+    differ."""
     variants = (
         Variant(DEFAULT_BASELINE),
         Variant("ICL mean", overrides={"icl_form": "mean"}),
         Variant("ICL off", overrides={"icl_weight": 0}),
-        Variant("random temporal init", overrides={"temporal_init": "random", "temporal_activation": activation}),
+        Variant("random temporal init", overrides={"temporal_init": "random"}),
     )
     ablations = (
         Ablation("ICL form", (DEFAULT_BASELINE, "ICL mean", "ICL off")),
@@ -504,7 +503,7 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
         train_epochs=args.epochs,
         batch_size=args.batch_size,
     )
-    variants, ablations = default_ablations(demo)
+    variants, ablations = default_ablations()
     if args.variant:
         variants = tuple(parse_variant(text) for text in args.variant)
         ablations = (Ablation("Ablation", tuple(variant.name for variant in variants)),)

@@ -407,7 +407,8 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     """`glscl bench scoring [options]` and `glscl bench ingest [options]`."""
     parser = commands.add_parser(
         "bench",
-        help="benchmarks: exhaustive scoring (GLSCL vs X-Pool-style vs mean pooling) or ingest stages",
+        help="benchmarks: exhaustive scoring (GLSCL vs X-Pool-style vs mean pooling), ingest stages, or training "
+        "ablations on the demo data",
         description="Run a benchmark; everything after the benchmark name goes to it (try `glscl bench scoring -h`).",
     )
     parser.add_argument("benchmark", choices=("scoring", "ingest", "ablation"))

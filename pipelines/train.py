@@ -104,14 +104,13 @@ class TrainSummary:
 def head_config(config: TrainFlowConfig, embed_dim: int, frames: int) -> GLSCLConfig:
     """The GLSCL config: a preset, the recipe's settings, then overrides, sized to the stored features.
 
-    A temporal transformer that starts from the CLIP text tower takes the tower's activation (QuickGELU for OpenAI
-    weights) unless an override names one.
+    The temporal transformer takes the backbone's activation (QuickGELU for OpenAI weights) unless an override
+    names one, whether it starts from the CLIP text tower or not, so `temporal_init` alone changes only the start.
     """
     if config.head_preset not in HEAD_PRESETS:
         raise ValueError(f"unknown head preset {config.head_preset!r}: use one of {sorted(HEAD_PRESETS)}")
     values = {**HEAD_PRESETS[config.head_preset], **recipe(config.recipe).head, **config.head_overrides}
-    if values.get("temporal_init", GLSCLConfig.temporal_init) == "clip" and "temporal_activation" not in values:
-        values["temporal_activation"] = "quick_gelu" if config.backbone.quick_gelu else "gelu"
+    values.setdefault("temporal_activation", "quick_gelu" if config.backbone.quick_gelu else "gelu")
     return GLSCLConfig(**{**values, "embed_dim": embed_dim, "max_frames": frames, "max_words": config.max_words})
 
 
