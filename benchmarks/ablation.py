@@ -45,11 +45,11 @@ from glscl.config import GLSCLConfig
 from glscl.recipes import RECIPES, recipe
 from pipelines.demo import DemoConfig, generate, ingest_config, train_config
 from pipelines.ingest import ingest_flow
-from pipelines.plots import new_figure, save_figure
 from pipelines.train import TrainFlowConfig, head_config, linear_baseline, train_flow
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_split
 from workers.order_test import WRONG, order_test
+from workers.plots import new_figure, save_figure
 from workers.synthetic import SyntheticDataset
 from workers.train_worker import HISTORY_FILE
 

@@ -32,11 +32,11 @@ from glscl.checkpoint import checkpoint_hash, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.search_vectors import captured_energy, fill_absent_segments, fit_projection, video_segment_vectors
-from pipelines.plots import new_figure, save_figure
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.ann import AnnConfig, ensure_indexes, index_health
 from workers.encodings import pack_encodings
+from workers.plots import new_figure, save_figure
 from workers.rows import multivector_array, vector_array
 from workers.search import ALL_PARTITIONS, SearchConfig, Searcher
 from workers.video_index import SEARCH_VECTOR, Projection, project_rows, save_projection

@@ -20,10 +20,10 @@ from glscl.checkpoint import checkpoint_hash, load_checkpoint, recorded_extras
 from glscl.metrics import RankAccumulator, metrics_from_ranks
 from glscl.similarity import DEFAULT_BLOCK
 from pipelines.artifacts import publish_summary
-from pipelines.plots import new_figure, save_figure
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, gallery
+from workers.plots import new_figure, save_figure
 from workers.ray_jobs import RayConfig, cluster_has_gpu, ensure_ray
 from workers.score import ShardScorer, ShardSpec
 

@@ -22,10 +22,10 @@ from glscl.metrics import both_directions
 from glscl.recipes import recipe
 from glscl.training import TrainConfig, Trainer, TrainModule
 from pipelines.artifacts import publish_summary
-from pipelines.plots import new_figure, save_figure
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_split
+from workers.plots import new_figure, save_figure
 from workers.ray_jobs import RayConfig, cluster_has_gpu, ensure_ray
 from workers.train_worker import (
     BEST_DIR,

@@ -1,5 +1,6 @@
 """PNG reports: one place that picks the file-only matplotlib backend and writes and closes figures, so flows and
-benchmarks draw their plots the same way and never leak figures in long-running processes."""
+benchmarks draw their plots the same way and never leak figures in long-running processes. It sits below
+pipelines/ so that benchmarks can draw without importing the flows (which import benchmarks)."""
 
 from __future__ import annotations
 
