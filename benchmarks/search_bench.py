@@ -165,7 +165,7 @@ def load_or_build(config: SearchBenchConfig, size: int) -> dict:
         np.savez(arrays, **reference)
         facts.write_text(json.dumps(built, indent=2))
     built = json.loads(facts.read_text())
-    table = Catalog(StoreConfig(built["store"])).db.open_table(built["table"])
+    table = Catalog(StoreConfig(built["store"])).open_table(built["table"])
     start = time.perf_counter()
     update = ensure_indexes(table, config.ann, segment_vector_width(table.schema))
     if update.vector_indexes_built:

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 import pyarrow as pa
-from lancedb.db import DBConnection
 from lancedb.table import Table
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -107,18 +106,6 @@ class MaintainSummary:
         return "\n".join(lines)
 
 
-def table_names(db: DBConnection) -> list[str]:
-    """Every table in the database, following the listing's pages."""
-    names: list[str] = []
-    token = None
-    while True:
-        page = db.list_tables(page_token=token)
-        names += page.tables
-        token = page.page_token
-        if not token:
-            return sorted(names)
-
-
 def key_columns(schema: pa.Schema) -> tuple[str, ...]:
     """The table's key columns, as its schema marks them (Lance primary-key field metadata, in key order)."""
     marked = [f for f in schema if (f.metadata or {}).get(PRIMARY_KEY) == b"true"]
@@ -180,7 +167,7 @@ def maintain_table(catalog: Catalog, name: str, retain: timedelta) -> TableUpkee
     indexes with the settings it was built with, since LanceDB's compaction degrades it), reading its state
     before and after."""
     start = time.perf_counter()
-    table = catalog.db.open_table(name)
+    table = catalog.open_table(name)
     before, keys_before = read_state(table)
     table.optimize(cleanup_older_than=retain)
     if name.startswith(VIDEO_INDEX_PREFIX) and has_vector_index(table):
@@ -218,7 +205,7 @@ def maintain_flow(config: MaintainConfig) -> MaintainSummary:
     start = time.perf_counter()
     catalog = Catalog(config.store)
     with RunRecorder(catalog, "maintain", asdict(config)) as run:
-        present = table_names(catalog.db)
+        present = catalog.table_names()
         missing = sorted(set(config.tables) - set(present))
         if missing:
             raise FileNotFoundError(f"no table {', '.join(map(repr, missing))} in {config.store.uri}")

@@ -1,4 +1,5 @@
-"""The table catalogue: open or create glscl tables in one LanceDB database, check schema versions, merge rows."""
+"""The table catalogue: open or create glscl tables in one LanceDB database, check schema versions, merge rows. The
+only module that connects to LanceDB or lists its tables."""
 
 from __future__ import annotations
 
@@ -43,9 +44,32 @@ class Catalog:
         self.store = store
         self.db = lancedb.connect(store.uri, storage_options=store.storage_options or None, session=session)
 
+    @classmethod
+    def with_index_cache(cls, store: StoreConfig, index_cache_bytes: int | None) -> Catalog:
+        """A catalogue with its own LanceDB session, whose index cache holds `index_cache_bytes` (None: LanceDB's
+        default size), for a long-lived searcher."""
+        return cls(store, lancedb.Session(index_cache_size_bytes=index_cache_bytes))
+
+    def table_names(self) -> list[str]:
+        """Every table in the database, sorted. The listing comes in pages, and a short page need not be the last,
+        so it follows page tokens until none is left."""
+        names: list[str] = []
+        token = None
+        while True:
+            page = self.db.list_tables(page_token=token)
+            names += page.tables
+            token = page.page_token
+            if not token:
+                return sorted(names)
+
     def exists(self, spec: TableSpec) -> bool:
         """Whether the table has been created in this database."""
-        return spec.name in self.db.list_tables().tables
+        return spec.name in self.table_names()
+
+    def open_table(self, name: str) -> lancedb.table.Table:
+        """Open a stored table by name as it is, without a spec to check it against: for upkeep of any table, and
+        for tables whose spec depends on what they store."""
+        return self.db.open_table(name)
 
     def open(self, spec: TableSpec, dim: int | None = None) -> lancedb.table.Table:
         """Open `spec`'s table (creating it if missing) after checking its schema version and embed dim."""
@@ -75,7 +99,8 @@ class Catalog:
 
     def versions(self) -> dict[str, int]:
         """The current version of every glscl table present, for run reports."""
-        return {spec.name: self.db.open_table(spec.name).version for spec in ALL_TABLES if self.exists(spec)}
+        present = set(self.table_names())
+        return {spec.name: self.db.open_table(spec.name).version for spec in ALL_TABLES if spec.name in present}
 
     def _rows_at(self, spec: TableSpec, version: int) -> int:
         """The table's row count at one version: a commit is checked against the version just before it, so that

@@ -1,5 +1,7 @@
 """Schemas and the catalogue: round trips, recorded versions, refusals, and merge-on-key commits."""
 
+import dataclasses
+
 import lancedb
 import pyarrow as pa
 import pytest
@@ -100,3 +102,14 @@ def test_scan_of_an_absent_table_is_empty_and_filters_quote_safely(tmp_path):
     found = catalog.scan(FRAMES, ["video_id"], f"video_id = {sql_string(chr(111) + chr(39) + 'brien')}")
     assert found.column("video_id").to_pylist() == ["o'brien"]
     assert isinstance(found, pa.Table)
+
+
+def test_table_names_follow_every_page_of_the_listing(tmp_path, monkeypatch):
+    catalog = Catalog(StoreConfig(str(tmp_path / "db")))
+    names = [f"table_{i:02d}" for i in range(12)]
+    for name in names:
+        catalog.db.create_table(name, pa.table({"a": [1]}))
+    listing = catalog.db.list_tables
+    monkeypatch.setattr(catalog.db, "list_tables", lambda page_token=None: listing(page_token=page_token, limit=5))
+    assert catalog.table_names() == names
+    assert catalog.exists(dataclasses.replace(VIDEOS, name=names[-1]))

@@ -138,7 +138,7 @@ def _span(weights: np.ndarray, timestamps: np.ndarray, mask: np.ndarray) -> tupl
 def _open_video_index(catalog: Catalog, name: str, config: SearchConfig, checkpoint_model: str) -> lancedb.table.Table:
     """The checkpoint's video index table, refused with what to do when it is missing, written by another schema
     version, or built (or queried) with another backbone than the checkpoint's."""
-    tables = catalog.db.list_tables().tables
+    tables = catalog.table_names()
     if name not in tables:
         present = [t for t in tables if t.startswith(VIDEO_INDEX_PREFIX) and not t.endswith("_projection")]
         raise SearchError(
@@ -146,7 +146,7 @@ def _open_video_index(catalog: Catalog, name: str, config: SearchConfig, checkpo
             f"in {config.store.uri}; run `glscl index --checkpoint {config.checkpoint}` (indexes present: "
             f"{', '.join(present) or 'none'})"
         )
-    table = catalog.db.open_table(name)
+    table = catalog.open_table(name)
     version = stored_version(table.schema)
     if version != str(VIDEO_INDEX_VERSION):
         raise SearchError(
@@ -185,7 +185,7 @@ class Searcher:
         self.model, self.model_config, meta = load_checkpoint(config.checkpoint)
         extra = meta.get("extra", {})
         cache = None if config.index_cache_gb is None else int(config.index_cache_gb * 2**30)
-        self.catalog = Catalog(config.store, lancedb.Session(index_cache_size_bytes=cache))
+        self.catalog = Catalog.with_index_cache(config.store, cache)
         name = video_index_name(meta["sha256"])
         self.table = _open_video_index(self.catalog, name, config, extra["backbone_model_id"])
         projection = load_projection(self.catalog, name)
