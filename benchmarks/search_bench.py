@@ -34,12 +34,13 @@ from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.search_vectors import captured_energy, fill_absent_segments, fit_projection, video_segment_vectors
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
-from workers.ann import AnnConfig, ensure_indexes, index_health
-from workers.encodings import pack_encodings
 from workers.plots import new_figure, save_figure
 from workers.rows import multivector_array, vector_array
-from workers.search import ALL_PARTITIONS, SearchConfig, Searcher
-from workers.video_index import SEARCH_VECTOR, Projection, project_rows, save_projection
+from workers.search.indexes import AnnConfig, ensure_indexes, index_health
+from workers.search.packed_encodings import pack_encodings
+from workers.search.projection import Projection, save_projection
+from workers.search.searcher import ALL_PARTITIONS, SearchConfig, Searcher
+from workers.video_index import SEARCH_VECTOR, project_rows
 
 MODEL_ID = "synthetic-encodings"
 FRAME_NORM = 10.0

@@ -15,11 +15,11 @@ from glscl.checkpoint import CheckpointError
 from glscl.config import HEAD_PRESETS
 from glscl.recipes import RECIPES
 from schemas.catalog import StoreConfig
-from workers.ann import VECTOR_INDEX_TYPES, AnnConfig
 from workers.features import FeaturesError
 from workers.probe import VideoError
 from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig
+from workers.search.indexes import VECTOR_INDEX_TYPES, AnnConfig
 from workers.sources import SourceError, SourceOptions
 
 EXIT_BAD_INPUT = 2
@@ -499,7 +499,7 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
 
 def search_config(args: argparse.Namespace):
     """The SearchConfig named by the search options."""
-    from workers.search import SearchConfig
+    from workers.search.searcher import SearchConfig
 
     return SearchConfig(
         checkpoint=args.checkpoint,
@@ -548,8 +548,8 @@ def _result_markdown(result) -> str:
 
 def run_query(args: argparse.Namespace) -> int:
     """Answer one query and print the ranked videos."""
-    from workers.filters import parse_filter
-    from workers.search import Searcher
+    from workers.search.filters import parse_filter
+    from workers.search.searcher import Searcher
 
     filters = [parse_filter(text) for text in args.where]
     result = Searcher(search_config(args)).search(args.text, args.k, filters, exact=args.exact, hybrid=args.hybrid)

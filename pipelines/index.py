@@ -17,18 +17,16 @@ from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
 from schemas.tables import FRAMES, VIDEO_OK, VIDEOS, segment_vector_width, stored_segment_columns
-from workers.ann import AnnConfig, IndexHealth, ensure_indexes, index_health
 from workers.ray_jobs import RayConfig, ensure_ray
+from workers.search.indexes import AnnConfig, IndexHealth, ensure_indexes, index_health
+from workers.search.projection import Projection, load_projection, save_projection
 from workers.video_index import (
     SEARCH_VECTOR,
     CheckpointIndex,
     IndexShard,
-    Projection,
     checkpoint_index,
     index_rows,
-    load_projection,
     project_rows,
-    save_projection,
     segment_matrix,
 )
 

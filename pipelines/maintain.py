@@ -19,8 +19,8 @@ from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import PRIMARY_KEY, PRIMARY_KEY_POSITION, VIDEO_INDEX_PREFIX, segment_vector_width
-from workers.ann import AnnConfig, has_vector_index, retrain_vector_indexes
-from workers.video_index import load_projection
+from workers.search.indexes import AnnConfig, has_vector_index, retrain_vector_indexes
+from workers.search.projection import load_projection
 
 DEFAULT_RETENTION = timedelta(days=7)
 

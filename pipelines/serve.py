@@ -15,8 +15,8 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from schemas.catalog import sql_string
-from workers.filters import Filter
-from workers.search import MAX_K, SearchConfig, Searcher, SearchError, SearchResult
+from workers.search.filters import Filter
+from workers.search.searcher import MAX_K, SearchConfig, Searcher, SearchError, SearchResult
 
 PAGE = Path(__file__).parent / "static" / "search.html"
 THUMBNAIL_WIDTH = 192

@@ -205,7 +205,7 @@ def video_index_spec(
     checkpoint_sha: str, model_id: str, num_queries: int, vector_dim: int, segments: int, slots: int
 ) -> TableSpec:
     """The `video_index` table of one checkpoint: per-video GLSCL encodings packed in one column (see
-    workers/encodings.py), one projected ANN vector per time segment, filter metadata.
+    workers/search/packed_encodings.py), one projected ANN vector per time segment, filter metadata.
 
     One table per checkpoint (named by its hash), so a vector index never mixes two models' vectors. Version 3
     replaced version 2's separate frames / frame_mask / concepts columns and its multivector `vector` column:
@@ -223,7 +223,7 @@ def video_index_spec(
 
 def encodings_width(slots: int, num_queries: int, dim: int) -> int:
     """Float16 values per row of a video index's packed `encodings` column: `slots` frames and `num_queries`
-    concepts of `dim` dims, then the frame mask (layout in workers/encodings.py)."""
+    concepts of `dim` dims, then the frame mask (layout in workers/search/packed_encodings.py)."""
     return slots * dim + num_queries * dim + slots
 
 

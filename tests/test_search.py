@@ -32,11 +32,11 @@ from pipelines.serve import create_app
 from pipelines.train import TrainFlowConfig, train_flow
 from schemas.catalog import Catalog, sql_in
 from schemas.tables import SCHEMA_VERSION_KEY
-from workers.ann import AnnConfig
-from workers.filters import Filter, FilterError, filters_sql, parse_filter
-from workers.search import SearchConfig, Searcher, SearchError
+from workers.search.filters import Filter, parse_filter
+from workers.search.indexes import AnnConfig
+from workers.search.projection import load_projection
+from workers.search.searcher import SearchConfig, Searcher, SearchError
 from workers.train_worker import BEST_DIR
-from workers.video_index import load_projection
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 
@@ -171,20 +171,6 @@ def test_an_index_written_by_an_older_schema_is_refused_with_what_to_do(indexed,
     Catalog(older).db.create_table(summary.table, table.to_arrow().replace_schema_metadata(metadata))
     with pytest.raises(SearchError, match=f"has schema version 2; this glscl reads version 3: drop {summary.table}"):
         searcher(older, checkpoint)
-
-
-def test_filter_sql_never_embeds_raw_text():
-    from schemas.tables import INDEX_FILTER_COLUMNS, video_index_spec
-
-    schema = video_index_spec("0" * 64, "m", 2, 8, segments=2, slots=3).schema(4)
-    sql = filters_sql([Filter("split", "=", "x' OR 1=1 --")], schema, INDEX_FILTER_COLUMNS)
-    assert sql == "split = 'x'' OR 1=1 --'"
-    assert filters_sql([parse_filter("ingested_at >= 2026-01-02")], schema, INDEX_FILTER_COLUMNS) == (
-        "ingested_at >= TIMESTAMP '2026-01-02 00:00:00.000000'"
-    )
-    assert parse_filter("dataset in a, b") == Filter("dataset", "in", ["a", "b"])
-    with pytest.raises(FilterError, match="cannot read filter"):
-        parse_filter("split")
 
 
 def test_cli_index_and_query(indexed, capsys):

@@ -5,7 +5,7 @@ import json
 
 from benchmarks.search_bench import SearchBenchConfig, run_search_bench
 from glscl.backbone import TINY_MODEL
-from workers.ann import AnnConfig
+from workers.search.indexes import AnnConfig
 
 
 def test_search_bench_on_a_tiny_gallery(tmp_path):

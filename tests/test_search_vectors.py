@@ -10,11 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glscl.model import VideoEncoding
 from glscl.search_vectors import fill_absent_segments, segment_weights, text_search_vectors, video_segment_vectors
 from glscl.similarity import local_scores
 from schemas.tables import encodings_width, segment_vector_width, stored_segment_columns, video_index_spec
-from workers.encodings import pack_encodings, packed_slots, unpack_encodings
 from workers.features import dense
 from workers.rows import multivector_array
 from workers.video_index import SEARCH_VECTOR, project_rows, segment_matrix
@@ -97,17 +95,3 @@ def test_absent_segments_repeat_the_last_present_one_and_projection_fills_one_co
     assert stored_segment_columns(schema) == ["vector_0", "vector_1", "vector_2"]
     for index, name in enumerate(stored_segment_columns(schema)):
         assert np.array_equal(dense(projected[name], 2, 2), filled[:, index, :2])
-
-
-def test_packed_encodings_round_trip_frames_concepts_and_mask():
-    frames, local = torch.randn(3, 5, 4), torch.randn(3, 2, 4)
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
-    column = pack_encodings(VideoEncoding(frames, mask, local))
-    assert column.type.list_size == encodings_width(5, 2, 4) == 5 * 4 + 2 * 4 + 5
-    field = pa.field("encodings", column.type)
-    assert packed_slots(field, 2, 4) == 5
-    video = unpack_encodings(column, 5, 2, 4)
-    assert torch.equal(video.mask, mask)
-    assert torch.equal(video.frames, frames.half().float()) and torch.equal(video.local, local.half().float())
-    with pytest.raises(ValueError, match="not a packing"):
-        packed_slots(field, 3, 4)

@@ -4,8 +4,7 @@ metadata and caption text users filter and search on)."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,13 @@ from schemas.tables import (
     FRAMES,
     VIDEOS,
     TableSpec,
-    projection_spec,
     stored_segment_columns,
     video_index_spec,
 )
-from workers.encodings import pack_encodings
 from workers.features import FeatureQuery, dense, read_videos
 from workers.rows import multivector_array, now_utc, vector_array
 from workers.score import encode_videos
+from workers.search.packed_encodings import pack_encodings
 
 SEARCH_VECTOR = "search_vector"
 
@@ -147,44 +145,3 @@ def segment_matrix(segments: pa.ChunkedArray | pa.ListArray) -> np.ndarray:
     values = segments.combine_chunks() if isinstance(segments, pa.ChunkedArray) else segments
     flat = pc.list_flatten(values)
     return dense(flat, len(flat), -1)
-
-
-@dataclass(frozen=True)
-class Projection:
-    """The ANN projection basis of one video index, how well it fits the vectors it was fitted on, and the ANN
-    settings (`AnnConfig` fields) its vector index was last built with, so upkeep can rebuild it the same way."""
-
-    basis: np.ndarray
-    fitted_on: int
-    captured_energy: float
-    ann: dict = field(default_factory=dict)
-
-
-def load_projection(catalog: Catalog, index_name: str) -> Projection | None:
-    """The stored projection of the named video index, or None before the first index run."""
-    spec = projection_spec(index_name)
-    if not catalog.exists(spec):
-        return None
-    rows = catalog.scan(spec, ["rows", "cols", "values", "fitted_on", "captured_energy", "ann"])
-    if rows.num_rows == 0:
-        return None
-    shape = (rows["rows"][0].as_py(), rows["cols"][0].as_py())
-    basis = np.asarray(rows["values"][0].values.to_numpy(), dtype=np.float32).reshape(shape)
-    ann = json.loads(rows["ann"][0].as_py())
-    return Projection(basis, rows["fitted_on"][0].as_py(), rows["captured_energy"][0].as_py(), ann)
-
-
-def save_projection(catalog: Catalog, index_name: str, projection: Projection) -> None:
-    """Store the projection and ANN settings (the basis is fitted once per index: later runs reuse it so old
-    and new vectors stay comparable; the settings are replaced whenever the vector index is rebuilt)."""
-    spec = projection_spec(index_name)
-    row = {
-        "name": "vector",
-        "rows": projection.basis.shape[0],
-        "cols": projection.basis.shape[1],
-        "values": projection.basis.reshape(-1).tolist(),
-        "fitted_on": projection.fitted_on,
-        "captured_energy": projection.captured_energy,
-        "ann": json.dumps(projection.ann, sort_keys=True),
-    }
-    catalog.merge(spec, pa.Table.from_pylist([row], schema=spec.schema()), update=True)

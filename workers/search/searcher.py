@@ -33,11 +33,11 @@ from schemas.tables import (
     stored_segment_columns,
     video_index_name,
 )
-from workers.ann import DISTANCE, has_vector_index, vector_index_name
-from workers.encodings import packed_slots, unpack_encodings
 from workers.features import dense
-from workers.filters import Filter, filters_sql
-from workers.video_index import load_projection
+from workers.search.filters import Filter, filters_sql
+from workers.search.indexes import DISTANCE, has_vector_index, vector_index_name
+from workers.search.packed_encodings import packed_slots, unpack_encodings
+from workers.search.projection import load_projection
 
 MAX_K = 1000
 RRF_OFFSET = 60
