@@ -48,9 +48,9 @@ from pipelines.ingest import ingest_flow
 from pipelines.train import TrainFlowConfig, head_config, linear_baseline, train_flow
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_split
-from workers.order_test import WRONG, order_test
 from workers.plots import new_figure, save_figure
 from workers.synthetic import SyntheticDataset
+from workers.synthetic.order_test import WRONG, order_test
 from workers.train_worker import HISTORY_FILE
 
 RESULT_FILE = "result.json"

@@ -19,11 +19,11 @@ from pipelines.train import TrainFlowConfig, TrainSummary, linear_baseline, trai
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEOS
 from workers.features import FeatureQuery
-from workers.order_test import WRONG, order_test
 from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
 from workers.synthetic import SyntheticConfig, SyntheticDataset, generate_synthetic_dataset
+from workers.synthetic.order_test import WRONG, order_test
 
 DEMO_FRAMES = 8
 DEMO_MAX_WORDS = 32

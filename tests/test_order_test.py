@@ -2,7 +2,7 @@
 
 import torch
 
-from workers.order_test import accuracy
+from workers.synthetic.order_test import accuracy
 
 
 def test_accuracy_counts_strict_wins_only():

@@ -1,4 +1,6 @@
 """A synthetic ActivityNet-Captions-style benchmark made with ffmpeg: coloured shapes whose captions say what moves.
+The demo and the tests train on it; this module generates it, and `order_test` (beside it) checks whether a trained
+model reads event order and motion direction.
 
 Each video shows one or two events on a dark background (event 1 over the first half, event 2 over the second;
 a lone event spans the whole video). An event is one coloured square or circle crossing the frame left, right,
