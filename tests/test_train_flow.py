@@ -107,7 +107,7 @@ def test_sharded_evaluation_equals_the_dense_computation(store, trained, tmp_pat
     from pipelines.evaluate import EvaluateConfig, evaluate_flow
     from schemas.catalog import Catalog
     from workers.features import FeatureQuery, read_split
-    from workers.score import encode_texts, encode_videos
+    from workers.glscl_encode import encode_texts, encode_videos
 
     report = evaluate_flow(
         EvaluateConfig(

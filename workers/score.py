@@ -16,10 +16,11 @@ import torch
 
 from glscl.checkpoint import load_checkpoint
 from glscl.metrics import RankAccumulator, dual_softmax
-from glscl.model import GLSCL, TextEncoding, VideoEncoding, encode_in_chunks
+from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.similarity import DEFAULT_BLOCK
 from schemas.catalog import Catalog, StoreConfig
 from workers.features import FeatureQuery, read_texts, read_videos
+from workers.glscl_encode import encode_texts, encode_videos
 
 
 @dataclass(frozen=True)
@@ -36,28 +37,6 @@ class ShardSpec:
     block_size: tuple[int, int] = DEFAULT_BLOCK
     use_gpu: bool = False
     dual_softmax: float | None = None
-
-
-def encode_texts(
-    model: GLSCL, sentence: np.ndarray, tokens: np.ndarray, mask: np.ndarray, device: torch.device, batch: int = 512
-) -> TextEncoding:
-    """Text encodings of a whole split, once, in batches."""
-
-    def encode(rows: slice) -> TextEncoding:
-        return model.encode_text(*(torch.from_numpy(array[rows]).to(device) for array in (sentence, tokens, mask)))
-
-    return encode_in_chunks(encode, len(sentence), batch)
-
-
-def encode_videos(
-    model: GLSCL, feats: np.ndarray, mask: np.ndarray, device: torch.device, batch: int = 512
-) -> VideoEncoding:
-    """Video encodings of a gallery slice, once, in batches."""
-
-    def encode(rows: slice) -> VideoEncoding:
-        return model.encode_video(*(torch.from_numpy(array[rows]).to(device) for array in (feats, mask)))
-
-    return encode_in_chunks(encode, len(feats), batch)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from schemas.tables import (
     video_index_spec,
 )
 from workers.features import FeatureQuery, dense, read_videos
+from workers.glscl_encode import encode_videos
 from workers.rows import multivector_array, now_utc, vector_array
-from workers.score import encode_videos
 from workers.search.packed_encodings import pack_encodings
 
 SEARCH_VECTOR = "search_vector"

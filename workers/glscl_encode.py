@@ -1,0 +1,31 @@
+"""Encode stored CLIP features with a checkpoint's GLSCL head, a whole split or gallery slice at a time in bounded
+memory: the evaluation shards and the index stage both start here."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from glscl.model import GLSCL, TextEncoding, VideoEncoding, encode_in_chunks
+
+
+def encode_texts(
+    model: GLSCL, sentence: np.ndarray, tokens: np.ndarray, mask: np.ndarray, device: torch.device, batch: int = 512
+) -> TextEncoding:
+    """Text encodings of a whole split, once, in batches."""
+
+    def encode(rows: slice) -> TextEncoding:
+        return model.encode_text(*(torch.from_numpy(array[rows]).to(device) for array in (sentence, tokens, mask)))
+
+    return encode_in_chunks(encode, len(sentence), batch)
+
+
+def encode_videos(
+    model: GLSCL, feats: np.ndarray, mask: np.ndarray, device: torch.device, batch: int = 512
+) -> VideoEncoding:
+    """Video encodings of a gallery slice, once, in batches."""
+
+    def encode(rows: slice) -> VideoEncoding:
+        return model.encode_video(*(torch.from_numpy(array[rows]).to(device) for array in (feats, mask)))
+
+    return encode_in_chunks(encode, len(feats), batch)
