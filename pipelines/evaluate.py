@@ -4,28 +4,23 @@ report and a PNG of recall@K."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-import ray
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from glscl.checkpoint import checkpoint_hash, load_checkpoint, recorded_extras
+from glscl.checkpoint import checkpoint_hash
 from glscl.metrics import RankAccumulator, metrics_from_ranks
 from glscl.similarity import DEFAULT_BLOCK
 from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
-from workers.features import FeatureQuery, gallery
-from workers.plots import new_figure, save_figure
-from workers.ray_jobs import RayConfig, cluster_has_gpu, ensure_ray
-from workers.score import ShardScorer, ShardSpec
+from workers.features import FeatureQuery, checkpoint_query, gallery
+from workers.plots import plot_recall
+from workers.ray_jobs import RayConfig, ensure_ray, scoring_job
 
 
 @dataclass(frozen=True)
@@ -87,75 +82,15 @@ class EvaluateReport:
         return "\n".join(lines)
 
 
-def feature_query(config: EvaluateConfig) -> FeatureQuery:
-    """The stored features a checkpoint was trained on: backbone, text length and sampling from its metadata."""
-    _, _, meta = load_checkpoint(config.checkpoint)
-    extra = recorded_extras(config.checkpoint, meta, ("backbone_model_id", "max_words", "sampling_hash"))
-    return FeatureQuery(
-        config.split, extra["backbone_model_id"], int(extra["max_words"]), config.kind, extra["sampling_hash"]
-    )
-
-
 @task(cache_policy=NO_CACHE)
 def score_shards(
     config: EvaluateConfig, query: FeatureQuery, ids: list[str]
 ) -> tuple[dict[str, RankAccumulator], dict]:
     """Run the two scoring rounds on one Ray actor per gallery shard and merge their rank counts."""
     ensure_ray(config.ray)
-    gpu = cluster_has_gpu()
-    shards = max(1, math.ceil(len(ids) / config.shard_videos))
-    bounds = np.linspace(0, len(ids), shards + 1).round().astype(int)
-    # Every shard actor must be alive at once (round two needs round one's blocks): a whole CPU (or GPU) each
-    # when the cluster has that many, else a token share spread over the nodes, so that placement never waits.
-    available = ray.cluster_resources().get("GPU" if gpu else "CPU", 0.0)
-    share = 1.0 if shards <= int(available) else 0.01
-    resources = {"num_gpus": share, "num_cpus": 0} if gpu else {"num_cpus": share}
-    resources["scheduling_strategy"] = "SPREAD"
-    actor = ray.remote(**resources)(ShardScorer)
-    scorers = [
-        actor.remote(
-            ShardSpec(
-                config.store,
-                query,
-                query.sampling_hash,
-                ids,
-                int(lo),
-                int(hi),
-                config.checkpoint,
-                config.block_size,
-                gpu,
-                config.dual_softmax,
-            )
-        )
-        for lo, hi in itertools.pairwise(bounds)
-    ]
-    prepared = [s.prepare.remote() for s in scorers]
-    texts = scorers[0].encode_texts.remote()  # once, while the other shards prepare; Ray hands it to every shard
-    ray.get(prepared)
-    true: dict[str, dict[int, float]] = {}
-    for part in ray.get([s.score.remote(texts) for s in scorers]):
-        for name, scores in part.items():
-            true.setdefault(name, {}).update(scores)
-    true_scores = {name: np.array([t[i] for i in range(len(t))], dtype=np.float32) for name, t in true.items()}
-    partials = ray.get([s.count.remote(true_scores) for s in scorers])
-    stats = ray.get([s.stats.remote() for s in scorers])
-    merged = partials[0]
-    for partial in partials[1:]:
-        for name, accumulator in partial.items():
-            merged[name].merge(accumulator)
-    timings = {key: max(s.get(key, 0.0) for s in stats) for key in sorted({key for s in stats for key in s})}
-    return merged, {"shards": shards, **{f"slowest_shard_{k}": v for k, v in timings.items()}}
-
-
-def plot_recall(accumulator: RankAccumulator, path: Path) -> Path:
-    """Recall@K curves (both directions) as a PNG."""
-    figure, axis = new_figure()
-    for name, ranks in (("text-to-video", accumulator.t2v_ranks()), ("video-to-text", accumulator.v2t_ranks())):
-        ranks = np.sort(ranks.numpy())
-        ks = np.unique(np.concatenate([np.geomspace(1, ranks.max(), 50).round(), [1, 5, 10, 50]]))
-        axis.plot(ks, [100.0 * np.mean(ranks <= k) for k in ks], label=name)
-    axis.set(xscale="log", xlabel="K", ylabel="recall@K (%)", title="exact GLSCL retrieval")
-    return save_figure(figure, path)
+    return scoring_job(
+        config.store, query, ids, config.checkpoint, config.shard_videos, config.block_size, config.dual_softmax
+    )
 
 
 @flow(name="glscl-evaluate")
@@ -164,7 +99,7 @@ def evaluate_flow(config: EvaluateConfig) -> EvaluateReport:
     start = time.perf_counter()
     catalog = Catalog(config.store)
     with RunRecorder(catalog, "evaluate", asdict(config)) as run:
-        query = feature_query(config)
+        query = checkpoint_query(config.checkpoint, config.split, config.kind)
         _, ids = gallery(catalog, query)
         versions = catalog.versions()
         accumulators, timings = score_shards(config, query, ids)

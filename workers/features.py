@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from glscl.checkpoint import load_checkpoint, recorded_extras
 from schemas.catalog import Catalog, sql_in, sql_string
 from schemas.tables import CAPTION_PARAGRAPH, CAPTION_SENTENCE, CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 
@@ -54,6 +55,14 @@ class SplitFeatures:
     def num_texts(self) -> int:
         """Texts whose video has features."""
         return len(self.caption_ids)
+
+
+def checkpoint_query(checkpoint: str, split: str, kind: str) -> FeatureQuery:
+    """The stored features of `split` that a checkpoint was trained on: backbone, text length and sampling from its
+    metadata."""
+    _, _, meta = load_checkpoint(checkpoint)
+    extra = recorded_extras(checkpoint, meta, ("backbone_model_id", "max_words", "sampling_hash"))
+    return FeatureQuery(split, extra["backbone_model_id"], int(extra["max_words"]), kind, extra["sampling_hash"])
 
 
 def dense(column: pa.ChunkedArray | pa.Array, rows: int, *shape: int, dtype=np.float32) -> np.ndarray:

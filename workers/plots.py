@@ -7,10 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+
+from glscl.metrics import RankAccumulator
 
 
 def new_figure(columns: int = 1, size: tuple[float, float] = (6, 4)):
@@ -28,3 +31,14 @@ def save_figure(figure: Figure, path: Path) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def plot_recall(accumulator: RankAccumulator, path: Path) -> Path:
+    """Recall@K curves (both directions) of an evaluation, as a PNG."""
+    figure, axis = new_figure()
+    for name, ranks in (("text-to-video", accumulator.t2v_ranks()), ("video-to-text", accumulator.v2t_ranks())):
+        ranks = np.sort(ranks.numpy())
+        ks = np.unique(np.concatenate([np.geomspace(1, ranks.max(), 50).round(), [1, 5, 10, 50]]))
+        axis.plot(ks, [100.0 * np.mean(ranks <= k) for k in ks], label=name)
+    axis.set(xscale="log", xlabel="K", ylabel="recall@K (%)", title="exact GLSCL retrieval")
+    return save_figure(figure, path)

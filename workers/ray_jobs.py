@@ -1,9 +1,12 @@
-"""Ray wiring for the ingest stages: connect to (or start) Ray, and run decode -> encode as Ray Data jobs that
-stream encoded batches back to the single committer. The stages themselves live in decode.py and encode.py."""
+"""Ray wiring for the stages: connect to (or start) Ray; run ingest's decode -> encode as Ray Data jobs that stream
+encoded batches back to the single committer; and run the evaluation's shard protocol on actors. The stages
+themselves (decode.py, encode.py, score.py) are plain code that Ray only schedules."""
 
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,9 +16,13 @@ import ray
 import ray.data
 
 from glscl.backbone import BackboneConfig
+from glscl.metrics import RankAccumulator
+from schemas.catalog import StoreConfig
 from workers.decode import decode_item
 from workers.encode import FrameEncoder, TextEncoder
+from workers.features import FeatureQuery
 from workers.sampling import SamplingConfig
+from workers.score import ShardScorer, ShardSpec
 
 
 @dataclass(frozen=True)
@@ -86,3 +93,51 @@ def texts_job(
         **_encoder_resources(gpu),
     )
     yield from dataset.iter_batches(batch_size=config.texts_per_encode_batch, batch_format="numpy")
+
+
+def scoring_job(
+    store: StoreConfig,
+    query: FeatureQuery,
+    ids: list[str],
+    checkpoint: str,
+    shard_videos: int,
+    block_size: tuple[int, int],
+    dual_softmax: float | None,
+) -> tuple[dict[str, RankAccumulator], dict]:
+    """Score every text of `query` against the gallery `ids` in shards of about `shard_videos` videos, one
+    ShardScorer actor each, in two rounds (true scores, then rank counts against them), and merge the shards'
+    counts; also returns the shard count and the slowest shard's seconds per phase."""
+    gpu = cluster_has_gpu()
+    shards = max(1, math.ceil(len(ids) / shard_videos))
+    bounds = np.linspace(0, len(ids), shards + 1).round().astype(int)
+    # Every shard actor must be alive at once (round two needs round one's blocks): a whole CPU (or GPU) each
+    # when the cluster has that many, else a token share spread over the nodes, so that placement never waits.
+    available = ray.cluster_resources().get("GPU" if gpu else "CPU", 0.0)
+    share = 1.0 if shards <= int(available) else 0.01
+    resources = {"num_gpus": share, "num_cpus": 0} if gpu else {"num_cpus": share}
+    resources["scheduling_strategy"] = "SPREAD"
+    actor = ray.remote(**resources)(ShardScorer)
+    scorers = [
+        actor.remote(
+            ShardSpec(
+                store, query, query.sampling_hash, ids, int(lo), int(hi), checkpoint, block_size, gpu, dual_softmax
+            )
+        )
+        for lo, hi in itertools.pairwise(bounds)
+    ]
+    prepared = [s.prepare.remote() for s in scorers]
+    texts = scorers[0].encode_texts.remote()  # once, while the other shards prepare; Ray hands it to every shard
+    ray.get(prepared)
+    true: dict[str, dict[int, float]] = {}
+    for part in ray.get([s.score.remote(texts) for s in scorers]):
+        for name, scores in part.items():
+            true.setdefault(name, {}).update(scores)
+    true_scores = {name: np.array([t[i] for i in range(len(t))], dtype=np.float32) for name, t in true.items()}
+    partials = ray.get([s.count.remote(true_scores) for s in scorers])
+    stats = ray.get([s.stats.remote() for s in scorers])
+    merged = partials[0]
+    for partial in partials[1:]:
+        for name, accumulator in partial.items():
+            merged[name].merge(accumulator)
+    timings = {key: max(s.get(key, 0.0) for s in stats) for key in sorted({key for s in stats for key in s})}
+    return merged, {"shards": shards, **{f"slowest_shard_{k}": v for k, v in timings.items()}}
