@@ -31,7 +31,7 @@ from glscl.baselines import XPoolHead
 from glscl.checkpoint import checkpoint_hash, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
-from glscl.search_vectors import captured_energy, fill_absent_segments, fit_projection, video_segment_vectors
+from glscl.search_vectors import fill_absent_segments, video_segment_vectors
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.plots import new_figure, save_figure
@@ -216,9 +216,7 @@ def build(config: SearchBenchConfig, size: int, folder: Path) -> dict:
                 video.frames, video.mask, video.local, config.ann.segments, model_config.local_weight
             )
             if projection is None:
-                sample = vectors[present][: config.ann.projection_sample]
-                basis = fit_projection(sample, width)
-                projection = Projection(basis.numpy(), len(sample), captured_energy(sample, basis), asdict(config.ann))
+                projection = Projection.fit(vectors[present], width, config.ann)
                 save_projection(catalog, spec.name, projection)
             rows = _rows(range(low, high), video, fill_absent_segments(vectors, present))
             table.add(project_rows(rows, projection.basis, spec, config.dim))

@@ -1,6 +1,7 @@
 """Ray wiring for the stages: connect to (or start) Ray; run ingest's decode -> encode as Ray Data jobs that stream
-encoded batches back to the single committer; and run the evaluation's shard protocol on actors. The stages
-themselves (decode.py, encode.py, score.py) are plain code that Ray only schedules."""
+encoded batches back to the single committer; run the evaluation's shard protocol on actors; and build index rows
+in tasks with back-pressure. The stages themselves (decode.py, encode.py, score.py, video_index.py) are plain code
+that Ray only schedules."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 import ray
 import ray.data
 
@@ -23,6 +25,7 @@ from workers.encode import FrameEncoder, TextEncoder
 from workers.features import FeatureQuery
 from workers.sampling import SamplingConfig
 from workers.score import ShardScorer, ShardSpec
+from workers.video_index import IndexShard, index_rows
 
 
 @dataclass(frozen=True)
@@ -141,3 +144,17 @@ def scoring_job(
             merged[name].merge(accumulator)
     timings = {key: max(s.get(key, 0.0) for s in stats) for key in sorted({key for s in stats for key in s})}
     return merged, {"shards": shards, **{f"slowest_shard_{k}": v for k, v in timings.items()}}
+
+
+def index_job(shards: list[IndexShard]) -> Iterator[pa.Table]:
+    """Build each shard's video index rows in a Ray task (one CPU, retried twice) and yield them as tasks finish.
+    At most two tasks per available CPU are in flight, so finished rows wait in the object store only as long as
+    the caller takes to write the rows before them."""
+    task = ray.remote(num_cpus=1, max_retries=2)(index_rows)
+    capacity = max(1, int(ray.available_resources().get("CPU", 1)))
+    pending, waiting = list(shards), []
+    while pending or waiting:
+        while pending and len(waiting) < 2 * capacity:
+            waiting.append(task.remote(pending.pop(0)))
+        done, waiting = ray.wait(waiting, num_returns=1)
+        yield ray.get(done[0])

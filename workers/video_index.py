@@ -1,16 +1,19 @@
 """The index stage: encode stored frame features of some videos once with a checkpoint and build their
 `video_index` rows (the packed encodings for the exact re-rank, the unprojected segment vectors, and the
-metadata and caption text users filter and search on)."""
+metadata and caption text users filter and search on); then write them projected onto the index's basis and
+bring the table's indexes up to date. Ray schedules `index_rows` (workers/ray_jobs.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from lancedb.table import Table
 
 from glscl.checkpoint import load_checkpoint, recorded_extras
 from glscl.search_vectors import fill_absent_segments, video_segment_vectors
@@ -19,15 +22,19 @@ from schemas.tables import (
     CAPTION_PARAGRAPH,
     CAPTIONS,
     FRAMES,
+    VIDEO_OK,
     VIDEOS,
     TableSpec,
+    segment_vector_width,
     stored_segment_columns,
     video_index_spec,
 )
 from workers.features import FeatureQuery, dense, read_videos
 from workers.glscl_encode import encode_videos
 from workers.rows import multivector_array, now_utc, vector_array
+from workers.search.indexes import AnnConfig, IndexUpdate, ensure_indexes
 from workers.search.packed_encodings import pack_encodings
+from workers.search.projection import Projection, save_projection
 
 SEARCH_VECTOR = "search_vector"
 
@@ -63,6 +70,35 @@ def checkpoint_index(checkpoint: str, vector_dim: int, segments: int, catalog: C
     return CheckpointIndex(spec, sha, model_id, sampling_hash, config.embed_dim)
 
 
+def pending_videos(catalog: Catalog, index: CheckpointIndex, splits: tuple[str, ...]) -> list[str]:
+    """Ok videos with features for the checkpoint's backbone and sampling that the index does not hold yet."""
+    where = f"status = {sql_string(VIDEO_OK)}"
+    if splits:
+        where += " AND " + sql_in("split", list(splits))
+    videos = set(catalog.scan(VIDEOS, ["video_id"], where)["video_id"].to_pylist())
+    encoded = catalog.scan(
+        FRAMES,
+        ["video_id"],
+        f"model_id = {sql_string(index.model_id)} AND sampling_hash = {sql_string(index.sampling_hash)}",
+    )
+    indexed = set(catalog.scan(index.spec, ["video_id"])["video_id"].to_pylist())
+    return sorted((videos & set(encoded["video_id"].to_pylist())) - indexed)
+
+
+def check_layout(schema: pa.Schema, index: CheckpointIndex, ann: AnnConfig) -> None:
+    """Refuse a vector width or segment count other than the existing index's: its projection, vector columns
+    and indexes are fixed when it is first built."""
+    wanted = index.spec.schema(index.embed_dim)
+    stored = (segment_vector_width(schema), len(stored_segment_columns(schema)))
+    asked = (segment_vector_width(wanted), len(stored_segment_columns(wanted)))
+    if stored != asked:
+        raise ValueError(
+            f"video index {index.spec.name} holds {stored[1]} segment vectors of {stored[0]} dims per video but "
+            f"--vector-dim {ann.vector_dim} --segments {ann.segments} asks for {asked[1]} of {asked[0]}: re-run "
+            f"with --vector-dim {stored[0]} --segments {stored[1]}, or drop the table to rebuild it"
+        )
+
+
 @dataclass(frozen=True)
 class IndexShard:
     """One unit of index work: these videos' features (backbone, sampling), this checkpoint, this run."""
@@ -74,6 +110,24 @@ class IndexShard:
     video_ids: tuple[str, ...]
     run_id: str
     segments: int
+
+
+def index_shards(
+    store: StoreConfig,
+    checkpoint: str,
+    index: CheckpointIndex,
+    ids: list[str],
+    run_id: str,
+    shard_videos: int,
+    segments: int,
+) -> list[IndexShard]:
+    """The videos `ids` in shards of at most `shard_videos`, each one unit of index work."""
+    return [
+        IndexShard(
+            store, checkpoint, index.model_id, index.sampling_hash, tuple(ids[i : i + shard_videos]), run_id, segments
+        )
+        for i in range(0, len(ids), shard_videos)
+    ]
 
 
 def caption_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, str]:
@@ -145,3 +199,48 @@ def segment_matrix(segments: pa.ChunkedArray | pa.ListArray) -> np.ndarray:
     values = segments.combine_chunks() if isinstance(segments, pa.ChunkedArray) else segments
     flat = pc.list_flatten(values)
     return dense(flat, len(flat), -1)
+
+
+def write_index(
+    catalog: Catalog,
+    index: CheckpointIndex,
+    parts: Iterable[pa.Table],
+    videos: int,
+    projection: Projection | None,
+    ann: AnnConfig,
+    progress: Callable[[int, int], None],
+) -> tuple[int, Projection]:
+    """Write the index rows of `parts` (one per video, `videos` in all, as `index_rows` builds them) as they arrive,
+    projected onto the index's basis. Without a stored projection (the first run) rows are held back until
+    `ann.projection_sample` videos (or all) have arrived, the basis is fitted on their segment vectors and stored.
+    Calls `progress(written, videos)` after each write; returns the rows written and the projection."""
+    width = segment_vector_width(index.spec.schema(index.embed_dim))
+    buffered: list[pa.Table] = []
+    written = 0
+    for part in parts:
+        buffered.append(part)
+        if projection is None:
+            if sum(rows.num_rows for rows in buffered) < min(videos, ann.projection_sample):
+                continue
+            vectors = np.concatenate([segment_matrix(rows[SEARCH_VECTOR]) for rows in buffered])
+            projection = Projection.fit(torch.from_numpy(vectors), width, ann)
+            save_projection(catalog, index.spec.name, projection)
+        for rows in buffered:
+            projected = project_rows(rows, projection.basis, index.spec, index.embed_dim)
+            catalog.merge(index.spec, projected, index.embed_dim)
+            written += rows.num_rows
+        buffered = []
+        progress(written, videos)
+    return written, projection
+
+
+def refresh_indexes(
+    catalog: Catalog, table: Table, index: CheckpointIndex, ann: AnnConfig, projection: Projection
+) -> tuple[IndexUpdate, Projection]:
+    """Build or bring up to date the table's indexes; when that (re)built the vector indexes with other settings
+    than the projection records, store the new ones, so that upkeep rebuilds them the same way."""
+    update = ensure_indexes(table, ann, segment_vector_width(table.schema))
+    if update.vector_indexes_built and projection.ann != asdict(ann):
+        projection = replace(projection, ann=asdict(ann))
+        save_projection(catalog, index.spec.name, projection)
+    return update, projection

@@ -5,13 +5,16 @@ stores work too)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import torch
 
+from glscl.search_vectors import captured_energy, fit_projection
 from schemas.catalog import Catalog
 from schemas.tables import projection_spec
+from workers.search.indexes import AnnConfig
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,14 @@ class Projection:
     fitted_on: int
     captured_energy: float
     ann: dict = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, vectors: torch.Tensor, width: int, ann: AnnConfig) -> Projection:
+        """The basis of the top `width` directions of the first `ann.projection_sample` segment vectors [N, D],
+        recording the ANN settings."""
+        sample = vectors[: ann.projection_sample]
+        basis = fit_projection(sample, width)
+        return cls(basis.numpy(), len(sample), captured_energy(sample, basis), asdict(ann))
 
 
 def load_projection(catalog: Catalog, index_name: str) -> Projection | None:
