@@ -45,8 +45,9 @@ from glscl.config import GLSCLConfig
 from glscl.recipes import RECIPES, recipe
 from pipelines.demo import DemoConfig, generate, ingest_config, train_config
 from pipelines.ingest import ingest_flow
-from pipelines.train import TrainFlowConfig, head_config, linear_baseline, train_flow
+from pipelines.train import TrainFlowConfig, head_config, train_flow
 from schemas.catalog import Catalog, StoreConfig
+from workers.baselines import linear_baseline
 from workers.features import FeatureQuery, read_split
 from workers.plots import new_figure, save_figure
 from workers.synthetic import SyntheticDataset

@@ -15,9 +15,10 @@ from prefect.cache_policies import NO_CACHE
 from glscl.checkpoint import load_checkpoint
 from glscl.training import TrainConfig
 from pipelines.ingest import IngestConfig, IngestSummary, ingest_flow
-from pipelines.train import TrainFlowConfig, TrainSummary, linear_baseline, train_flow
+from pipelines.train import TrainFlowConfig, TrainSummary, train_flow
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEOS
+from workers.baselines import linear_baseline
 from workers.features import FeatureQuery
 from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig

@@ -10,33 +10,22 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import torch
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from glscl.backbone import BackboneConfig
-from glscl.baselines import LinearMeanPooling, MeanPooling, fit_linear_mean_pooling
 from glscl.checkpoint import checkpoint_hash
 from glscl.config import HEAD_PRESETS, GLSCLConfig
-from glscl.metrics import both_directions
 from glscl.recipes import recipe
-from glscl.training import TrainConfig, Trainer, TrainModule
+from glscl.training import TrainConfig
 from pipelines.artifacts import publish_summary
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog, StoreConfig
+from workers.baselines import baseline_metrics
 from workers.features import FeatureQuery, read_split
-from workers.plots import new_figure, save_figure
+from workers.plots import plot_training_curves
 from workers.ray_jobs import RayConfig, cluster_has_gpu, ensure_ray
-from workers.train_worker import (
-    BEST_DIR,
-    HISTORY_FILE,
-    LATEST_DIR,
-    TrainJob,
-    build_head,
-    head_pairs,
-    ray_train,
-    train_worker,
-)
+from workers.train_worker import TrainJob, ray_train, run_outcome, train_worker
 
 
 @dataclass(frozen=True)
@@ -158,54 +147,7 @@ def run_training(config: TrainFlowConfig, job: TrainJob) -> list[dict]:
     if config.workers <= 1:
         return train_worker(job)
     ensure_ray(config.ray)
-    ray_train(job, config.workers, use_gpu=cluster_has_gpu())
-    return [json.loads(line) for line in (Path(job.output_dir) / HISTORY_FILE).read_text().splitlines()]
-
-
-def linear_baseline(catalog: Catalog, query: FeatureQuery, train: TrainConfig) -> LinearMeanPooling:
-    """Mean pooling + a linear map per side, fitted on the split's training pairs with the run's batch and seed."""
-    pairs = read_split(catalog, query)
-    return fit_linear_mean_pooling(
-        torch.from_numpy(pairs.sentence),
-        torch.from_numpy(pairs.video_feats),
-        torch.from_numpy(pairs.video_mask),
-        torch.from_numpy(pairs.text_to_video),
-        batch=train.batch_size,
-        seed=train.seed,
-    )
-
-
-def baseline_metrics(config: TrainFlowConfig, job: TrainJob) -> dict[str, dict]:
-    """Held-out metrics of the baselines on the same features: mean pooling as is (CLIP4Clip meanP), mean pooling
-    with a linear map per side trained on the same training pairs (order-blind), and the untrained head."""
-    catalog = Catalog(config.store)
-    features = read_split(catalog, job.val_query)
-    sentence, frames = torch.from_numpy(features.sentence), torch.from_numpy(features.video_feats)
-    mask = torch.from_numpy(features.video_mask)
-    linear = linear_baseline(catalog, job.train_query, job.train)
-    torch.manual_seed(job.train.seed)
-    untrained = Trainer(TrainModule(build_head(job.model, job.backbone)), job.model, replace(job.train, mode="head"))
-    with torch.no_grad():
-        return {
-            "mean pooling (no training)": both_directions(MeanPooling().score(sentence, frames, mask)),
-            "mean pooling + linear (trained)": both_directions(linear.score(sentence, frames, mask)),
-            "GLSCL untrained head": untrained.evaluate(head_pairs(features)),
-        }
-
-
-def plot_curves(history: list[dict], path: Path) -> Path:
-    """Loss terms per logged step and held-out R@1 per evaluation, as a PNG."""
-    steps = [r for r in history if r.get("event") == "step"]
-    evals = [r for r in history if r.get("event") == "eval"]
-    figure, (loss_axis, recall_axis) = new_figure(2, (10, 4))
-    for term in ("total", "contrastive", "icl", "idl"):
-        if steps and term in steps[0]:
-            loss_axis.plot([r["step"] for r in steps], [r[term] for r in steps], label=term)
-    loss_axis.set(xlabel="step", ylabel="loss", title="training loss")
-    for direction in ("t2v", "v2t"):
-        recall_axis.plot([r["step"] for r in evals], [r[direction]["R@1"] for r in evals], marker="o", label=direction)
-    recall_axis.set(xlabel="step", ylabel="R@1 (%)", title="held-out R@1")
-    return save_figure(figure, path)
+    return ray_train(job, config.workers, use_gpu=cluster_has_gpu())
 
 
 @flow(name="glscl-train")
@@ -216,31 +158,28 @@ def train_flow(config: TrainFlowConfig) -> TrainSummary:
     with RunRecorder(catalog, "train", asdict(config)) as run:
         job = plan_job(config, run.run_id)
         history = run_training(config, job)
-        output = Path(config.output_dir)
-        best = output / BEST_DIR if (output / BEST_DIR).exists() else output / LATEST_DIR
-        evals = [r for r in history if r.get("event") == "eval"]
+        outcome = run_outcome(config.output_dir, history)
         metrics = {}
-        if evals:
-            metrics = baseline_metrics(config, job)
-            best_eval = max(evals, key=lambda r: r["t2v"]["R@1"])
-            metrics[f"GLSCL trained (best, step {best_eval['step']})"] = best_eval
-        epochs = [r for r in history if r.get("event") == "epoch"]
-        throughput = sum(r["pairs"] for r in epochs) / max(sum(r["seconds"] for r in epochs), 1e-9)
-        steps = max((r["step"] for r in history), default=0)
+        if outcome.best_eval is not None:
+            metrics = baseline_metrics(job)
+            metrics[f"GLSCL trained (best, step {outcome.best_eval['step']})"] = outcome.best_eval
+        output = Path(config.output_dir)
         summary = TrainSummary(
             run.run_id,
             metrics,
-            throughput,
-            steps,
-            str(best),
-            checkpoint_hash(best),
-            str(plot_curves(history, output / "curves.png")),
+            outcome.pairs_per_s,
+            outcome.steps,
+            str(outcome.checkpoint),
+            checkpoint_hash(outcome.checkpoint),
+            str(plot_training_curves(history, output / "curves.png")),
             time.perf_counter() - start,
             config.val_split,
             config.recipe,
         )
     (output / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     (output / "summary.md").write_text(summary.to_markdown() + "\n")
-    run.finish("completed", {"steps": steps}, {}, {"seconds": summary.seconds, "pairs_per_s": throughput})
+    run.finish(
+        "completed", {"steps": outcome.steps}, {}, {"seconds": summary.seconds, "pairs_per_s": outcome.pairs_per_s}
+    )
     publish_summary("train", summary.to_markdown(), f"glscl train run {run.run_id}")
     return summary

@@ -42,3 +42,18 @@ def plot_recall(accumulator: RankAccumulator, path: Path) -> Path:
         axis.plot(ks, [100.0 * np.mean(ranks <= k) for k in ks], label=name)
     axis.set(xscale="log", xlabel="K", ylabel="recall@K (%)", title="exact GLSCL retrieval")
     return save_figure(figure, path)
+
+
+def plot_training_curves(history: list[dict], path: Path) -> Path:
+    """Loss terms per logged step and held-out R@1 per evaluation, as a PNG."""
+    steps = [r for r in history if r.get("event") == "step"]
+    evals = [r for r in history if r.get("event") == "eval"]
+    figure, (loss_axis, recall_axis) = new_figure(2, (10, 4))
+    for term in ("total", "contrastive", "icl", "idl"):
+        if steps and term in steps[0]:
+            loss_axis.plot([r["step"] for r in steps], [r[term] for r in steps], label=term)
+    loss_axis.set(xlabel="step", ylabel="loss", title="training loss")
+    for direction in ("t2v", "v2t"):
+        recall_axis.plot([r["step"] for r in evals], [r[direction]["R@1"] for r in evals], marker="o", label=direction)
+    recall_axis.set(xlabel="step", ylabel="R@1 (%)", title="held-out R@1")
+    return save_figure(figure, path)

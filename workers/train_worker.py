@@ -219,8 +219,9 @@ def _ray_loop(config: dict) -> None:
     train_worker(config["job"], context.get_world_rank(), context.get_world_size(), distributed=True)
 
 
-def ray_train(job: TrainJob, num_workers: int, use_gpu: bool, max_failures: int = 0) -> None:
-    """Run `train_worker` on `num_workers` Ray Train workers (DDP); a restarted attempt resumes from the state."""
+def ray_train(job: TrainJob, num_workers: int, use_gpu: bool, max_failures: int = 0) -> list[dict]:
+    """Run `train_worker` on `num_workers` Ray Train workers (DDP); a restarted attempt resumes from the state.
+    Returns the history rank 0 wrote."""
     if job.train.batch_size % num_workers:
         raise ValueError(f"batch_size {job.train.batch_size} must be divisible by the {num_workers} workers")
     trainer = TorchTrainer(
@@ -236,6 +237,31 @@ def ray_train(job: TrainJob, num_workers: int, use_gpu: bool, max_failures: int 
     result = trainer.fit()
     if result.error:
         raise result.error
+    return History(Path(job.output_dir) / HISTORY_FILE, writer=False).read()
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What a finished run's history and folder say: its best held-out evaluation (None without any), training
+    throughput, last step, and the checkpoint to use (the best one, else the latest)."""
+
+    best_eval: dict | None
+    pairs_per_s: float
+    steps: int
+    checkpoint: Path
+
+
+def run_outcome(output_dir: str, history: list[dict]) -> RunOutcome:
+    """The outcome of the run in `output_dir` whose records are `history`."""
+    out = Path(output_dir)
+    evals = [r for r in history if r.get("event") == "eval"]
+    epochs = [r for r in history if r.get("event") == "epoch"]
+    return RunOutcome(
+        best_eval=max(evals, key=lambda r: r["t2v"]["R@1"], default=None),
+        pairs_per_s=sum(r["pairs"] for r in epochs) / max(sum(r["seconds"] for r in epochs), 1e-9),
+        steps=max((r["step"] for r in history), default=0),
+        checkpoint=out / BEST_DIR if (out / BEST_DIR).exists() else out / LATEST_DIR,
+    )
 
 
 @dataclass(frozen=True)
