@@ -14,7 +14,6 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
-from schemas.catalog import sql_string
 from workers.search.filters import Filter
 from workers.search.searcher import MAX_K, SearchConfig, Searcher, SearchError, SearchResult
 
@@ -56,16 +55,9 @@ def create_app(searcher: Searcher) -> FastAPI:
 
     @lru_cache(maxsize=1024)
     def thumbnail(video_id: str, tenths: int) -> bytes:
-        rows = (
-            searcher.table.search()
-            .where(f"video_id = {sql_string(video_id)}")
-            .select(["source_path"])
-            .limit(1)
-            .to_arrow()
-        )
-        if rows.num_rows == 0:
+        path = searcher.source_path(video_id)
+        if path is None:
             raise HTTPException(404, f"unknown video {video_id!r}")
-        path = rows["source_path"][0].as_py()
         if not path or not Path(path).is_file():
             raise HTTPException(404, f"video {video_id!r} has no readable source file")
         try:
@@ -80,7 +72,7 @@ def create_app(searcher: Searcher) -> FastAPI:
     @app.get("/health")
     def health() -> dict[str, str | int]:
         """Liveness plus what is served."""
-        return {"status": "ok", "index": searcher.table.name, "videos": searcher.table.count_rows()}
+        return {"status": "ok", **searcher.describe()}
 
     @app.post("/search", response_model=SearchResult, responses={400: {"description": "a bad query"}})
     def search(request: SearchRequest) -> SearchResult:

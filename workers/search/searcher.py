@@ -24,7 +24,7 @@ from glscl.checkpoint import load_checkpoint
 from glscl.model import TextEncoding, VideoEncoding
 from glscl.search_vectors import text_search_vectors
 from glscl.similarity import pooling_weights
-from schemas.catalog import Catalog, StoreConfig, stored_version
+from schemas.catalog import Catalog, StoreConfig, sql_string, stored_version
 from schemas.tables import (
     INDEX_FILTER_COLUMNS,
     MODEL_ID_KEY,
@@ -226,6 +226,16 @@ class Searcher:
         self.table.checkout_latest()
         if self.table.version != version:
             self._read_index_state()
+
+    def describe(self) -> dict[str, str | int]:
+        """What is served: the video index table and how many videos it holds."""
+        return {"index": self.table.name, "videos": self.table.count_rows()}
+
+    def source_path(self, video_id: str) -> str | None:
+        """The source file of an indexed video ("" when it has none), or None for a video not in the index."""
+        where = f"video_id = {sql_string(video_id)}"
+        rows = self.table.search().where(where).select(["source_path"]).limit(1).to_arrow()
+        return rows["source_path"][0].as_py() if rows.num_rows else None
 
     def encode(self, text: str) -> TextEncoding:
         """The query's GLSCL text encoding (CLIP text tower, then the GLSCL text side)."""
