@@ -181,6 +181,12 @@ class TableSpec:
         return pa.schema(fields, metadata=metadata)
 
 
+def key_columns(schema: pa.Schema) -> tuple[str, ...]:
+    """The table's key columns, as its schema marks them (Lance primary-key field metadata, in key order)."""
+    marked = [f for f in schema if (f.metadata or {}).get(PRIMARY_KEY) == b"true"]
+    return tuple(f.name for f in sorted(marked, key=lambda f: int(f.metadata[PRIMARY_KEY_POSITION])))
+
+
 VIDEOS = TableSpec("videos", ("video_id",), 1, _videos)
 FRAMES = TableSpec("frames", ("video_id", "model_id", "sampling_hash"), 1, _frames, needs_dim=True)
 CAPTIONS = TableSpec("captions", ("caption_id",), 1, _captions)

@@ -12,10 +12,11 @@ import pytest
 from lancedb.index import BTree
 
 from pipelines.cli import main
-from pipelines.maintain import MaintainConfig, RowCheckError, TableState, check_rows, maintain_table
+from pipelines.maintain import MaintainConfig
 from schemas.catalog import Catalog, StoreConfig
 from schemas.tables import CAPTIONS
 from workers.rows import captions_table
+from workers.upkeep import RowCheckError, TableState, check_rows, maintain_table
 
 ROWS_PER_COMMIT = 5
 

@@ -27,7 +27,6 @@ from glscl.training import TrainConfig
 from pipelines.cli import main
 from pipelines.demo import DEMO_MAX_WORDS
 from pipelines.index import IndexConfig, index_flow
-from pipelines.maintain import maintain_table
 from pipelines.serve import create_app
 from pipelines.train import TrainFlowConfig, train_flow
 from schemas.catalog import Catalog, sql_in
@@ -37,6 +36,7 @@ from workers.search.indexes import AnnConfig
 from workers.search.projection import load_projection
 from workers.search.searcher import SearchConfig, Searcher, SearchError
 from workers.train_worker import BEST_DIR
+from workers.upkeep import maintain_table
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 

@@ -168,13 +168,18 @@ def index_health(table: lancedb.table.Table) -> IndexHealth:
     """Row and fragment counts and unindexed rows per index (LanceDB's own statistics)."""
     stats = table.stats()
     fragments = stats["fragment_stats"]
-    unindexed = {}
-    for index in table.list_indices():
-        index_stats = table.index_stats(index.name)
-        unindexed[index.name] = int(index_stats.num_unindexed_rows) if index_stats else 0
     return IndexHealth(
         rows=int(stats["num_rows"]),
         fragments=int(fragments["num_fragments"]),
         small_fragments=int(fragments["num_small_fragments"]),
-        unindexed=unindexed,
+        unindexed=unindexed_rows(table),
     )
+
+
+def unindexed_rows(table: lancedb.table.Table) -> dict[str, int]:
+    """Rows each index of the table does not cover yet, by index name (LanceDB's own statistics)."""
+    unindexed = {}
+    for index in table.list_indices():
+        index_stats = table.index_stats(index.name)
+        unindexed[index.name] = int(index_stats.num_unindexed_rows) if index_stats else 0
+    return unindexed
