@@ -224,25 +224,6 @@ class ShardResult:
     wall_seconds: float
 
 
-_VIDEO_COLUMNS = (
-    "video_id",
-    "source_id",
-    "source_path",
-    "dataset",
-    "split",
-    "status",
-    "error",
-    "duration_s",
-    "fps",
-    "width",
-    "height",
-    "video_codec",
-    "has_audio",
-    "size_bytes",
-    "retry",
-)
-
-
 @task(cache_policy=NO_CACHE)
 def decode_encode_shard(config: IngestConfig, shard: list[dict], run_id: str) -> ShardResult:
     """One Ray Data job: decode the shard's videos on CPU tasks and encode them in model actors."""
@@ -252,7 +233,8 @@ def decode_encode_shard(config: IngestConfig, shard: list[dict], run_id: str) ->
     videos, frames, decode_s, encode_s = [], [], 0.0, 0.0
     for batch in frames_job(shard, config.sampling, config.backbone, config.ray):
         n = len(batch["video_id"])
-        videos.extend({name: _plain(batch[name][i]) for name in _VIDEO_COLUMNS} for i in range(n))
+        columns = [name for name in (*VIDEOS.schema().names, "retry") if name in batch]
+        videos.extend({name: _plain(batch[name][i]) for name in columns} for i in range(n))
         frames.append(frames_table(batch, config.backbone.model_id, sampling, sampling_hash, run_id))
         decode_s += float(np.sum(batch["decode_seconds"]))
         encode_s += float(np.sum(batch["encode_seconds"]))

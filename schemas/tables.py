@@ -199,7 +199,10 @@ MODEL_ID_KEY = "glscl.backbone_model_id"
 VIDEO_INDEX_VERSION = 3
 SEGMENT_VECTOR_PREFIX = "vector_"
 LAYOUT_KEY = b"glscl.layout"
+# The `videos` columns a video index copies for each video; searches filter on them.
 INDEX_FILTER_COLUMNS = ("video_id", "dataset", "split", "source_path", "duration_s", "ingested_at")
+# The `video_index` columns a search reads for the hits it returns (the top k only).
+INDEX_HIT_COLUMNS = ("video_id", "source_path", "dataset", "split", "duration_s", "text", "timestamps")
 
 
 def video_index_name(checkpoint_sha: str) -> str:

@@ -22,6 +22,7 @@ from schemas.tables import (
     CAPTION_PARAGRAPH,
     CAPTIONS,
     FRAMES,
+    INDEX_FILTER_COLUMNS,
     VIDEO_OK,
     VIDEOS,
     TableSpec,
@@ -156,9 +157,7 @@ def index_rows(shard: IndexShard) -> pa.Table:
     vectors, present = video_segment_vectors(
         encoded.frames, encoded.mask, encoded.local, shard.segments, config.local_weight
     )
-    meta = catalog.scan(
-        VIDEOS, ["video_id", "dataset", "split", "source_path", "duration_s", "ingested_at"], sql_in("video_id", ids)
-    )
+    meta = catalog.scan(VIDEOS, list(INDEX_FILTER_COLUMNS), sql_in("video_id", ids))
     order = {vid: i for i, vid in enumerate(meta["video_id"].to_pylist())}
     meta = meta.take(pa.array([order[vid] for vid in ids], pa.int64()))
     texts = caption_texts(catalog, ids)

@@ -27,6 +27,7 @@ from glscl.similarity import pooling_weights
 from schemas.catalog import Catalog, StoreConfig, sql_string, stored_version
 from schemas.tables import (
     INDEX_FILTER_COLUMNS,
+    INDEX_HIT_COLUMNS,
     MODEL_ID_KEY,
     VIDEO_INDEX_PREFIX,
     VIDEO_INDEX_VERSION,
@@ -42,7 +43,6 @@ from workers.search.projection import load_projection
 MAX_K = 1000
 RRF_OFFSET = 60
 ALL_PARTITIONS = 1 << 20  # LanceDB clamps nprobes to the index's partition count
-_META_COLUMNS = ["video_id", "source_path", "dataset", "split", "duration_s", "text", "timestamps"]
 _ENCODINGS = "encodings"
 _ROW_ID = "_rowid"
 
@@ -390,7 +390,7 @@ class Searcher:
         row_ids, video, scores, fused = scored.row_ids, scored.video, scored.scores, scored.fused
         ranking = fused if fused is not None else scores
         order = np.argsort(-ranking, kind="stable")[:k]
-        meta = self._take(row_ids[order], _META_COLUMNS)
+        meta = self._take(row_ids[order], list(INDEX_HIT_COLUMNS))
         found = {row_id: index for index, row_id in enumerate(meta[_ROW_ID].to_pylist())}
         order = np.array([i for i in order.tolist() if int(row_ids[i]) in found], dtype=np.int64)
         if len(order) == 0:
