@@ -183,8 +183,8 @@ def build(config: SearchBenchConfig, size: int, folder: Path) -> dict:
     """Write a gallery of `size` videos with its checkpoint; return the queries and their exact top-10.
 
     The table is new and every id is written once, so chunks are appended (`add`) rather than merged on the key
-    as the index flow does, which re-reads the growing table's keys at every chunk (the merged 1M build took
-    2,265 s; an appended one, measured with a segments table beside it, 1,748 s)."""
+    as the index flow does, which re-reads the growing table's keys at every chunk (slower at 1M videos, see
+    benchmarks/RESULTS.md)."""
     model_config = GLSCLConfig(embed_dim=config.dim, num_queries=config.num_queries, max_frames=config.frames)
     torch.manual_seed(config.seed)
     model = GLSCL(model_config).eval()

@@ -216,9 +216,9 @@ def video_index_spec(
     """The `video_index` table of one checkpoint: per-video GLSCL encodings packed in one column (see
     workers/search/packed_encodings.py), one projected ANN vector per time segment, filter metadata.
 
-    One table per checkpoint (named by its hash), so a vector index never mixes two models' vectors. Version 3
-    replaced version 2's separate frames / frame_mask / concepts columns and its multivector `vector` column:
-    on a gallery larger than memory each column a query reads is another random read per candidate.
+    One table per checkpoint (named by its hash), so a vector index never mixes two models' vectors. A video's
+    encodings share one column because on a gallery larger than memory each column a query reads is another
+    random read per candidate.
     """
     return TableSpec(
         video_index_name(checkpoint_sha),
@@ -253,7 +253,7 @@ def segment_vector_width(schema: pa.Schema) -> int:
 
 def projection_spec(index_name: str) -> TableSpec:
     """The table holding the ANN projection basis of one video index and the settings of its vector index (a
-    table, so object stores work too). Version 2 added the settings."""
+    table, so object stores work too)."""
     return TableSpec(index_name + "_projection", ("name",), 2, _projection)
 
 

@@ -23,17 +23,13 @@ _BITMAP = "bitmap"
 class AnnConfig:
     """How the approximate stage is built: vector width after projection, index type and its sizes.
 
-    IVF_FLAT is the default because it measured best here: on 100k 512-d vectors it builds in 7 s where IVF_PQ
-    (64 sub-vectors) takes 250 s on 2 cores, and it scores the probed partitions exactly (7 ms for 32 of 316
-    partitions). IVF_PQ trades that for 32x less index memory on galleries whose vectors do not fit in RAM.
-    Below `min_rows` videos no vector index is built and queries scan every vector. Each video gets `segments`
-    vectors (contiguous parts of its frames, see glscl.search_vectors), one plain vector column per segment
-    with its own index, searched for row ids only; a video ranks by its best segment. (A LanceDB multivector
-    column, one row per video, took 59 ms per search at 1M videos here; the four plain columns take 20 ms
-    searched concurrently with their partitions in LanceDB's index cache.) IVF_SQ measured no better at 1M:
-    13 ms per column against 8 ms for IVF_FLAT at nprobes 8, and it found 0.97 of a column's exact top 50
-    where IVF_FLAT found all of it (random clustered vectors). `num_partitions` defaults to about sqrt(rows)
-    per column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions.
+    IVF_FLAT is the default: it builds fastest and scores the probed partitions exactly. IVF_PQ trades that for
+    32x less index memory (one byte per 8 dims) on galleries whose vectors do not fit in RAM; IVF_SQ measured
+    slower and missed some exact neighbours. Below `min_rows` videos no vector index is built and queries scan
+    every vector. Each video gets `segments` vectors (contiguous parts of its frames, see glscl.search_vectors),
+    one plain vector column per segment with its own index, searched concurrently for row ids only (faster than
+    one multivector column); a video ranks by its best segment. `num_partitions` defaults to about sqrt(rows) per
+    column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions. Measurements: benchmarks/RESULTS.md.
     """
 
     vector_dim: int = 512
@@ -150,9 +146,8 @@ def retrain_vector_indexes(table: lancedb.table.Table, config: AnnConfig, dim: i
     """Retrain every segment column's vector index over every row, keeping its type.
 
     LanceDB's `optimize` folds new rows into the existing IVF partitions and remaps them when it compacts
-    fragments; for these indexes that measurably loses recall (100k videos: the ANN's coverage of the exact
-    top-10 at nprobes 16 fell from 0.988 to 0.89 after one compaction, and came back with a retrain, 19 s
-    here). So every optimize of a video index is followed by a retrain (minutes at 1M videos on 2 cores).
+    fragments; for these indexes that measurably loses recall, and a retrain restores it (benchmarks/RESULTS.md).
+    So every optimize of a video index is followed by a retrain.
     """
     indexed = _index_types(table)
     rows = table.count_rows()

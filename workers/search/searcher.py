@@ -57,22 +57,18 @@ class SearchConfig:
     already encoded, as in the synthetic benchmarks), and the ANN settings.
 
     Galleries of at most `probe_all_below` videos probe every IVF partition: on few videos a partition holds
-    loosely related ones, so partial probing loses neighbours, while probing all is still cheap (the four
-    segment searches take 20 ms at 5k videos here, most of it LanceDB's fixed cost of about 4 ms a search). A
-    searcher follows its table to the newest version at most every `refresh_s` seconds, so a running server
-    sees videos indexed after it started.
+    loosely related ones, so partial probing loses neighbours, while probing all stays cheap. A searcher follows
+    its table to the newest version at most every `refresh_s` seconds, so a running server sees videos indexed
+    after it started.
 
-    A query reads the IVF partitions it probes from LanceDB's index cache, or else from disk (about 1 ms per
-    partition of 1,000 512-d vectors here). `index_cache_gb` sizes that cache (None: LanceDB's default, 6 GiB;
-    the four IVF_FLAT segment indexes of 1M videos take 7.7 GiB), and `prewarm` loads every segment index into it
-    when the searcher starts, as a server should (19 s at 1M videos); a one-off query skips it.
+    A query reads the IVF partitions it probes from LanceDB's index cache, or else from disk. `index_cache_gb`
+    sizes that cache (None: LanceDB's default), which should hold every segment index, and `prewarm` loads them
+    all when the searcher starts, as a server should; a one-off query skips it.
 
-    `torch_threads` sets torch's intra-op threads for the process when the searcher is built (None: leave
-    them). One by default: a query's torch work is small (a 50-candidate re-rank takes 2 ms), and idle torch
-    worker threads keep spinning on the cores LanceDB's searches and reads need. On this 2-core machine a 5k
-    query took 42 ms with 2 threads and 32 ms with 1, a 1M query 60 and 46 ms; the CLIP text tower (ViT-B-32)
-    takes 58-74 ms with 1 thread against 44-59 with 2, and a server answers concurrent queries on its other
-    threads.
+    `torch_threads` sets torch's intra-op threads for the process when the searcher is built (None: leave them).
+    One by default: a query's torch work is small, and idle torch worker threads keep spinning on the cores
+    LanceDB's searches and reads need; a server answers concurrent queries on its other threads. The measurements
+    behind these defaults are in benchmarks/RESULTS.md (two-stage search).
     """
 
     checkpoint: str
