@@ -52,7 +52,7 @@ from workers.features import FeatureQuery, read_split
 from workers.plots import new_figure, save_figure
 from workers.synthetic import SyntheticDataset
 from workers.synthetic.order_test import WRONG, order_test
-from workers.train_worker import HISTORY_FILE
+from workers.train_worker import HISTORY_FILE, History
 
 RESULT_FILE = "result.json"
 RECIPE_KEY = "recipe"
@@ -206,7 +206,7 @@ def run_key(base: TrainFlowConfig, variant: Variant, shape: tuple[int, int]) -> 
 
 
 def order_accuracies(flow: TrainFlowConfig, checkpoint: str) -> dict[str, float]:
-    """The demo's order test (`workers.order_test`) of a run's checkpoint on the held-out split, next to the
+    """The demo's order test (`workers.synthetic.order_test`) of a run's checkpoint on the held-out split, next to the
     order-blind baselines; the linear one is fitted with the run's batch and seed, as in `pipelines.demo`."""
     catalog = Catalog(flow.store)
     model, _, _ = load_checkpoint(checkpoint)
@@ -236,7 +236,7 @@ def train_run(flow: TrainFlowConfig) -> dict[str, Any]:
     summary = train_flow(flow)
     order = order_accuracies(flow, summary.checkpoint)
     best = next(metrics for name, metrics in summary.metrics.items() if name.startswith(f"{TRAINED} (best"))
-    history = [json.loads(line) for line in (Path(flow.output_dir) / HISTORY_FILE).read_text().splitlines()]
+    history = History(Path(flow.output_dir) / HISTORY_FILE, writer=False).read()
     last = [record for record in history if record.get("event") == "eval"][-1]
     values = scorer_values(best, order, TRAINED)
     values.update({f"last {direction} R@1": last[direction]["R@1"] for direction in ("t2v", "v2t")})
