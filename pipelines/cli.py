@@ -13,6 +13,8 @@ from dataclasses import asdict
 from glscl.backbone import TINY_MODEL, BackboneConfig
 from glscl.checkpoint import CheckpointError
 from glscl.config import HEAD_PRESETS
+from pipelines.local_server import ServerError, prefect_api
+from pipelines.server_command import add_server_parser, run_server
 from schemas.catalog import StoreConfig
 from workers.ann import VECTOR_INDEX_TYPES, AnnConfig
 from workers.features import FeaturesError
@@ -22,6 +24,7 @@ from workers.sampling import SamplingConfig
 from workers.sources import SourceError, SourceOptions
 
 EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 4
 DEFAULT_DB = "./data/lancedb"
 
 
@@ -585,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_index_parser(commands)
     add_query_parser(commands)
     add_serve_parser(commands)
+    add_server_parser(commands)
     return parser
 
 
@@ -598,7 +602,9 @@ _RUNNERS = {
     "index": run_index,
     "query": run_query,
     "serve": run_serve,
+    "server": run_server,
 }
+FLOW_COMMANDS = frozenset({"ingest", "demo", "train", "evaluate", "index", "maintain"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -606,16 +612,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Standard output carries only the command's report, so `--json` output can be piped into a parser; anything
     else printed while the command runs goes to standard error (Ray forwards its workers' and raylet's log
-    lines, such as a worker it restarted, to the driver's stdout).
+    lines, such as a worker it restarted, to the driver's stdout). Flow commands run against the Prefect API that
+    `prefect_api` chooses (PREFECT_API_URL, else glscl's local server).
     """
     args = build_parser().parse_args(argv)
     args.report_stream = sys.stdout
+
+    def warn(text: str) -> None:
+        print(f"glscl {args.command}: warning: {text}", file=sys.stderr, flush=True)
+
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
+            if args.command in FLOW_COMMANDS:
+                stack.enter_context(prefect_api(warn))
             return _RUNNERS[args.command](args)
     except (SourceError, VideoError, FeaturesError, CheckpointError, ValueError, FileNotFoundError) as error:
         print(f"glscl {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ServerError as error:
+        print(f"glscl {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
 
 
 if __name__ == "__main__":
