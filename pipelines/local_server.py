@@ -2,9 +2,10 @@
 flow command that needs it and reused by every later one, and the choice of which Prefect API a flow command uses.
 
 Why: Prefect runs every flow against an API. Without `PREFECT_API_URL` it starts a temporary server in each process,
-which creates and migrates its SQLite database before the first task can run: 7 s on an idle 2-core machine and over
-20 s on a loaded one, where Prefect's 20 s start-up timeout then fails the command (benchmarks/RESULTS.md). A server
-that outlives the command pays that once; every later command checks its health in milliseconds.
+which creates or migrates its SQLite database before the first task can run: seconds on every command, and on a
+loaded 2-core machine more than Prefect's 20 s start-up timeout, which then fails the command (benchmarks/RESULTS.md
+has the numbers). A server that outlives the command pays that once; every later command checks its health in
+milliseconds.
 
 The server listens on 127.0.0.1 only, on a port the OS picks (the previous one when it is still free), and keeps its
 SQLite database, log and state in `$PREFECT_HOME/glscl-server/`. A file lock stops two commands from starting two
