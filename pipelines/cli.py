@@ -11,18 +11,17 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from glscl.backbone import TINY_MODEL, BackboneConfig
-from glscl.checkpoint import CheckpointError
 from glscl.config import HEAD_PRESETS
 from glscl.recipes import RECIPES
+from pipelines.failures import console_without_tracebacks, one_line, report
+from pipelines.local_server import prefect_api
+from pipelines.server_command import add_server_parser, run_server
 from schemas.catalog import StoreConfig
-from workers.features import FeaturesError
-from workers.probe import VideoError
 from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig
 from workers.search.indexes import VECTOR_INDEX_TYPES, AnnConfig
-from workers.sources import SourceError, SourceOptions
+from workers.sources import SourceOptions
 
-EXIT_BAD_INPUT = 2
 DEFAULT_DB = "./data/lancedb"
 
 
@@ -31,7 +30,7 @@ def _storage_options(pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--storage-option expects KEY=VALUE, got {pair!r}")
+            raise ValueError(f"--storage-option expects KEY=VALUE, got {pair!r}")
         options[key] = value
     return options
 
@@ -675,8 +674,16 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every command."""
-    parser = argparse.ArgumentParser(prog="glscl", description="Text-to-video search with GLSCL on LanceDB.")
+    parser = argparse.ArgumentParser(
+        prog="glscl",
+        description="Text-to-video search with GLSCL on LanceDB. Exit codes: 0 done; 1 unexpected error (a bug: the "
+        "traceback is in the log file the error names); 2 bad input or options; 3 ingest: some videos failed; 4 the "
+        "environment (the Prefect API or local server, the Ray cluster, the file system); 130 interrupted.",
+    )
     parser.set_defaults(report_stream=None)
+    parser.add_argument(
+        "--verbose", action="store_true", help="print tracebacks (of failed flows and tasks, and of the error itself)"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     add_ingest_parser(commands)
     add_demo_parser(commands)
@@ -688,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_query_parser(commands)
     add_serve_parser(commands)
     add_reproduce_parser(commands)
+    add_server_parser(commands)
     return parser
 
 
@@ -702,7 +710,9 @@ _RUNNERS = {
     "query": run_query,
     "serve": run_serve,
     "reproduce": run_reproduce,
+    "server": run_server,
 }
+FLOW_COMMANDS = frozenset({"ingest", "demo", "train", "evaluate", "index", "maintain", "reproduce"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -710,16 +720,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Standard output carries only the command's report, so `--json` output can be piped into a parser; anything
     else printed while the command runs goes to standard error (Ray forwards its workers' and raylet's log
-    lines, such as a worker it restarted, to the driver's stdout).
+    lines, such as a worker it restarted, to the driver's stdout). Flow commands run against the Prefect API that
+    `prefect_api` chooses (PREFECT_API_URL, else glscl's local server). Every error ends in one line on standard
+    error and a documented exit code (pipelines/failures.py); `--verbose`, anywhere on the line, adds tracebacks.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    args.verbose = args.verbose or "--verbose" in unknown
+    if unknown := [arg for arg in unknown if arg != "--verbose"]:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.report_stream = sys.stdout
+
+    def warn(text: str) -> None:
+        print(f"glscl {args.command}: warning: {one_line(text)}", file=sys.stderr, flush=True)
+
     try:
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
+            if args.command in FLOW_COMMANDS:
+                stack.enter_context(prefect_api(warn))
+            if not args.verbose:
+                stack.enter_context(console_without_tracebacks())
             return _RUNNERS[args.command](args)
-    except (SourceError, VideoError, FeaturesError, CheckpointError, ValueError, FileNotFoundError) as error:
-        print(f"glscl {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (Exception, KeyboardInterrupt) as error:
+        return report(args.command, error, args.verbose)
 
 
 if __name__ == "__main__":

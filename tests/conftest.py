@@ -1,14 +1,31 @@
-"""Shared fixtures: small videos made with ffmpeg, bad files, one Ray and one Prefect test server per run, and a
-single torch thread for tiny training tests."""
+"""Shared fixtures: small videos made with ffmpeg, bad files, one Ray and one Prefect test server per run, one
+Prefect home for the flow commands the tests start as subprocesses, and a single torch thread for tiny training
+tests."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 import pipelines  # noqa: F401  (sets the quiet Prefect defaults before any test imports prefect)
+from pipelines.local_server import LocalServer
+
+# The `glscl` commands that tests run as subprocesses take the user's path: the first starts glscl's local Prefect
+# server, the others reuse it. Its home is this run's own (set before any test module builds a subprocess
+# environment), and the server is stopped when the run ends. Tests of the first run itself use fresh homes.
+PREFECT_HOME = Path(tempfile.mkdtemp(prefix="glscl-tests-prefect-home-"))
+os.environ["PREFECT_HOME"] = str(PREFECT_HOME)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the local Prefect server the run's subprocesses started, and remove its home."""
+    LocalServer(PREFECT_HOME).stop()
+    shutil.rmtree(PREFECT_HOME, ignore_errors=True)
 
 
 def make_video(path: Path, colours: list[str], seconds_each: float = 1.0, size: str = "96x64", fps: int = 10) -> Path:

@@ -1,0 +1,132 @@
+"""One line per failure: how the `glscl` command line turns an error into an exit code and one line on standard
+error that names the problem and what to do, and where the traceback goes instead (a log file, or the terminal with
+`--verbose`).
+
+Why: a user reads the last line of a failed command, and a script reads its exit code. A traceback belongs to whoever
+debugs it: Prefect logs the exception of a failed flow or task with its traceback, so while a command runs the
+console log handlers print those records without it (Prefect's API log handler, and so the UI, keep it).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from glscl.checkpoint import CheckpointError
+from pipelines.local_server import ServerError
+from workers.features import FeaturesError
+from workers.probe import VideoError
+from workers.sources import SourceError
+
+EXIT_ERROR = 1  # unexpected: a bug; the traceback is in a log file
+EXIT_BAD_INPUT = 2  # the input or an option is wrong: a missing file, a malformed manifest, an unknown split...
+EXIT_ENVIRONMENT = 4  # the environment: the Prefect API or local server, the Ray cluster, the file system
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
+
+BAD_INPUT = (SourceError, VideoError, FeaturesError, CheckpointError, ValueError, FileNotFoundError)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What a command prints and returns for an error."""
+
+    exit_code: int
+    message: str
+    keep_traceback: bool  # write the traceback to a log file and name it in the line
+
+
+def classify(error: BaseException) -> Failure:
+    """The exit code and message of an error raised by a command."""
+    if isinstance(error, KeyboardInterrupt):
+        return Failure(EXIT_INTERRUPTED, "interrupted; committed work is kept, run the command again to finish", False)
+    if isinstance(error, BAD_INPUT):
+        return Failure(EXIT_BAD_INPUT, str(error), False)
+    if isinstance(error, ServerError):
+        return Failure(EXIT_ENVIRONMENT, str(error), True)
+    if isinstance(error, ConnectionError):
+        return Failure(
+            EXIT_ENVIRONMENT,
+            f"cannot connect ({type(error).__name__}: {error}): check that the service it names runs (with "
+            "--ray-address, the Ray cluster; leave the option out to start Ray locally)",
+            True,
+        )
+    if isinstance(error, OSError):
+        return Failure(
+            EXIT_ENVIRONMENT,
+            f"{type(error).__name__}: {error}: fix the file system problem it names (permissions, free space) and "
+            "run the command again",
+            True,
+        )
+    return Failure(EXIT_ERROR, f"unexpected {type(error).__name__}: {error}; this is a bug, please report it", True)
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks folded, so that an error is exactly one line."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def write_traceback(command: str, error: BaseException) -> str:
+    """Write the error's traceback to a new log file in the temporary folder; returns its path."""
+    with tempfile.NamedTemporaryFile("w", prefix=f"glscl-{command}-", suffix=".log", delete=False) as log:
+        log.write("".join(traceback.format_exception(error)))
+    return log.name
+
+
+def report(command: str, error: BaseException, verbose: bool) -> int:
+    """Print the error as one line on standard error, the traceback before it with `verbose` or else into a log
+    file the line names (for the errors where it helps); returns the exit code."""
+    failure = classify(error)
+    line = one_line(failure.message)
+    if verbose:
+        traceback.print_exception(error, file=sys.stderr)
+    elif failure.keep_traceback:
+        line += f" (traceback: {write_traceback(command, error)}; --verbose prints it)"
+    print(f"glscl {command}: error: {line}", file=sys.stderr, flush=True)
+    return failure.exit_code
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record with another formatter, leaving out its exception and stack (the record is unchanged)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+@contextmanager
+def console_without_tracebacks() -> Iterator[None]:
+    """While the block runs, the console log handlers configured so far (Prefect's, Ray's) print no tracebacks."""
+    if "prefect" in sys.modules:
+        # Prefect adds its console handler when `prefect` is first imported in full; the flow modules are not yet.
+        from prefect.logging.configuration import ensure_logging_setup
+
+        ensure_logging_setup()
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = {
+        handler
+        for logger in loggers
+        if isinstance(logger, logging.Logger)
+        for handler in logger.handlers
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+    }
+    saved = {handler: handler.formatter for handler in handlers}
+    for handler, formatter in saved.items():
+        handler.setFormatter(_WithoutTraceback(formatter or logging.Formatter()))
+    try:
+        yield
+    finally:
+        for handler, formatter in saved.items():
+            handler.setFormatter(formatter)

@@ -1,0 +1,307 @@
+"""glscl's local Prefect server: one `prefect server start` per Prefect home, started in the background by the first
+flow command that needs it and reused by every later one, and the choice of which Prefect API a flow command uses.
+
+Why: Prefect runs every flow against an API. Without `PREFECT_API_URL` it starts a temporary server in each process,
+which creates or migrates its SQLite database before the first task can run: seconds on every command, and on a
+loaded 2-core machine more than Prefect's 20 s start-up timeout, which then fails the command (benchmarks/RESULTS.md
+has the numbers). A server that outlives the command pays that once; every later command checks its health in
+milliseconds.
+
+The server listens on 127.0.0.1 only, on a port the OS picks (the previous one when it is still free), and keeps its
+SQLite database, log and state in `$PREFECT_HOME/glscl-server/`. A file lock stops two commands from starting two
+servers; a server whose process is gone, that does not answer, or that runs another Prefect version is replaced.
+Linux only: liveness is read from /proc.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+HOST = "127.0.0.1"
+FOLDER = "glscl-server"
+START_TIMEOUT_S = 180.0
+STOP_GRACE_S = 15.0
+MODE_VARIABLE = "GLSCL_PREFECT_SERVER"
+TEMPORARY = "temporary"
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class ServerError(RuntimeError):
+    """A Prefect API could not be started or reached; the message says which, why, and what to do."""
+
+
+@dataclass(frozen=True)
+class ServerState:
+    """A started server as recorded in its state file."""
+
+    pid: int
+    port: int
+    prefect_version: str
+    started_at: str
+
+    @property
+    def ui_url(self) -> str:
+        """The Prefect UI."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """The value for PREFECT_API_URL."""
+        return f"{self.ui_url}/api"
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """The background Prefect server of one Prefect home; its files live in `home/glscl-server/`."""
+
+    home: Path
+
+    @classmethod
+    def default(cls) -> LocalServer:
+        """The server of the Prefect home in effect (PREFECT_HOME, default ~/.prefect)."""
+        from prefect.settings import get_current_settings
+
+        return cls(Path(get_current_settings().home).expanduser().resolve())
+
+    @property
+    def folder(self) -> Path:
+        """Where the database, log, lock and state file live."""
+        return self.home / FOLDER
+
+    @property
+    def database(self) -> Path:
+        """The server's SQLite database (flow runs, task runs, logs, artifacts)."""
+        return self.folder / "prefect.db"
+
+    @property
+    def log(self) -> Path:
+        """The server's standard output and error."""
+        return self.folder / "server.log"
+
+    def state(self) -> ServerState | None:
+        """The last started server's record, or None."""
+        try:
+            return ServerState(**json.loads((self.folder / "server.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def running(self) -> ServerState | None:
+        """The server, when its process is alive and its API answers."""
+        state = self.state()
+        return state if state is not None and _alive(state) and _healthy(state) else None
+
+    def ensure(self, timeout: float = START_TIMEOUT_S) -> ServerState:
+        """The running server, started (or replaced) first when needed; raises ServerError when it cannot start."""
+        prefect_version = version("prefect")
+        state = self.running()
+        if state is not None and state.prefect_version == prefect_version:
+            return state
+        with self._lock():
+            state = self.state()
+            current = state is not None and _alive(state) and state.prefect_version == prefect_version
+            # A live server that does not answer yet was started by a command stopped while it waited, or is busy:
+            # it gets the time a start gets.
+            if current and _wait_healthy(state, timeout):
+                return state
+            self._stop(state)
+            return self._start(state.port if state else None, prefect_version, timeout)
+
+    def stop(self) -> ServerState | None:
+        """Stop the server (SIGTERM, then SIGKILL after a grace period); returns what was stopped, or None."""
+        with self._lock():
+            state = self.state()
+            return state if self._stop(state) else None
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / "server.lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def _start(self, previous_port: int | None, prefect_version: str, timeout: float) -> ServerState:
+        env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+        env |= {
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.database}",
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+        deadline = time.monotonic() + timeout
+        port = previous_port if previous_port and _port_free(previous_port) else _free_port()
+        for _ in range(3):  # a port taken between the probe and the server's bind is retried with another
+            with self.log.open("a") as log:
+                log.write(f"--- {datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} glscl starts the server on {HOST}:{port}\n")
+                log.flush()
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)],
+                    cwd=self.folder,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: a Ctrl-C or a killed command leaves it running
+                )
+            state = ServerState(process.pid, port, prefect_version, datetime.now(UTC).isoformat())
+            self._write_state(state)
+            while time.monotonic() < deadline and process.poll() is None:
+                if _healthy(state):
+                    return state
+                time.sleep(0.2)
+            if process.poll() is None:
+                self._stop(state)
+                raise ServerError(
+                    f"the local Prefect server did not answer within {timeout:.0f} s (log: {self.log}): "
+                    "run the command again, or set PREFECT_API_URL to a running Prefect server"
+                )
+            if "already in use" not in _tail(self.log):
+                raise ServerError(
+                    f"the local Prefect server exited with code {process.returncode} at start ({_tail(self.log)!r}; "
+                    f"log: {self.log}): fix what the log says, or set PREFECT_API_URL to a running Prefect server"
+                )
+            port = _free_port()
+        raise ServerError(f"no free port on {HOST} for the local Prefect server (log: {self.log})")
+
+    def _stop(self, state: ServerState | None) -> bool:
+        """Stop the state's server if it runs; remove the state file. Returns whether a process was stopped."""
+        (self.folder / "server.json").unlink(missing_ok=True)
+        if state is None or not _alive(state):
+            return False
+        for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
+            with suppress(ProcessLookupError):
+                os.killpg(state.pid, sig)
+            deadline = time.monotonic() + grace
+            while _alive(state) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if not _alive(state):
+                break
+        return True
+
+    def _write_state(self, state: ServerState) -> None:
+        scratch = self.folder / "server.json.tmp"
+        scratch.write_text(json.dumps(asdict(state)))
+        scratch.replace(self.folder / "server.json")
+
+
+def _alive(state: ServerState) -> bool:
+    """Whether the state's process still runs and is that server (a reused pid is not), reaping it if it is ours."""
+    with suppress(ChildProcessError):
+        os.waitpid(state.pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{state.pid}/stat").read_text()
+        command = Path(f"/proc/{state.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    zombie = stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return not zombie and b"server" in command and str(state.port).encode() in command
+
+
+def _healthy(state: ServerState, timeout: float = 2.0) -> bool:
+    """Whether the API answers its health check."""
+    try:
+        with _NO_PROXY.open(f"{state.api_url}/health", timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait_healthy(state: ServerState, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(state) and time.monotonic() < deadline:
+        if _healthy(state):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    """The last lines of a log, on one line (the server's console wraps its messages)."""
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return " ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+@contextmanager
+def prefect_api(warn: Callable[[str], None]) -> Iterator[str]:
+    """Point Prefect at the API a flow command uses while the block runs; yields its URL.
+
+    A PREFECT_API_URL the user set (environment, profile, settings) wins and must answer. Otherwise the local
+    server is used, started when needed; GLSCL_PREFECT_SERVER=temporary asks for Prefect's temporary per-process
+    server instead, which is also the fallback (after `warn`) when the local server cannot start.
+    """
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    configured = get_current_settings().api.url
+    if configured:
+        _check_configured(configured)
+        yield configured
+        return
+    if os.environ.get(MODE_VARIABLE, "") != TEMPORARY:
+        try:
+            state = LocalServer.default().ensure()
+        except ServerError as error:
+            warn(f"{error}; this command uses a temporary Prefect server instead")
+        else:
+            with temporary_settings(updates={PREFECT_API_URL: state.api_url}):
+                yield state.api_url
+            return
+    yield _start_temporary()
+
+
+def _check_configured(url: str) -> None:
+    """Fail fast when the configured API does not answer at all (any HTTP answer will do: Prefect Cloud's wants a
+    key); Prefect's own client would retry for a while and then fail the flow with a traceback."""
+    try:
+        _NO_PROXY.open(f"{url.rstrip('/')}/health", timeout=10).close()
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ServerError(
+            f"the Prefect API at {url} (PREFECT_API_URL) does not answer ({reason}): start that server, or unset "
+            "PREFECT_API_URL to use glscl's local server"
+        ) from error
+
+
+def _start_temporary() -> str:
+    """Start Prefect's temporary server of this process now (the flow's client reuses it), so that a start-up
+    failure is ours to report; it waits PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS (glscl sets 180)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    try:
+        server.start()
+    except RuntimeError as error:
+        raise ServerError(
+            f"Prefect's temporary server did not start ({str(error).splitlines()[0][:200]}): run the command "
+            "again, or start glscl's local server (`glscl server start`) or set PREFECT_API_URL to a running server"
+        ) from error
+    return server.api_url

@@ -1,0 +1,303 @@
+"""The user's path: `glscl` flow commands run as subprocesses with a fresh PREFECT_HOME and no Prefect settings at all
+(no test harness, no PREFECT_API_URL). The first command starts glscl's local Prefect server, every later one reuses
+it; one command of each kind completes on it; a first run completes with both cores busy; the server answers on
+loopback only, comes back after being killed, and stops; every failure ends in one line and its exit code.
+
+Each test home's server is stopped by its fixture; the data (a tiny synthetic dataset, ingested and trained by `glscl
+demo`) is made once and shared."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import make_video
+
+from pipelines.failures import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_ERROR, report
+from pipelines.local_server import LocalServer, ServerState
+
+ROOT = Path(__file__).resolve().parent.parent
+# Waits until the time in argv[2], then asks for the local server of the home in argv[1] and prints its pid.
+RACE = (
+    "import sys, time; from pathlib import Path; from pipelines.local_server import LocalServer; "
+    "time.sleep(max(0.0, float(sys.argv[2]) - time.time())); print(LocalServer(Path(sys.argv[1])).ensure().pid)"
+)
+TEMPORARY_SERVER = "temporary server on http://127.0.0.1:"  # Prefect logs it when it stops that server
+
+
+def user_env(home: Path, **extra: str) -> dict[str, str]:
+    """A new user's environment: no PREFECT_* or GLSCL_PREFECT_SERVER setting but a fresh Prefect home."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_") and k != "GLSCL_PREFECT_SERVER"}
+    return {**env, "PREFECT_HOME": str(home), **extra}
+
+
+def glscl(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `glscl ARGS` as a subprocess from the repository root."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def last_line(done: subprocess.CompletedProcess) -> str:
+    """The last non-empty line of a command's standard error."""
+    return [line for line in done.stderr.splitlines() if line.strip()][-1]
+
+
+def completed_flows(state: ServerState) -> Counter:
+    """How many completed flow runs the server holds, by flow name."""
+    runs = httpx.post(f"{state.api_url}/flow_runs/filter", json={}, timeout=30).raise_for_status().json()
+    names = {f["id"]: f["name"] for f in httpx.post(f"{state.api_url}/flows/filter", json={}, timeout=30).json()}
+    return Counter(names[r["flow_id"]] for r in runs if r["state_type"] == "COMPLETED")
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp writes them) of the TCP sockets `pid` listens on."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd)
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(fields[1].rsplit(":", 1)[0])
+    return found
+
+
+def servers_of(home: Path) -> list[int]:
+    """The ids of the live `prefect server start` processes whose PREFECT_HOME is `home`."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"server" in command and b"start" in command and f"PREFECT_HOME={home}".encode() in environ:
+            found.append(int(proc.name))
+    return found
+
+
+@dataclass
+class FreshHome:
+    """A new user's Prefect home and environment; stopping it stops the server its commands started."""
+
+    home: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return user_env(self.home)
+
+    @property
+    def server(self) -> LocalServer:
+        return LocalServer(self.home)
+
+    def stop(self) -> None:
+        self.server.stop()
+        assert servers_of(self.home) == [], "the home's server process outlived its stop"
+
+
+@contextmanager
+def fresh_home(path: Path) -> Iterator[FreshHome]:
+    """A FreshHome whose server is stopped afterwards, whatever the test did."""
+    home = FreshHome(path)
+    try:
+        yield home
+    finally:
+        home.stop()
+
+
+@pytest.fixture(scope="module")
+def user(tmp_path_factory) -> Iterator[FreshHome]:
+    """One new user for this module: the flow commands below share its home, as one person's commands would."""
+    with fresh_home(tmp_path_factory.mktemp("home")) as home:
+        yield home
+
+
+@dataclass
+class Demo:
+    """What the first command, `glscl demo`, left: its run, the server it started, the database and checkpoint."""
+
+    done: subprocess.CompletedProcess
+    state: ServerState
+    out: Path
+
+    @property
+    def db(self) -> str:
+        return str(self.out / "lancedb")
+
+    @property
+    def checkpoint(self) -> str:
+        return str(self.out / "train" / "best")
+
+
+@pytest.fixture(scope="module")
+def demo(user, tmp_path_factory) -> Demo:
+    """The new user's first command: a small `glscl demo` (generate, ingest, train, order test; 32 training videos
+    make one batch)."""
+    out = tmp_path_factory.mktemp("demo")
+    args = ["demo", "--out", str(out), "--train-videos", "32", "--val-videos", "4", "--epochs", "1"]
+    done = glscl(user.env, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = user.server.running()
+    assert state is not None, "the first flow command left no local server running"
+    return Demo(done, state, out)
+
+
+def assert_ran_on_the_local_server(done: subprocess.CompletedProcess, state: ServerState) -> None:
+    """The command succeeded, without a temporary server or a warning, with its flow run on the local server."""
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert TEMPORARY_SERVER not in done.stderr and "warning:" not in done.stderr, done.stderr[-3000:]
+    assert f"View at {state.ui_url}/runs/flow-run/" in done.stderr
+
+
+def test_first_command_starts_the_local_server(user, demo):
+    assert_ran_on_the_local_server(demo.done, demo.state)
+    assert "| GLSCL trained (best, step" in demo.done.stdout
+    assert completed_flows(demo.state) == Counter({"glscl-demo": 1, "glscl-ingest": 1, "glscl-train": 1})
+    assert servers_of(user.home) == [demo.state.pid]
+    assert (user.home / "glscl-server" / "prefect.db").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ingest {out}/train.json {out}/val_1.json --video-root {out}/videos --dataset synthetic --db {db} --frames 8",
+        "train --db {db} --head tiny --epochs 1 --batch-size 8 --val-split= --output {tmp}/train",
+        "evaluate --checkpoint {checkpoint} --db {db} --output {tmp}/evaluate",
+        "index --checkpoint {checkpoint} --db {db} --vector-dim 32",
+        "maintain --db {db}",
+    ],
+)
+def test_each_flow_command_reuses_the_local_server(user, demo, tmp_path, command):
+    flow = f"glscl-{command.split()[0]}"
+    before = completed_flows(demo.state)[flow]
+    args = command.format(out=demo.out, db=demo.db, checkpoint=demo.checkpoint, tmp=tmp_path).split()
+    done = glscl(user.env, *args)
+    assert_ran_on_the_local_server(done, demo.state)
+    assert user.server.running() == demo.state, "the command started another server instead of reusing it"
+    assert completed_flows(demo.state)[flow] == before + 1
+
+
+def test_failures_end_in_one_line_with_their_exit_code(user, tmp_path):
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("file\nx.mp4\n")
+    done = glscl(user.env, "ingest", str(manifest), "--db", str(tmp_path / "db"))
+    assert done.returncode == EXIT_BAD_INPUT
+    assert last_line(done) == f"glscl ingest: error: {manifest}: a manifest needs a 'path' column (found: file)"
+    assert "Traceback" not in done.stderr, "Prefect's task and flow failure logs keep their tracebacks to themselves"
+    verbose = glscl(user.env, "ingest", str(manifest), "--db", str(tmp_path / "db"), "--verbose")
+    assert verbose.returncode == EXIT_BAD_INPUT and verbose.stderr.count("Traceback") >= 2
+    assert last_line(verbose) == last_line(done)
+
+    unreachable = glscl(user_env(tmp_path / "home", PREFECT_API_URL="http://127.0.0.1:9/api"), "maintain")
+    assert unreachable.returncode == EXIT_ENVIRONMENT, unreachable.stderr[-2000:]
+    line = last_line(unreachable)
+    assert line.startswith("glscl maintain: error: the Prefect API at http://127.0.0.1:9/api (PREFECT_API_URL)")
+    assert "unset PREFECT_API_URL" in line and "Traceback" not in unreachable.stderr
+    assert LocalServer(tmp_path / "home").state() is None, "a PREFECT_API_URL the user set wins over the local server"
+    traceback_file = Path(re.search(r"\(traceback: (\S+);", line).group(1))
+    assert "ServerError" in traceback_file.read_text()
+    traceback_file.unlink()
+
+
+def test_an_unexpected_error_is_one_line_naming_its_traceback_file(capsys):
+    try:
+        raise RuntimeError("boom\nsecond line")
+    except RuntimeError as error:
+        assert report("index", error, verbose=False) == EXIT_ERROR
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("glscl index: error: unexpected RuntimeError: boom second line; this is a bug")
+    traceback_file = Path(re.search(r"\(traceback: (\S+);", line).group(1))
+    assert 'raise RuntimeError("boom' in traceback_file.read_text()
+    traceback_file.unlink()
+
+
+def test_temporary_server_on_request(tmp_path):
+    env = user_env(tmp_path / "home", GLSCL_PREFECT_SERVER="temporary")
+    done = glscl(env, "maintain", "--db", str(tmp_path / "db"), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert TEMPORARY_SERVER in done.stderr and json.loads(done.stdout)["run_id"].startswith("maintain-")
+    assert LocalServer(tmp_path / "home").state() is None and servers_of(tmp_path / "home") == []
+
+
+@pytest.mark.slow
+def test_first_run_with_both_cores_busy(tmp_path):
+    """Two busy loops hold both cores while a new user's first command starts its server; it completes."""
+    make_video(tmp_path / "videos" / "a.mp4", ["red", "blue"])
+    make_video(tmp_path / "videos" / "b.mp4", ["green", "white"])
+    # In sessions of their own, as other programs would be: the kernel's autogroup scheduling shares the cores
+    # between sessions, and the server gets a session of its own too.
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True) for _ in range(2)]
+    with fresh_home(tmp_path / "home") as user:
+        try:
+            started = time.monotonic()
+            command = [sys.executable, "-m", "pipelines.cli", "ingest", str(tmp_path / "videos")]
+            command += ["--db", str(tmp_path / "db"), "--frames", "4"]
+            with (tmp_path / "stderr").open("w") as errors:
+                process = subprocess.Popen(command, cwd=ROOT, env=user.env, stdout=subprocess.PIPE, stderr=errors)
+                while "Beginning flow run" not in (tmp_path / "stderr").read_text() and process.poll() is None:
+                    time.sleep(0.2)
+                to_flow = time.monotonic() - started
+                for loop in busy:
+                    loop.kill()
+                output, _ = process.communicate(timeout=600)
+        finally:
+            for loop in busy:
+                loop.kill()
+                loop.wait()
+        done = subprocess.CompletedProcess(command, process.returncode, output, (tmp_path / "stderr").read_text())
+        state = user.server.running()
+        assert state is not None, done.stderr[-3000:]
+        assert_ran_on_the_local_server(done, state)
+        assert completed_flows(state) == Counter({"glscl-ingest": 1}), f"flow began after {to_flow:.1f} s"
+
+
+def test_server_commands_lock_loopback_kill_and_stop(tmp_path):
+    with fresh_home(tmp_path / "home") as user:
+        # Three processes ask for the server at the same instant: the lock lets one start it, the others reuse it.
+        at = time.time() + 5
+        racers = [
+            subprocess.Popen([sys.executable, "-c", RACE, str(user.home), str(at)], cwd=ROOT, stdout=subprocess.PIPE)
+            for _ in range(3)
+        ]
+        pids = {int(p.communicate(timeout=300)[0]) for p in racers}
+        first = json.loads(glscl(user.env, "server", "start", "--json").stdout)
+        assert first["running"] and pids == {first["pid"]}, "one server started, the others reused it"
+        assert servers_of(user.home) == [first["pid"]]
+        assert first["api_url"].startswith("http://127.0.0.1:") and first["folder"] == str(user.home / "glscl-server")
+        assert listening_addresses(first["pid"]) == {"0100007F"}, "the server listens on 127.0.0.1 only"
+        assert httpx.get(first["ui_url"], timeout=30).status_code == 200, "the Prefect UI is served"
+
+        # Killed, as a crash or a reboot would: the next flow command starts it again.
+        os.kill(first["pid"], signal.SIGKILL)
+        done = glscl(user.env, "maintain", "--db", str(tmp_path / "empty-db"))
+        state = user.server.running()
+        assert state is not None and state.pid != first["pid"], done.stderr[-3000:]
+        assert_ran_on_the_local_server(done, state)
+        assert servers_of(user.home) == [state.pid]
+
+        stopped = glscl(user.env, "server", "stop")
+        assert stopped.returncode == 0 and f"stopped the local Prefect server (pid {state.pid})" in stopped.stdout
+        assert servers_of(user.home) == []
+        status = json.loads(glscl(user.env, "server", "status", "--json").stdout)
+        assert status["running"] is False and status["pid"] is None
