@@ -50,8 +50,8 @@ from schemas.catalog import Catalog, StoreConfig
 from workers.baselines import linear_baseline
 from workers.features import FeatureQuery, read_split
 from workers.plots import new_figure, save_figure
-from workers.synthetic import SyntheticDataset
 from workers.synthetic.order_test import WRONG, order_test
+from workers.synthetic.videos import SyntheticDataset
 from workers.train_worker import HISTORY_FILE, History
 
 RESULT_FILE = "result.json"

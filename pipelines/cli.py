@@ -492,7 +492,7 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         "--index-cache-gb",
         type=float,
         default=None,
-        help="LanceDB index cache in GiB (default 6); hold every segment index (7.7 GiB at 1M videos, IVF_FLAT)",
+        help="LanceDB index cache in GiB (default 6); size it to hold every segment index (RESULTS.md has sizes)",
     )
 
 

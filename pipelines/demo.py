@@ -23,8 +23,8 @@ from workers.features import FeatureQuery
 from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
-from workers.synthetic import SyntheticConfig, SyntheticDataset, generate_synthetic_dataset
 from workers.synthetic.order_test import WRONG, order_test
+from workers.synthetic.videos import SyntheticConfig, SyntheticDataset, generate_synthetic_dataset
 
 DEMO_FRAMES = 8
 DEMO_MAX_WORDS = 32

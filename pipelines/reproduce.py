@@ -29,7 +29,7 @@ from schemas.catalog import StoreConfig
 from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
-from workers.synthetic import SyntheticConfig, generate_synthetic_dataset
+from workers.synthetic.videos import SyntheticConfig, generate_synthetic_dataset
 from workers.train_worker import BEST_DIR, time_training_steps
 
 # Paper Table II, ActivityNet val_1, ViT-B/32, no post-processing (R@1/5/10 and MnR; no MdR is reported).

@@ -68,7 +68,7 @@ def ingest_synthetic(root: Path, n_train: int, n_val: int, seed: int):
     from pipelines.demo import DemoConfig, ingest_config
     from pipelines.ingest import ingest_flow
     from schemas.catalog import StoreConfig
-    from workers.synthetic import SyntheticConfig, generate_synthetic_dataset
+    from workers.synthetic.videos import SyntheticConfig, generate_synthetic_dataset
 
     dataset = generate_synthetic_dataset(SyntheticConfig(out_dir=root, n_train=n_train, n_val=n_val, seed=seed))
     demo = DemoConfig(out_dir=str(root), store=StoreConfig(str(root / "db")))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from workers.sampling import SamplingConfig, plan_frames
-from workers.synthetic import (
+from workers.synthetic.videos import (
     BACKGROUND,
     PALETTE,
     Event,

@@ -13,7 +13,7 @@ from glscl.baselines import LinearMeanPooling, MeanPooling
 from glscl.model import GLSCL
 from schemas.catalog import Catalog, sql_string
 from workers.features import FeatureQuery, SplitFeatures, read_split, video_sentences
-from workers.synthetic import order_test_candidates
+from workers.synthetic.videos import order_test_candidates
 
 CANDIDATES = 4
 
