@@ -13,7 +13,8 @@ def add_server_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "server",
         help="start, stop or show the local Prefect server that flow commands reuse",
-        description="Flow commands (ingest, train, evaluate, index, maintain, demo) run against a Prefect server. "
+        description="Flow commands (ingest, train, evaluate, index, maintain, demo, reproduce) run against a Prefect "
+        "server. "
         "Unless PREFECT_API_URL is set, the first one starts glscl's local server in the background, on 127.0.0.1 "
         "and a free port, with its database, log and state in $PREFECT_HOME/glscl-server/ (PREFECT_HOME defaults to "
         "~/.prefect); later commands reuse it, and one that finds it gone starts it again. The Prefect UI is at its "
