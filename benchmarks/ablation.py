@@ -45,7 +45,7 @@ from glscl.config import GLSCLConfig
 from glscl.recipes import RECIPES, recipe
 from pipelines.demo import DemoConfig, generate, ingest_config, train_config
 from pipelines.ingest import ingest_flow
-from pipelines.train import TrainFlowConfig, head_config, train_flow
+from pipelines.train import TrainFlowConfig, head_config, train_flow, train_settings
 from schemas.catalog import Catalog, StoreConfig
 from workers.baselines import linear_baseline
 from workers.features import FeatureQuery, read_split
@@ -259,7 +259,7 @@ def run_settings(demo: DemoConfig, flow: TrainFlowConfig, shape: tuple[int, int]
     differently but training the same model may share it."""
     resolved = {
         "head": head_config(flow, *shape).to_dict(),
-        "train": replace(flow.train, **recipe(flow.recipe).train).to_dict(),
+        "train": train_settings(flow).to_dict(),
     }
     flow_settings = {**asdict(flow), "output_dir": None, "head_overrides": None, "train": None}
     return _as_json({"data": asdict(demo.synthetic()), "flow": flow_settings, **resolved})

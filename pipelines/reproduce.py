@@ -20,6 +20,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from glscl.backbone import BackboneConfig
+from glscl.checkpoint import load_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.training import TrainConfig
 from pipelines.evaluate import EvaluateConfig, evaluate_flow
@@ -209,9 +210,9 @@ def run_bench(config: ReproduceConfig, videos: int, head: GLSCLConfig) -> dict[s
 
 
 def checkpoint_head(config: ReproduceConfig) -> GLSCLConfig:
-    """The GLSCL config recorded with the best checkpoint."""
-    manifest = json.loads((Path(config.out_dir) / "train" / BEST_DIR / "config.json").read_text())
-    return GLSCLConfig.from_dict(manifest["config"])
+    """The GLSCL config of the best checkpoint, read (and its sha256 checked) by `glscl.checkpoint`."""
+    _, head, _ = load_checkpoint(Path(config.out_dir) / "train" / BEST_DIR)
+    return head
 
 
 def report_markdown(config: ReproduceConfig, results: dict[str, dict[str, Any]]) -> str:

@@ -103,6 +103,11 @@ def head_config(config: TrainFlowConfig, embed_dim: int, frames: int) -> GLSCLCo
     return GLSCLConfig(**{**values, "embed_dim": embed_dim, "max_frames": frames, "max_words": config.max_words})
 
 
+def train_settings(config: TrainFlowConfig) -> TrainConfig:
+    """The run's training config with its recipe's settings in place (the twin of `head_config`)."""
+    return replace(config.train, **recipe(config.recipe).train)
+
+
 def _query(config: TrainFlowConfig, split: str) -> FeatureQuery:
     return FeatureQuery(split, config.backbone.model_id, config.max_words, config.kind)
 
@@ -134,7 +139,7 @@ def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
         train_query=_query(config, config.split),
         val_query=_query(config, config.val_split) if config.val_split else None,
         model=model,
-        train=replace(config.train, **recipe(config.recipe).train),
+        train=train_settings(config),
         output_dir=config.output_dir,
         max_steps=config.max_steps,
         extra=extra,
