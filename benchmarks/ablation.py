@@ -43,10 +43,12 @@ from prefect import flow
 from glscl.checkpoint import load_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.recipes import RECIPES, recipe
-from pipelines.demo import DemoConfig, generate, ingest_config, train_config
+from pipelines.configs import DemoConfig, TrainFlowConfig
+from pipelines.demo import generate, ingest_config, train_config
 from pipelines.ingest import ingest_flow
-from pipelines.train import TrainFlowConfig, head_config, train_flow, train_settings
-from schemas.catalog import Catalog, StoreConfig
+from pipelines.train import head_config, train_flow, train_settings
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from workers.baselines import linear_baseline
 from workers.features import FeatureQuery, read_split
 from workers.plots import new_figure, save_figure
@@ -449,8 +451,8 @@ def write_reports(report: dict, output: Path) -> str:
     return markdown
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Command-line options; data and training defaults are the demo's (`DemoConfig`)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options; data and training defaults are the demo's (`DemoConfig`)."""
     demo = DemoConfig()
     parser = argparse.ArgumentParser(prog="glscl bench ablation", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -490,7 +492,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--data-seed", type=int, default=demo.seed, help=f"seed of the generated data (default {demo.seed})"
     )
-    return parser.parse_args(argv)
+    return parser
 
 
 def config_from_args(args: argparse.Namespace) -> AblationConfig:
@@ -515,7 +517,7 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
 
 def main(argv: Sequence[str] | None = None) -> str:
     """Run the benchmark from the command line, write its reports and return the Markdown."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     config = config_from_args(args)
     command = shlex.join(["glscl", "bench", "ablation", *(sys.argv[1:] if argv is None else argv)])
     return to_markdown(run_ablation(config, command=command))

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glscl.backbone import Backbone, BackboneConfig
+from glscl.backbone import Backbone
+from glscl.backbone_config import BackboneConfig
 from workers.decode import decode_frames
 from workers.probe import probe_video
 from workers.sampling import SamplingConfig
@@ -146,13 +147,18 @@ def to_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options."""
+    parser = argparse.ArgumentParser(prog="glscl bench ingest", description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=20, help="length of the test clip in seconds (default 20)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per stage; the median is kept (default 3)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry: run, print Markdown, optionally save JSON."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=int, default=20, help="length of the test clip")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     results = bench(args.seconds, args.repeats)
     print(to_markdown(results))
     if args.json:

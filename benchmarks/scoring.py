@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from glscl.baselines import MeanPooling, XPoolHead
-from glscl.config import GLSCLConfig
+from glscl.config import DEFAULT_BLOCK, GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
-from glscl.similarity import DEFAULT_BLOCK, gram_matrices, local_scores
+from glscl.similarity import gram_matrices, local_scores
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 HEADS = ("glscl", "glscl_global", "glscl_local", "xpool", "meanpool")
@@ -641,28 +641,68 @@ def save_plot(result: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------------------------------------- CLI
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Command-line options; defaults come from `ScoringBenchConfig`."""
+# What each integer option sets; its default is ScoringBenchConfig's.
+_INTEGER_OPTIONS = {
+    "frames": "frames per video (F)",
+    "dim": "embedding width (D)",
+    "queries": "GLSCL learnable queries (K)",
+    "warmup": "untimed calls before timing",
+    "repeats": "timed calls per measurement (the median is reported)",
+    "min_texts": "smallest text slice of the untiled local and mean-pooling heads",
+    "glscl_block": "texts per block of the exact GLSCL global score",
+    "glscl_video_block": "videos per block of the exact GLSCL global score",
+    "xpool_text_block": "texts per block of the X-Pool-style head",
+    "xpool_video_block": "videos per block of the X-Pool-style head",
+    "gemm_size": "matrix size of the GEMM that measures the machine's FLOP rate",
+    "check_size": "gallery size of the correctness check against a float64 reference",
+    "seed": "seed of the random features",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options; defaults come from `ScoringBenchConfig`."""
     defaults = ScoringBenchConfig()
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.scoring", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=defaults.sizes)
-    parser.add_argument("--scaling-sizes", type=int, nargs="*", default=defaults.scaling_sizes)
-    integers = ("frames", "dim", "queries", "warmup", "repeats", "min_texts", "glscl_block", "xpool_text_block")
-    for name in (*integers, "glscl_video_block", "xpool_video_block", "gemm_size", "seed"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    parser.add_argument("--max-seconds", type=float, default=defaults.max_seconds)
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=defaults.dtype)
-    parser.add_argument("--device", default=defaults.device, help="cpu, cuda or cuda:N")
+    parser = argparse.ArgumentParser(prog="glscl bench scoring", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=defaults.sizes,
+        help=f"gallery sizes of the full table, N texts x N videos each (default {defaults.sizes})",
+    )
+    parser.add_argument(
+        "--scaling-sizes",
+        type=int,
+        nargs="*",
+        default=defaults.scaling_sizes,
+        help=f"extra sizes of the scaling table and plot (default {defaults.scaling_sizes})",
+    )
+    for name, what in _INTEGER_OPTIONS.items():
+        value = getattr(defaults, name)
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value, help=f"{what} (default {value})")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=defaults.max_seconds,
+        help=f"bound on one timed call's text-proportional part (default {defaults.max_seconds})",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=defaults.dtype,
+        help=f"number format of the features (default {defaults.dtype})",
+    )
+    parser.add_argument("--device", default=defaults.device, help=f"cpu, cuda or cuda:N (default {defaults.device})")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="write the result dict here")
     parser.add_argument("--markdown", type=Path, help="write the Markdown report here")
     parser.add_argument("--plot", type=Path, help="write a log-log PNG of seconds vs N here")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark from the command line, print the Markdown report and write the requested files."""
-    args = parse_args(argv)
+    args = build_parser().parse_args(argv)
     output_flags = {"json", "markdown", "plot"}
     options = {k: v for k, v in vars(args).items() if k not in output_flags}
     config = ScoringBenchConfig(**options | {"sizes": tuple(args.sizes), "scaling_sizes": tuple(args.scaling_sizes)})

@@ -26,20 +26,23 @@ import pyarrow as pa
 import torch
 
 from benchmarks.scoring import cpu_name
-from glscl.backbone import Backbone, BackboneConfig
+from glscl.backbone import Backbone
+from glscl.backbone_config import BackboneConfig
 from glscl.baselines import XPoolHead
 from glscl.checkpoint import checkpoint_hash, save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.search_vectors import fill_absent_segments, video_segment_vectors
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.plots import new_figure, save_figure
 from workers.rows import multivector_array, vector_array
-from workers.search.indexes import AnnConfig, ensure_indexes, index_health
+from workers.search.config import AnnConfig, SearchConfig
+from workers.search.indexes import ensure_indexes, index_health
 from workers.search.packed_encodings import pack_encodings
 from workers.search.projection import Projection, save_projection
-from workers.search.searcher import ALL_PARTITIONS, SearchConfig, Searcher
+from workers.search.searcher import ALL_PARTITIONS, Searcher
 from workers.video_index import SEARCH_VECTOR, project_rows
 
 MODEL_ID = "synthetic-encodings"
@@ -246,7 +249,14 @@ def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
     rows, seen = [], set()
     grid = [(c, n, r) for r in config.refine_factors for n in config.nprobes for c in config.candidates]
     for candidates, nprobes, refine in grid:
-        settings = SearchConfig(built["checkpoint"], store, None, candidates, nprobes, refine or None)
+        settings = SearchConfig(
+            built["checkpoint"],
+            store,
+            candidates=candidates,
+            nprobes=nprobes,
+            refine_factor=refine or None,
+            encode_text=False,
+        )
         searcher = Searcher(
             replace(
                 settings,
@@ -287,7 +297,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
 
 def exact_mode_ms(config: SearchBenchConfig, built: dict) -> float:
     """Median per-query time of the Searcher's exhaustive exact mode (streams every row), over 3 queries."""
-    searcher = Searcher(SearchConfig(built["checkpoint"], StoreConfig(built["store"]), None))
+    searcher = Searcher(SearchConfig(built["checkpoint"], StoreConfig(built["store"]), encode_text=False))
     text = built["text"]
     times = []
     for i in range(3):

@@ -200,9 +200,11 @@ def markdown(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Prepare the data, measure every (mode, command), print a Markdown table and write the runs as JSON."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options."""
+    parser = argparse.ArgumentParser(
+        prog="glscl bench startup", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--commands", default=",".join(COMMANDS), help="comma-separated flow commands")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     parser.add_argument("--repeats", type=int, default=1, help="runs per command and mode (default 1)")
@@ -210,7 +212,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fresh", action="store_true", help="a fresh Prefect home for every run of every mode")
     parser.add_argument("--work", default=None, help="working folder (default: a new temporary one)")
     parser.add_argument("--out", default=None, help="also write the runs to this JSON file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Prepare the data, measure every (mode, command), print a Markdown table and write the runs as JSON."""
+    args = build_parser().parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="glscl-startup-bench-"))
     if not (work / "demo" / "train" / "best").exists():
         prepare(work)

@@ -22,7 +22,8 @@ import torch
 from glscl.checkpoint import save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 from workers.encode import mean_vector
 from workers.hashing import text_id
@@ -127,17 +128,28 @@ def build_gallery(config: GalleryConfig) -> Path:
     return save_checkpoint(Path(config.db) / "checkpoint", GLSCL(model_config), model_config, extra)
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The generator's options; defaults come from `GalleryConfig`."""
+    defaults = GalleryConfig(db="")
+    parser = argparse.ArgumentParser(prog="glscl bench gallery", description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True, help="LanceDB folder to create the gallery in")
+    described = {
+        "videos": "videos in the gallery",
+        "frames": "frames per video",
+        "dim": "embedding width",
+        "words": "token positions per text",
+        "seed": "seed of the random features",
+    }
+    for name, what in described.items():
+        value = getattr(defaults, name)
+        parser.add_argument(f"--{name}", type=int, default=value, help=f"{what} (default {value})")
+    parser.add_argument("--split", default=defaults.split, help=f"split name of the rows (default {defaults.split})")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--db", required=True, help="LanceDB folder to create the gallery in")
-    parser.add_argument("--videos", type=int, default=4917)
-    parser.add_argument("--frames", type=int, default=64)
-    parser.add_argument("--dim", type=int, default=512)
-    parser.add_argument("--words", type=int, default=64)
-    parser.add_argument("--split", default="val_1")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     checkpoint = build_gallery(
         GalleryConfig(args.db, args.videos, args.frames, args.dim, args.words, args.split, args.seed)
     )

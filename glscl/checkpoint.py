@@ -9,7 +9,6 @@ written atomically; loading verifies the sha256 before reading the tensors and n
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from glscl.config import GLSCLConfig
+from glscl.files import file_sha256
 from glscl.model import GLSCL
 
 WEIGHTS_FILE = "model.safetensors"
@@ -42,12 +42,6 @@ class CheckpointError(RuntimeError):
 def _weights_path(path: str | Path) -> Path:
     path = Path(path)
     return path if path.suffix == ".safetensors" else path / WEIGHTS_FILE
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 (hex) of a file's bytes, read in chunks so a large video or checkpoint is never in memory whole."""
-    with Path(path).open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def checkpoint_hash(path: str | Path) -> str:

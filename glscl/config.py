@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 TEMPORAL_ACTIVATIONS = ("quick_gelu", "gelu")
 TEMPORAL_INITS = ("clip", "random")
 ICL_FORMS = ("authors", "mean")
+Mode = Literal["head", "full"]
+BATCH_UNITS = ("videos", "captions")
+SCHEDULES = ("project", "authors")
+DECAY_RULES = ("project", "authors")
+LOGIT_SCALE_LRS = ("head", "clip")
+OPTIMIZERS = ("adamw", "bertadam")
+# Texts x videos per block of exact scoring: tall, narrow blocks keep the [texts, videos, F] intermediates in cache
+# (benchmarks/RESULTS.md, exhaustive scoring).
+DEFAULT_BLOCK = (1024, 32)
 
 
 @dataclass
@@ -113,3 +122,59 @@ TINY_HEAD: dict[str, Any] = {
     "logit_scale_max": 20.0,
 }
 HEAD_PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "tiny": TINY_HEAD}
+
+
+@dataclass
+class TrainConfig:
+    """Run settings; the optimiser's lr, clip_lr, weight_decay, warmup_fraction and grad_clip come from GLSCLConfig.
+
+    `eval_every` counts steps between evaluations/checkpoints (0: only at epoch ends); `log_every` counts steps
+    between step logs (0: none). `betas`/`eps` are the authors' BertAdam values (AdamW adds bias correction).
+    `order_negatives` adds, per training video with two or more sentences, its sentences in reverse order as a
+    hard negative text (a project addition, not in the paper: it makes event order matter to the loss).
+    `optimizer`, `schedule`, `decay` and `logit_scale_lr` choose the project's or the authors' optimiser pieces
+    (`glscl.optim`); `batches` = "videos" draws distinct videos with one of their texts each, "captions" walks
+    all texts as the authors' loaders do (two captions of one video may meet in a batch, as negatives).
+    """
+
+    epochs: int = 5
+    batch_size: int = 64
+    seed: int = 42
+    eval_every: int = 0
+    log_every: int = 50
+    mode: Mode = "head"
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    order_negatives: bool = False
+    optimizer: str = "adamw"
+    schedule: str = "project"
+    decay: str = "project"
+    logit_scale_lr: str = "head"
+    batches: str = "videos"
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        choices = {
+            "mode": ("head", "full"),
+            "optimizer": OPTIMIZERS,
+            "schedule": SCHEDULES,
+            "decay": DECAY_RULES,
+            "logit_scale_lr": LOGIT_SCALE_LRS,
+            "batches": BATCH_UNITS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+        if min(self.seed, self.eval_every, self.log_every) < 0:
+            raise ValueError("seed, eval_every and log_every must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of all fields."""
+        return {**dataclasses.asdict(self), "betas": list(self.betas)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from `to_dict()` output; unknown keys are an error."""
+        return strict_from_dict(cls, values)

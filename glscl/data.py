@@ -5,14 +5,14 @@ that fixes every global batch by (seed, epoch, step), plus the independent rando
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-Mode = Literal["head", "full"]
-BATCH_UNITS = ("videos", "captions")
+from glscl.config import BATCH_UNITS, Mode
+
 # Independent random streams derived from the seed: epoch order, text choice, dropout.
 _ORDER_STREAM, _TEXT_STREAM, _DROPOUT_STREAM = 0, 1, 2
 

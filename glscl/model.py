@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from glscl.config import GLSCLConfig
-from glscl.similarity import DEFAULT_BLOCK, global_pair_scores, global_scores, local_pair_scores, local_scores
+from glscl.config import DEFAULT_BLOCK, GLSCLConfig
+from glscl.similarity import global_pair_scores, global_scores, local_pair_scores, local_scores
 
 
 class VideoEncoding(NamedTuple):

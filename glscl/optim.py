@@ -15,12 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from glscl.config import GLSCLConfig
+from glscl.config import DECAY_RULES, LOGIT_SCALE_LRS, OPTIMIZERS, SCHEDULES, GLSCLConfig
 
-SCHEDULES = ("project", "authors")
-DECAY_RULES = ("project", "authors")
-LOGIT_SCALE_LRS = ("head", "clip")
-OPTIMIZERS = ("adamw", "bertadam")
 # The authors' cosine runs over five epochs of steps whatever the epoch count (their main_retrieval.py).
 AUTHORS_SCHEDULE_EPOCHS = 5
 # Parameters named like this are never weight-decayed under the project's rule (besides every parameter with fewer

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from glscl.config import GLSCLConfig
-    from glscl.training import TrainConfig
+    from glscl.config import GLSCLConfig, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,8 @@ in DistributedDataParallel.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -22,14 +20,13 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from glscl.checkpoint import read_training_state, write_training_state
-from glscl.config import GLSCLConfig, strict_from_dict
-from glscl.data import BATCH_UNITS, Batch, Mode, PairData, PairSampler, TextInput, VideoInput, dropout_seed
+from glscl.config import DEFAULT_BLOCK, GLSCLConfig, Mode, TrainConfig
+from glscl.data import Batch, PairData, PairSampler, TextInput, VideoInput, dropout_seed
 from glscl.distributed import ScaleGrad
 from glscl.losses import GLSCLLoss
 from glscl.metrics import both_directions
 from glscl.model import GLSCL, TextEncoding, VideoEncoding, encode_in_chunks
-from glscl.optim import DECAY_RULES, LOGIT_SCALE_LRS, OPTIMIZERS, SCHEDULES, WarmupCosine, make_optimizer
-from glscl.similarity import DEFAULT_BLOCK
+from glscl.optim import WarmupCosine, make_optimizer
 
 if TYPE_CHECKING:
     from glscl.backbone import Backbone
@@ -54,62 +51,6 @@ _RESUME_FIELDS = (
     "logit_scale_lr",
     "batches",
 )
-
-
-@dataclass
-class TrainConfig:
-    """Run settings; the optimiser's lr, clip_lr, weight_decay, warmup_fraction and grad_clip come from GLSCLConfig.
-
-    `eval_every` counts steps between evaluations/checkpoints (0: only at epoch ends); `log_every` counts steps
-    between step logs (0: none). `betas`/`eps` are the authors' BertAdam values (AdamW adds bias correction).
-    `order_negatives` adds, per training video with two or more sentences, its sentences in reverse order as a
-    hard negative text (a project addition, not in the paper: it makes event order matter to the loss).
-    `optimizer`, `schedule`, `decay` and `logit_scale_lr` choose the project's or the authors' optimiser pieces
-    (`glscl.optim`); `batches` = "videos" draws distinct videos with one of their texts each, "captions" walks
-    all texts as the authors' loaders do (two captions of one video may meet in a batch, as negatives).
-    """
-
-    epochs: int = 5
-    batch_size: int = 64
-    seed: int = 42
-    eval_every: int = 0
-    log_every: int = 50
-    mode: Mode = "head"
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    order_negatives: bool = False
-    optimizer: str = "adamw"
-    schedule: str = "project"
-    decay: str = "project"
-    logit_scale_lr: str = "head"
-    batches: str = "videos"
-
-    def __post_init__(self) -> None:
-        self.betas = (float(self.betas[0]), float(self.betas[1]))
-        choices = {
-            "mode": ("head", "full"),
-            "optimizer": OPTIMIZERS,
-            "schedule": SCHEDULES,
-            "decay": DECAY_RULES,
-            "logit_scale_lr": LOGIT_SCALE_LRS,
-            "batches": BATCH_UNITS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
-        if min(self.seed, self.eval_every, self.log_every) < 0:
-            raise ValueError("seed, eval_every and log_every must be >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of all fields."""
-        return {**dataclasses.asdict(self), "betas": list(self.betas)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build a config from `to_dict()` output; unknown keys are an error."""
-        return strict_from_dict(cls, values)
 
 
 class TrainOutput(NamedTuple):

@@ -8,109 +8,43 @@ import contextlib
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from datetime import timedelta
 
-from glscl.backbone import TINY_MODEL, BackboneConfig
-from glscl.config import HEAD_PRESETS
+from glscl.config import HEAD_PRESETS, TrainConfig
 from glscl.recipes import RECIPES
+from pipelines.cli_options import (
+    add_backbone_options,
+    add_json_option,
+    add_kind_option,
+    add_ray_options,
+    add_store_options,
+    backbone_config,
+    default,
+    emit,
+    key_values,
+    print_report,
+    ray_config,
+    store_config,
+)
+from pipelines.configs import (
+    DEFAULT_RETENTION,
+    DemoConfig,
+    EvaluateConfig,
+    IndexConfig,
+    IngestConfig,
+    MaintainConfig,
+    ReproduceConfig,
+    TrainFlowConfig,
+)
 from pipelines.failures import console_without_tracebacks, one_line, report
 from pipelines.local_server import prefect_api
 from pipelines.server_command import add_server_parser, run_server
-from schemas.catalog import StoreConfig
-from workers.ray_jobs import RayConfig
+from schemas.store import StoreConfig
 from workers.sampling import SamplingConfig
-from workers.search.indexes import VECTOR_INDEX_TYPES, AnnConfig
+from workers.search.config import VECTOR_INDEX_TYPES, AnnConfig, SearchConfig
 from workers.sources import SourceOptions
 
-DEFAULT_DB = "./data/lancedb"
-
-
-def _storage_options(pairs: Sequence[str]) -> dict[str, str]:
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--storage-option expects KEY=VALUE, got {pair!r}")
-        options[key] = value
-    return options
-
-
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """--db and --storage-option, shared by every command that reads or writes tables."""
-    parser.add_argument(
-        "--db", default=DEFAULT_DB, help=f"LanceDB URI: a folder or s3://bucket/path (default {DEFAULT_DB})"
-    )
-    parser.add_argument(
-        "--storage-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="object-store setting passed to LanceDB, e.g. aws_endpoint=http://127.0.0.1:9000 (repeatable); "
-        "AWS_* environment variables are honoured too",
-    )
-
-
-def add_backbone_options(parser: argparse.ArgumentParser) -> None:
-    """--model, --pretrained and --backbone-seed: which open_clip backbone encodes frames and texts."""
-    parser.add_argument(
-        "--model",
-        default=TINY_MODEL,
-        help=f"open_clip model name (default {TINY_MODEL}, a tiny random-weight config for offline use; "
-        "real use: ViT-B-32)",
-    )
-    parser.add_argument(
-        "--pretrained",
-        default=None,
-        help="open_clip pretrained tag (e.g. openai, downloaded when online) or a local checkpoint file; "
-        "omitted: random weights, announced in the output",
-    )
-    parser.add_argument("--backbone-seed", type=int, default=0, help="seed of the random backbone weights (default 0)")
-
-
-def add_ray_address_option(parser: argparse.ArgumentParser) -> None:
-    """--ray-address: run the command's Ray work on an existing cluster."""
-    parser.add_argument("--ray-address", default=None, help="join an existing Ray cluster (default: start Ray locally)")
-
-
-def add_ray_options(parser: argparse.ArgumentParser) -> None:
-    """--ray-address and stage sizes."""
-    add_ray_address_option(parser)
-    parser.add_argument("--encode-actors", type=int, default=1, help="model actors per encode stage (default 1)")
-
-
-def add_kind_option(parser: argparse.ArgumentParser) -> None:
-    """--kind: which texts pair with videos, shared by train and evaluate."""
-    parser.add_argument(
-        "--kind",
-        choices=("paragraph", "sentence"),
-        default="paragraph",
-        help="paragraph-to-video (ActivityNet protocol, default) or sentence-to-video pairs",
-    )
-
-
-def print_report(report, args: argparse.Namespace) -> None:
-    """Print a flow's summary dataclass as JSON (--json) or as its Markdown, to the report stream."""
-    emit(json.dumps(asdict(report), indent=2, default=str) if args.json else report.to_markdown(), args)
-
-
-def emit(text: str, args: argparse.Namespace) -> None:
-    """Write a command's report to `args.report_stream` (standard output unless `main` kept it aside)."""
-    print(text, file=args.report_stream or sys.stdout, flush=True)
-
-
-def store_config(args: argparse.Namespace) -> StoreConfig:
-    """The StoreConfig named by --db and --storage-option."""
-    return StoreConfig(uri=args.db, storage_options=_storage_options(args.storage_option))
-
-
-def backbone_config(args: argparse.Namespace) -> BackboneConfig:
-    """The BackboneConfig named by --model, --pretrained and --backbone-seed."""
-    return BackboneConfig(model_name=args.model, pretrained=args.pretrained, seed=args.backbone_seed)
-
-
-def ray_config(args: argparse.Namespace) -> RayConfig:
-    """The RayConfig named by --ray-address and --encode-actors."""
-    return RayConfig(address=args.ray_address, encode_actors=args.encode_actors)
+RETAIN_HOURS = DEFAULT_RETENTION.total_seconds() / 3600
 
 
 def add_ingest_parser(commands: argparse._SubParsersAction) -> None:
@@ -130,22 +64,34 @@ def add_ingest_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default=None, help="split name to record (default: from the source)")
     parser.add_argument("--dataset", default=None, help="dataset name to record (default: from the source)")
     add_backbone_options(parser)
-    parser.add_argument("--policy", choices=("uniform", "fps"), default="uniform", help="frame sampling policy")
+    sampling = SamplingConfig()
     parser.add_argument(
-        "--frames", type=int, default=12, help="frames per video: K for uniform, the cap for fps (default 12)"
+        "--policy",
+        choices=("uniform", "fps"),
+        default=sampling.policy,
+        help=f"frame sampling policy: K frames spread uniformly, or a fixed rate (default {sampling.policy})",
     )
-    parser.add_argument("--fps", type=float, default=1.0, help="sampling rate of the fps policy (default 1.0)")
-    parser.add_argument("--max-words", type=int, default=32, help="text tokens per caption (default 32)")
-    parser.add_argument("--shard-size", type=int, default=256, help="videos per Ray job and commit (default 256)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=sampling.num_frames,
+        help=f"frames per video: K for uniform, the cap for fps (default {sampling.num_frames})",
+    )
+    parser.add_argument(
+        "--fps", type=float, default=sampling.fps, help=f"sampling rate of the fps policy (default {sampling.fps})"
+    )
+    words, shard = default(IngestConfig, "max_words"), default(IngestConfig, "shard_size")
+    parser.add_argument("--max-words", type=int, default=words, help=f"text tokens per caption (default {words})")
+    parser.add_argument(
+        "--shard-size", type=int, default=shard, help=f"videos per Ray job and commit (default {shard})"
+    )
     parser.add_argument("--retry-failed", action="store_true", help="try again videos stored as failed")
-    add_ray_options(parser)
-    parser.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    add_ray_options(parser, encode_actors=True)
+    add_json_option(parser, "run summary")
 
 
-def ingest_config(args: argparse.Namespace):
+def ingest_config(args: argparse.Namespace) -> IngestConfig:
     """The IngestConfig named by the ingest options."""
-    from pipelines.ingest import IngestConfig
-
     return IngestConfig(
         sources=tuple(args.sources),
         store=store_config(args),
@@ -176,24 +122,31 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
         description="Generate moving coloured shapes with ffmpeg (captions say which shape of which colour does "
         "what, in order; train and val_1 splits; deterministic by seed), then ingest both splits.",
     )
-    parser.add_argument("--out", default="./data/demo", help="folder for the generated videos (default ./data/demo)")
+    demo = DemoConfig()
+    parser.add_argument("--out", default=demo.out_dir, help=f"folder for the generated videos (default {demo.out_dir})")
     add_store_options(parser)
     parser.set_defaults(db=None)
-    parser.add_argument("--train-videos", type=int, default=300, help="training videos (default 300)")
-    parser.add_argument("--val-videos", type=int, default=100, help="held-out videos (default 100)")
-    parser.add_argument("--seed", type=int, default=0, help="data and training seed (default 0)")
-    parser.add_argument("--epochs", type=int, default=80, help="training epochs (default 80)")
+    parser.add_argument(
+        "--train-videos", type=int, default=demo.train_videos, help=f"training videos (default {demo.train_videos})"
+    )
+    parser.add_argument(
+        "--val-videos", type=int, default=demo.val_videos, help=f"held-out videos (default {demo.val_videos})"
+    )
+    parser.add_argument("--seed", type=int, default=demo.seed, help=f"data and training seed (default {demo.seed})")
+    parser.add_argument(
+        "--epochs", type=int, default=demo.train_epochs, help=f"training epochs (default {demo.train_epochs})"
+    )
     parser.add_argument("--order-negatives", action="store_true", help="train with order hard negatives")
-    add_ray_options(parser)
+    add_ray_options(parser, encode_actors=True)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo and print what each stage produced."""
-    from pipelines.demo import DemoConfig, run_demo_flow
-
-    config = DemoConfig(
+def demo_config(args: argparse.Namespace) -> DemoConfig:
+    """The DemoConfig named by the demo options (the database defaults to a folder inside --out)."""
+    return DemoConfig(
         out_dir=args.out,
-        store=StoreConfig(uri=args.db or f"{args.out}/lancedb", storage_options=_storage_options(args.storage_option)),
+        store=StoreConfig(
+            uri=args.db or f"{args.out}/lancedb", storage_options=key_values(args.storage_option, "--storage-option")
+        ),
         train_videos=args.train_videos,
         val_videos=args.val_videos,
         seed=args.seed,
@@ -201,7 +154,13 @@ def run_demo(args: argparse.Namespace) -> int:
         order_negatives=args.order_negatives,
         ray=ray_config(args),
     )
-    report, exit_code = run_demo_flow(config)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Run the demo and print what each stage produced."""
+    from pipelines.demo import run_demo_flow
+
+    report, exit_code = run_demo_flow(demo_config(args))
     emit(report, args)
     return exit_code
 
@@ -215,29 +174,38 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         "held-out split as it goes; writes checkpoints (safetensors + JSON), history, a PNG of the curves and a "
         "summary next to the untrained head and mean pooling. Re-running with the same --output resumes.",
     )
+    flow, train = TrainFlowConfig(), TrainConfig()
     add_store_options(parser)
     add_backbone_options(parser)
-    parser.add_argument("--split", default="train", help="training split (default train)")
-    parser.add_argument("--val-split", default="val_1", help="held-out split, or '' for none (default val_1)")
-    add_kind_option(parser)
-    parser.add_argument("--max-words", type=int, default=32, help="text length the texts were ingested with")
+    parser.add_argument("--split", default=flow.split, help=f"training split (default {flow.split})")
+    parser.add_argument(
+        "--val-split", default=flow.val_split, help=f"held-out split, or '' for none (default {flow.val_split})"
+    )
+    add_kind_option(parser, TrainFlowConfig)
+    parser.add_argument(
+        "--max-words",
+        type=int,
+        default=flow.max_words,
+        help=f"text length the texts were ingested with (default {flow.max_words})",
+    )
     parser.add_argument(
         "--mode",
         choices=("head", "full"),
-        default="head",
-        help="head: CLIP frozen, stored features (default); full: fine-tune CLIP at clip_lr too",
+        default=train.mode,
+        help=f"head: CLIP frozen, stored features; full: fine-tune CLIP at clip_lr too (default {train.mode})",
     )
     parser.add_argument(
         "--head",
         choices=sorted(HEAD_PRESETS),
-        default="paper",
-        help="head hyperparameters: the paper's (default) or a tiny preset for the demo backbone",
+        default=flow.head_preset,
+        help=f"head hyperparameters: the paper's or a tiny preset for the demo backbone (default {flow.head_preset})",
     )
     parser.add_argument(
         "--recipe",
         choices=sorted(RECIPES),
-        default="project",
-        help="training recipe: the project's (default) or the authors' released training exactly (see README)",
+        default=flow.recipe,
+        help=f"training recipe: the project's or the authors' released training exactly, see README (default "
+        f"{flow.recipe})",
     )
     parser.add_argument(
         "--set",
@@ -246,28 +214,39 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override one GLSCLConfig field, e.g. --set num_queries=12 --set lr=5e-5 (repeatable)",
     )
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=42, help="training seed (default 42)")
-    parser.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (default: each epoch)")
-    parser.add_argument("--log-every", type=int, default=10, help="log the loss terms every N steps (default 10)")
+    parser.add_argument("--epochs", type=int, default=train.epochs, help=f"training epochs (default {train.epochs})")
+    parser.add_argument(
+        "--batch-size", type=int, default=train.batch_size, help=f"pairs per global batch (default {train.batch_size})"
+    )
+    parser.add_argument("--seed", type=int, default=train.seed, help=f"training seed (default {train.seed})")
+    parser.add_argument(
+        "--eval-every", type=int, default=train.eval_every, help="evaluate every N steps (default 0: each epoch)"
+    )
+    parser.add_argument(
+        "--log-every",
+        type=int,
+        default=train.log_every,
+        help=f"log the loss terms every N steps (default {train.log_every})",
+    )
     parser.add_argument(
         "--order-negatives",
         action="store_true",
         help="add each video's sentences in reverse order as a hard negative text (teaches event order)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1: in-process)")
-    parser.add_argument("--output", default="./data/runs/train", help="run folder (checkpoints, history, plots)")
-    add_ray_address_option(parser)
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--workers", type=int, default=flow.workers, help=f"Ray Train workers (default {flow.workers}: in-process)"
+    )
+    parser.add_argument(
+        "--output", default=flow.output_dir, help=f"run folder: checkpoints, history, plots (default {flow.output_dir})"
+    )
+    add_ray_options(parser)
+    add_json_option(parser)
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, object]:
+    """--set KEY=VALUE pairs with each value read as JSON where it parses (numbers, booleans), else as text."""
     values: dict[str, object] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+    for key, text in key_values(pairs, "--set").items():
         try:
             values[key] = json.loads(text)
         except json.JSONDecodeError:
@@ -275,11 +254,8 @@ def _overrides(pairs: Sequence[str]) -> dict[str, object]:
     return values
 
 
-def train_config(args: argparse.Namespace):
+def train_config(args: argparse.Namespace) -> TrainFlowConfig:
     """The TrainFlowConfig named by the train options."""
-    from glscl.training import TrainConfig
-    from pipelines.train import TrainFlowConfig
-
     return TrainFlowConfig(
         store=store_config(args),
         backbone=backbone_config(args),
@@ -301,7 +277,7 @@ def train_config(args: argparse.Namespace):
         ),
         output_dir=args.output,
         workers=args.workers,
-        ray=RayConfig(address=args.ray_address),
+        ray=ray_config(args),
     )
 
 
@@ -325,9 +301,15 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by glscl train")
     add_store_options(parser)
-    parser.add_argument("--split", default="val_1", help="split to evaluate (default val_1)")
-    add_kind_option(parser)
-    parser.add_argument("--shard-videos", type=int, default=2048, help="gallery videos per Ray shard (default 2048)")
+    evaluate = EvaluateConfig(checkpoint="")
+    parser.add_argument("--split", default=evaluate.split, help=f"split to evaluate (default {evaluate.split})")
+    add_kind_option(parser, EvaluateConfig)
+    parser.add_argument(
+        "--shard-videos",
+        type=int,
+        default=evaluate.shard_videos,
+        help=f"gallery videos per Ray shard (default {evaluate.shard_videos})",
+    )
     parser.add_argument(
         "--dual-softmax",
         type=float,
@@ -336,28 +318,30 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
         help="also report text-to-video metrics after dual-softmax re-normalisation at temperature T (an "
         "inference-time extra, shown apart from the main numbers; off by default)",
     )
-    parser.add_argument("--output", default="./data/runs/evaluate", help="report folder")
-    add_ray_address_option(parser)
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--output", default=evaluate.output_dir, help=f"report folder (default {evaluate.output_dir})")
+    add_ray_options(parser)
+    add_json_option(parser, "report")
+
+
+def evaluate_config(args: argparse.Namespace) -> EvaluateConfig:
+    """The EvaluateConfig named by the evaluate options."""
+    return EvaluateConfig(
+        checkpoint=args.checkpoint,
+        store=store_config(args),
+        split=args.split,
+        kind=args.kind,
+        shard_videos=args.shard_videos,
+        output_dir=args.output,
+        dual_softmax=args.dual_softmax,
+        ray=ray_config(args),
+    )
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run the evaluate flow and print its report."""
-    from pipelines.evaluate import EvaluateConfig, evaluate_flow
+    from pipelines.evaluate import evaluate_flow
 
-    report = evaluate_flow(
-        EvaluateConfig(
-            checkpoint=args.checkpoint,
-            store=store_config(args),
-            split=args.split,
-            kind=args.kind,
-            shard_videos=args.shard_videos,
-            output_dir=args.output,
-            dual_softmax=args.dual_softmax,
-            ray=RayConfig(address=args.ray_address),
-        )
-    )
-    print_report(report, args)
+    print_report(evaluate_flow(evaluate_config(args)), args)
     return 0
 
 
@@ -375,59 +359,64 @@ def add_maintain_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--retain-hours",
         type=float,
-        default=168.0,
-        help="keep versions younger than this (default 168 = 7 days); 0 keeps only the newest and breaks any "
+        default=RETAIN_HOURS,
+        help=f"keep versions younger than this (default {RETAIN_HOURS:g}); 0 keeps only the newest and breaks any "
         "writer working on the table at that moment",
     )
     parser.add_argument(
         "--table", action="append", default=[], help="table to keep up (repeatable; default: every table)"
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_json_option(parser)
+
+
+def maintain_config(args: argparse.Namespace) -> MaintainConfig:
+    """The MaintainConfig named by the maintain options."""
+    return MaintainConfig(
+        store=store_config(args),
+        retain_versions_older_than=timedelta(hours=args.retain_hours),
+        tables=tuple(args.table),
+    )
 
 
 def run_maintain(args: argparse.Namespace) -> int:
     """Run the maintain flow and print its summary."""
-    from datetime import timedelta
+    from pipelines.maintain import maintain_flow
 
-    from pipelines.maintain import MaintainConfig, maintain_flow
-
-    summary = maintain_flow(
-        MaintainConfig(
-            store=store_config(args),
-            retain_versions_older_than=timedelta(hours=args.retain_hours),
-            tables=tuple(args.table),
-        )
-    )
-    print_report(summary, args)
+    print_report(maintain_flow(maintain_config(args)), args)
     return 0
 
 
+# `glscl bench NAME`: the module that runs each benchmark, and what it measures.
+BENCHMARKS = {
+    "scoring": ("benchmarks.scoring", "exhaustive scoring: GLSCL vs X-Pool-style cross-attention vs mean pooling"),
+    "ingest": ("benchmarks.ingest_bench", "ingest stages on one clip: probe, decode, encode"),
+    "ablation": ("benchmarks.ablation", "training ablations (ICL form, temporal init, recipes) on the demo data"),
+    "startup": ("benchmarks.startup_bench", "flow command start-up: glscl's local Prefect server vs temporary ones"),
+    "gallery": ("benchmarks.synthetic_gallery", "write a synthetic ActivityNet-sized gallery for `glscl evaluate`"),
+}
+
+
 def add_bench_parser(commands: argparse._SubParsersAction) -> None:
-    """`glscl bench scoring [options]` and `glscl bench ingest [options]`."""
+    """`glscl bench NAME [the benchmark's options]`."""
+    listing = "; ".join(f"{name}: {what}" for name, (_, what) in BENCHMARKS.items())
     parser = commands.add_parser(
         "bench",
-        help="benchmarks: exhaustive scoring (GLSCL vs X-Pool-style vs mean pooling), ingest stages, or training "
-        "ablations on the demo data",
-        description="Run a benchmark; everything after the benchmark name goes to it (try `glscl bench scoring -h`).",
+        help="benchmarks: scoring heads, ingest stages, training ablations, start-up, synthetic galleries",
+        description=f"Run a benchmark; everything after its name goes to it (try `glscl bench scoring -h`). {listing}.",
     )
-    parser.add_argument("benchmark", choices=("scoring", "ingest", "ablation"))
+    parser.add_argument("benchmark", choices=tuple(BENCHMARKS), help="which benchmark to run")
     parser.add_argument("options", nargs=argparse.REMAINDER, help="the benchmark's own options")
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Run the named benchmark with its own options."""
-    if args.benchmark == "scoring":
-        from benchmarks.scoring import main as scoring_main
+    """Run the named benchmark with its own options; its report goes to standard output."""
+    import importlib
 
-        scoring_main(args.options)
-    elif args.benchmark == "ablation":
-        from benchmarks.ablation import main as ablation_main
-
-        emit(ablation_main(args.options), args)
-    else:
-        from benchmarks.ingest_bench import main as ingest_main
-
-        ingest_main(args.options)
+    module = importlib.import_module(BENCHMARKS[args.benchmark][0])
+    with contextlib.redirect_stdout(args.report_stream or sys.stdout):
+        result = module.main(args.options)
+    if isinstance(result, str):
+        emit(result, args)
     return 0
 
 
@@ -443,40 +432,59 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder written by glscl train")
     add_store_options(parser)
     parser.add_argument("--split", action="append", default=[], help="index only this split (repeatable)")
-    ann = AnnConfig()
-    parser.add_argument("--vector-dim", type=int, default=ann.vector_dim, help="ANN vector width after projection")
-    parser.add_argument("--segments", type=int, default=ann.segments, help="ANN vectors per video (time segments)")
-    parser.add_argument("--index-type", choices=VECTOR_INDEX_TYPES, default=ann.index_type, help="vector index type")
-    parser.add_argument("--min-rows", type=int, default=ann.min_rows, help="build the vector index from this many rows")
+    ann, shard = AnnConfig(), default(IndexConfig, "shard_videos")
+    parser.add_argument(
+        "--vector-dim",
+        type=int,
+        default=ann.vector_dim,
+        help=f"ANN vector width after projection (default {ann.vector_dim})",
+    )
+    parser.add_argument(
+        "--segments", type=int, default=ann.segments, help=f"ANN vectors per video, by time (default {ann.segments})"
+    )
+    parser.add_argument(
+        "--index-type",
+        choices=VECTOR_INDEX_TYPES,
+        default=ann.index_type,
+        help=f"vector index type (default {ann.index_type})",
+    )
+    parser.add_argument(
+        "--min-rows",
+        type=int,
+        default=ann.min_rows,
+        help=f"build the vector index from this many videos; below it queries scan (default {ann.min_rows})",
+    )
     parser.add_argument("--partitions", type=int, default=None, help="IVF partitions (default sqrt(segment vectors))")
     parser.add_argument("--sub-vectors", type=int, default=None, help="PQ sub-vectors (default width / 8)")
-    parser.add_argument("--shard-videos", type=int, default=512, help="videos per Ray task (default 512)")
-    add_ray_address_option(parser)
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--shard-videos", type=int, default=shard, help=f"videos per Ray task (default {shard})")
+    add_ray_options(parser)
+    add_json_option(parser)
+
+
+def index_config(args: argparse.Namespace) -> IndexConfig:
+    """The IndexConfig named by the index options."""
+    return IndexConfig(
+        checkpoint=args.checkpoint,
+        store=store_config(args),
+        splits=tuple(args.split),
+        shard_videos=args.shard_videos,
+        ann=AnnConfig(
+            vector_dim=args.vector_dim,
+            segments=args.segments,
+            index_type=args.index_type,
+            min_rows=args.min_rows,
+            num_partitions=args.partitions,
+            num_sub_vectors=args.sub_vectors,
+        ),
+        ray=ray_config(args),
+    )
 
 
 def run_index(args: argparse.Namespace) -> int:
     """Run the index flow and print its summary."""
-    from pipelines.index import IndexConfig, index_flow
+    from pipelines.index import index_flow
 
-    summary = index_flow(
-        IndexConfig(
-            checkpoint=args.checkpoint,
-            store=store_config(args),
-            splits=tuple(args.split),
-            shard_videos=args.shard_videos,
-            ann=AnnConfig(
-                vector_dim=args.vector_dim,
-                segments=args.segments,
-                index_type=args.index_type,
-                min_rows=args.min_rows,
-                num_partitions=args.partitions,
-                num_sub_vectors=args.sub_vectors,
-            ),
-            ray=RayConfig(address=args.ray_address),
-        )
-    )
-    print_report(summary, args)
+    print_report(index_flow(index_config(args)), args)
     return 0
 
 
@@ -484,22 +492,35 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
     """The checkpoint, database, query backbone and ANN settings shared by `query` and `serve`."""
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder whose video index to search")
     add_store_options(parser)
-    add_backbone_options(parser)
-    parser.add_argument("--candidates", type=int, default=200, help="ANN candidates re-ranked exactly")
-    parser.add_argument("--nprobes", type=int, default=32, help="IVF partitions probed per query")
-    parser.add_argument("--refine-factor", type=int, default=None, help="LanceDB refine factor (default off)")
+    add_backbone_options(parser, from_checkpoint=True)
+    search = SearchConfig(checkpoint="")
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        default=search.candidates,
+        help=f"ANN candidates re-ranked exactly (default {search.candidates})",
+    )
+    parser.add_argument(
+        "--nprobes",
+        type=int,
+        default=search.nprobes,
+        help=f"IVF partitions probed per query on galleries of {search.probe_all_below} videos or more, where "
+        f"smaller ones probe all (default {search.nprobes})",
+    )
+    parser.add_argument(
+        "--refine-factor", type=int, default=search.refine_factor, help="LanceDB refine factor (default off)"
+    )
     parser.add_argument(
         "--index-cache-gb",
         type=float,
-        default=None,
-        help="LanceDB index cache in GiB (default 6); size it to hold every segment index (RESULTS.md has sizes)",
+        default=search.index_cache_gb,
+        help="LanceDB index cache in GiB (default LanceDB's); size it to hold every segment index (RESULTS.md has "
+        "sizes)",
     )
 
 
-def search_config(args: argparse.Namespace):
+def search_config(args: argparse.Namespace) -> SearchConfig:
     """The SearchConfig named by the search options."""
-    from workers.search.searcher import SearchConfig
-
     return SearchConfig(
         checkpoint=args.checkpoint,
         store=store_config(args),
@@ -528,7 +549,7 @@ def add_query_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--exact", action="store_true", help="score every video exactly (slow on big galleries)")
     parser.add_argument("--hybrid", action="store_true", help="fuse full-text matches on captions (RRF)")
     add_search_options(parser)
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_json_option(parser, "result")
 
 
 def _result_markdown(result) -> str:
@@ -605,17 +626,22 @@ def add_reproduce_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("dataset", choices=("activitynet",), help="the benchmark to reproduce")
     parser.add_argument("annotations", nargs="*", help="train.json and val_1.json (ActivityNet Captions format)")
     parser.add_argument("--video-root", default="", help="folder holding the videos (v_<id>.* or <id>.*)")
-    parser.add_argument("--out", default="./data/reproduce/activitynet", help="run folder (database, runs, report)")
+    out, weights, mode, epochs, batch, workers = (
+        default(ReproduceConfig, name) for name in ("out_dir", "weights", "mode", "epochs", "batch_size", "workers")
+    )
+    parser.add_argument("--out", default=out, help=f"run folder: database, runs, report (default {out})")
     parser.add_argument(
         "--weights",
-        default="openai",
-        help="CLIP weights: an open_clip tag (default openai, downloaded by open_clip) or a local checkpoint file",
+        default=weights,
+        help=f"CLIP weights: an open_clip tag (default {weights}, downloaded by open_clip) or a local checkpoint file",
     )
-    parser.add_argument("--mode", choices=("head", "full"), default="head", help="head-only (default) or full")
-    parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
-    parser.add_argument("--batch-size", type=int, default=64, help="global batch (default 64, the authors')")
+    parser.add_argument("--mode", choices=("head", "full"), default=mode, help=f"head-only or full (default {mode})")
+    parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
+    parser.add_argument("--batch-size", type=int, default=batch, help=f"global batch (default {batch}, the authors')")
     parser.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1: in-process)")
+    parser.add_argument(
+        "--workers", type=int, default=workers, help=f"Ray Train workers (default {workers}: in-process)"
+    )
     parser.add_argument(
         "--time-steps",
         action="append",
@@ -632,18 +658,18 @@ def add_reproduce_parser(commands: argparse._SubParsersAction) -> None:
         help="run this stage again although it finished: ingest, timing, train, evaluate or bench (repeatable)",
     )
     parser.add_argument("--dry-run", action="store_true", help="generated videos, random weights, two steps")
-    add_ray_address_option(parser)
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_ray_options(parser)
+    add_json_option(parser)
 
 
-def reproduce_config(args: argparse.Namespace):
+def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
     """The ReproduceConfig named by the reproduce options."""
-    from pipelines.reproduce import ReproduceConfig, dry_run_config
+    from pipelines.reproduce import dry_run_config
 
     settings = {
         "mode": args.mode,
         "redo": tuple(args.redo),
-        "ray": RayConfig(address=args.ray_address),
+        "ray": ray_config(args),
     }
     if args.time_steps:
         settings["timing"] = tuple(args.time_steps)

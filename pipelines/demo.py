@@ -6,49 +6,26 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from glscl.checkpoint import load_checkpoint
-from glscl.training import TrainConfig
-from pipelines.ingest import IngestConfig, IngestSummary, ingest_flow
-from pipelines.train import TrainFlowConfig, TrainSummary, train_flow
-from schemas.catalog import Catalog, StoreConfig
+from glscl.config import TrainConfig
+from pipelines.configs import DEMO_FRAMES, DEMO_MAX_WORDS, DemoConfig, IngestConfig, TrainFlowConfig
+from pipelines.ingest import IngestSummary, ingest_flow
+from pipelines.train import TrainSummary, train_flow
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEOS
 from workers.baselines import linear_baseline
 from workers.features import FeatureQuery
-from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
 from workers.synthetic.order_test import WRONG, order_test
-from workers.synthetic.videos import SyntheticConfig, SyntheticDataset, generate_synthetic_dataset
-
-DEMO_FRAMES = 8
-DEMO_MAX_WORDS = 32
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """Where the demo writes, how much data it makes, and where Ray runs."""
-
-    out_dir: str = "./data/demo"
-    store: StoreConfig = field(default_factory=lambda: StoreConfig("./data/demo/lancedb"))
-    train_videos: int = 300
-    val_videos: int = 100
-    seed: int = 0
-    train_epochs: int = 80
-    batch_size: int = 32
-    order_negatives: bool = False
-    ray: RayConfig = field(default_factory=RayConfig)
-
-    def synthetic(self) -> SyntheticConfig:
-        """The generator settings for this demo."""
-        return SyntheticConfig(
-            out_dir=Path(self.out_dir), n_train=self.train_videos, n_val=self.val_videos, seed=self.seed
-        )
+from workers.synthetic.videos import SyntheticDataset, generate_synthetic_dataset
 
 
 @task(cache_policy=NO_CACHE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -14,28 +14,13 @@ from prefect.cache_policies import NO_CACHE
 
 from glscl.checkpoint import checkpoint_hash
 from glscl.metrics import RankAccumulator, metrics_from_ranks
-from glscl.similarity import DEFAULT_BLOCK
 from pipelines.artifacts import publish_summary
+from pipelines.configs import EvaluateConfig
 from pipelines.runs import RunRecorder
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog
 from workers.features import FeatureQuery, checkpoint_query, gallery
 from workers.plots import plot_recall
-from workers.ray_jobs import RayConfig, ensure_ray, scoring_job
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """What to evaluate (checkpoint, split, text kind) and how to shard it."""
-
-    checkpoint: str
-    store: StoreConfig = field(default_factory=StoreConfig)
-    split: str = "val_1"
-    kind: str = "paragraph"
-    shard_videos: int = 2048
-    block_size: tuple[int, int] = DEFAULT_BLOCK
-    output_dir: str = "./data/runs/evaluate"
-    dual_softmax: float | None = None
-    ray: RayConfig = field(default_factory=RayConfig)
+from workers.ray_jobs import ensure_ray, scoring_job
 
 
 @dataclass

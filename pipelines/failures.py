@@ -17,18 +17,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from glscl.checkpoint import CheckpointError
 from pipelines.local_server import ServerError
-from workers.features import FeaturesError
-from workers.probe import VideoError
-from workers.sources import SourceError
 
 EXIT_ERROR = 1  # unexpected: a bug; the traceback is in a log file
 EXIT_BAD_INPUT = 2  # the input or an option is wrong: a missing file, a malformed manifest, an unknown split...
 EXIT_ENVIRONMENT = 4  # the environment: the Prefect API or local server, the Ray cluster, the file system
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 
-BAD_INPUT = (SourceError, VideoError, FeaturesError, CheckpointError, ValueError, FileNotFoundError)
+BAD_INPUT = (ValueError, FileNotFoundError)  # SourceError, FeaturesError, SearchError and FilterError among them
+# Bad-input errors that are not ValueErrors, by qualified name: matching names instead of importing the classes keeps
+# the command line's start free of torch and ffmpeg (an error of a module never imported cannot have been raised).
+BAD_INPUT_NAMES = frozenset({"glscl.checkpoint.CheckpointError", "workers.probe.VideoError"})
+
+
+def is_bad_input(error: BaseException) -> bool:
+    """Whether the error says the input or an option is wrong (exit code 2)."""
+    names = {f"{kind.__module__}.{kind.__qualname__}" for kind in type(error).__mro__}
+    return isinstance(error, BAD_INPUT) or bool(names & BAD_INPUT_NAMES)
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ def classify(error: BaseException) -> Failure:
     """The exit code and message of an error raised by a command."""
     if isinstance(error, KeyboardInterrupt):
         return Failure(EXIT_INTERRUPTED, "interrupted; committed work is kept, run the command again to finish", False)
-    if isinstance(error, BAD_INPUT):
+    if is_bad_input(error):
         return Failure(EXIT_BAD_INPUT, str(error), False)
     if isinstance(error, ServerError):
         return Failure(EXIT_ENVIRONMENT, str(error), True)

@@ -5,16 +5,17 @@ indexes. Re-running adds only new videos and folds them into the indexes (increm
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from prefect import flow, get_run_logger
 
 from pipelines.artifacts import publish_summary
+from pipelines.configs import IndexConfig
 from pipelines.runs import RunRecorder
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog
 from schemas.tables import segment_vector_width
-from workers.ray_jobs import RayConfig, ensure_ray, index_job
-from workers.search.indexes import AnnConfig, IndexHealth, index_health
+from workers.ray_jobs import ensure_ray, index_job
+from workers.search.indexes import IndexHealth, index_health
 from workers.search.projection import load_projection
 from workers.video_index import (
     check_layout,
@@ -24,18 +25,6 @@ from workers.video_index import (
     refresh_indexes,
     write_index,
 )
-
-
-@dataclass(frozen=True)
-class IndexConfig:
-    """Which checkpoint to index, which videos (splits; empty = all), shard size and the ANN settings."""
-
-    checkpoint: str
-    store: StoreConfig = field(default_factory=StoreConfig)
-    splits: tuple[str, ...] = ()
-    shard_videos: int = 512
-    ann: AnnConfig = field(default_factory=AnnConfig)
-    ray: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass

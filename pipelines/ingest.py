@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,35 +17,18 @@ import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from glscl.backbone import BackboneConfig
 from pipelines.artifacts import publish_summary
+from pipelines.configs import IngestConfig
 from pipelines.runs import RunRecorder
-from schemas.catalog import Catalog, StoreConfig, sql_string
+from schemas.catalog import Catalog, sql_string
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_FAILED, VIDEOS
 from workers.hashing import content_ids, text_id
-from workers.ray_jobs import RayConfig, ensure_ray, frames_job, texts_job
+from workers.ray_jobs import ensure_ray, frames_job, texts_job
 from workers.rows import captions_table, frames_table, texts_table, videos_table
-from workers.sampling import SamplingConfig
-from workers.sources import SourceOptions, VideoItem, read_source
+from workers.sources import VideoItem, read_source
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 3
-
-
-@dataclass(frozen=True)
-class IngestConfig:
-    """Everything an ingest run needs, in one place: sources, store, backbone, sampling, Ray and batching."""
-
-    sources: tuple[str, ...]
-    store: StoreConfig = field(default_factory=StoreConfig)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    source_options: SourceOptions = field(default_factory=SourceOptions)
-    ray: RayConfig = field(default_factory=RayConfig)
-    max_words: int = 32
-    shard_size: int = 256
-    retry_failed: bool = False
-    hash_threads: int = 4
 
 
 @dataclass

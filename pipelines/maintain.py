@@ -7,36 +7,18 @@ on the way.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines.artifacts import publish_summary
+from pipelines.configs import MaintainConfig
 from pipelines.runs import RunRecorder
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from workers.upkeep import TableUpkeep, maintain_table
-
-DEFAULT_RETENTION = timedelta(days=7)
-
-
-@dataclass(frozen=True)
-class MaintainConfig:
-    """Which database and tables to keep up (no names: every table in it), and how long old versions stay.
-
-    Versions younger than `retain_versions_older_than` stay readable (time travel, readers still on them). A
-    zero window removes all but the newest, which breaks any other process writing the table at that moment.
-    """
-
-    store: StoreConfig = field(default_factory=StoreConfig)
-    retain_versions_older_than: timedelta = DEFAULT_RETENTION
-    tables: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        """Refuse a negative retention window (a typo, not a policy)."""
-        if self.retain_versions_older_than < timedelta(0):
-            raise ValueError(f"the retention window must be 0 or more, got {self.retain_versions_older_than}")
 
 
 @dataclass

@@ -13,21 +13,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from glscl.backbone import BackboneConfig
 from glscl.checkpoint import load_checkpoint
-from glscl.config import GLSCLConfig
-from glscl.training import TrainConfig
-from pipelines.evaluate import EvaluateConfig, evaluate_flow
-from pipelines.ingest import IngestConfig, ingest_flow
-from pipelines.train import TrainFlowConfig, plan_job, train_flow
-from schemas.catalog import StoreConfig
-from workers.ray_jobs import RayConfig
+from glscl.config import GLSCLConfig, TrainConfig
+from pipelines.configs import STAGES, EvaluateConfig, IngestConfig, ReproduceConfig, TrainFlowConfig
+from pipelines.evaluate import evaluate_flow
+from pipelines.ingest import ingest_flow
+from pipelines.train import plan_job, train_flow
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
 from workers.synthetic.videos import SyntheticConfig, generate_synthetic_dataset
@@ -39,57 +36,6 @@ PAPER_ACTIVITYNET = {
     "v2t": {"R@1": 40.6, "R@5": 71.8, "R@10": 84.1, "MnR": 7.1},
 }
 PAPER_VAL_VIDEOS = 4917
-STAGES = ("ingest", "timing", "train", "evaluate", "bench")
-MODES = ("head", "full")
-
-
-@dataclass(frozen=True)
-class ReproduceConfig:
-    """What to read, which weights, how to train, and where the run lives.
-
-    `weights` is an open_clip tag or a local file (None: random weights, for dry runs only). `timing` lists
-    (mode, batch size) pairs whose training steps are timed (seconds and peak memory per step) before training.
-    `redo` names stages to run again even though they finished.
-    """
-
-    annotations: tuple[str, ...] = ()
-    video_root: str = ""
-    out_dir: str = "./data/reproduce/activitynet"
-    model: str = "ViT-B-32-quickgelu"
-    weights: str | None = "openai"
-    mode: str = "head"
-    epochs: int = 5
-    batch_size: int = 64
-    max_steps: int | None = None
-    workers: int = 1
-    frames: int = 64
-    fps: float = 1.0
-    max_words: int = 64
-    timing: tuple[tuple[str, int], ...] = ()
-    timing_steps: int = 2
-    bench_seconds: float = 10.0
-    redo: tuple[str, ...] = ()
-    dry_run: bool = False
-    ray: RayConfig = field(default_factory=RayConfig)
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES or any(mode not in MODES for mode, _ in self.timing):
-            raise ValueError(f"training modes must be one of {MODES}")
-        unknown = sorted(set(self.redo) - set(STAGES))
-        if unknown:
-            raise ValueError(f"unknown stage(s) {unknown} in redo: stages are {', '.join(STAGES)}")
-        if not self.dry_run and (not self.annotations or not self.video_root):
-            raise ValueError("give the annotation files (train.json val_1.json) and --video-root, or --dry-run")
-
-    @property
-    def store(self) -> StoreConfig:
-        """The run's own database."""
-        return StoreConfig(str(Path(self.out_dir) / "lancedb"))
-
-    @property
-    def backbone(self) -> BackboneConfig:
-        """The paper's backbone: ViT-B/32 with QuickGELU and the OpenAI weights (a tag or a local copy)."""
-        return BackboneConfig(model_name=self.model, pretrained=self.weights)
 
 
 def dry_run_config(out_dir: str, train_videos: int = 6, val_videos: int = 3, **overrides: Any) -> ReproduceConfig:

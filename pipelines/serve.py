@@ -14,8 +14,9 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
+from workers.search.config import SearchConfig
 from workers.search.filters import Filter
-from workers.search.searcher import MAX_K, SearchConfig, Searcher, SearchError, SearchResult
+from workers.search.searcher import MAX_K, Searcher, SearchError, SearchResult
 
 PAGE = Path(__file__).parent / "static" / "search.html"
 THUMBNAIL_WIDTH = 192

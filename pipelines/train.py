@@ -7,45 +7,24 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from glscl.backbone import BackboneConfig
 from glscl.checkpoint import checkpoint_hash
-from glscl.config import HEAD_PRESETS, GLSCLConfig
+from glscl.config import HEAD_PRESETS, GLSCLConfig, TrainConfig
 from glscl.recipes import recipe
-from glscl.training import TrainConfig
 from pipelines.artifacts import publish_summary
+from pipelines.configs import TrainFlowConfig
 from pipelines.runs import RunRecorder
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog
 from workers.baselines import baseline_metrics
 from workers.features import FeatureQuery, read_split
 from workers.plots import plot_training_curves
-from workers.ray_jobs import RayConfig, cluster_has_gpu, ensure_ray
+from workers.ray_jobs import cluster_has_gpu, ensure_ray
 from workers.train_worker import TrainJob, ray_train, run_outcome, train_worker
-
-
-@dataclass(frozen=True)
-class TrainFlowConfig:
-    """Everything a training run needs: data (store, backbone, splits, text kind), head, optimiser, workers."""
-
-    store: StoreConfig = field(default_factory=StoreConfig)
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    split: str = "train"
-    val_split: str | None = "val_1"
-    kind: str = "paragraph"
-    max_words: int = 32
-    head_preset: str = "paper"
-    head_overrides: dict = field(default_factory=dict)
-    recipe: str = "project"
-    train: TrainConfig = field(default_factory=TrainConfig)
-    output_dir: str = "./data/runs/train"
-    workers: int = 1
-    ray: RayConfig = field(default_factory=RayConfig)
-    max_steps: int | None = None
 
 
 @dataclass
@@ -127,6 +106,7 @@ def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
     model = head_config(config, features.video_feats.shape[2], features.video_feats.shape[1])
     extra = {
         "backbone_model_id": config.backbone.model_id,
+        "backbone": asdict(config.backbone),
         "sampling_hash": features.sampling_hash,
         "max_words": config.max_words,
         "kind": config.kind,

@@ -3,11 +3,12 @@ only module that connects to LanceDB or lists its tables."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import lancedb
 import pyarrow as pa
 
+from schemas.store import StoreConfig
 from schemas.tables import ALL_TABLES, EMBED_DIM_KEY, SCHEMA_VERSION_KEY, TableSpec
 
 
@@ -17,14 +18,6 @@ class SchemaVersionError(RuntimeError):
 
 class CommitCheckError(RuntimeError):
     """A commit left a row count that differs from the one the merge reported."""
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    """Where the tables live: any LanceDB URI (local folder, s3://...) and its object-store options."""
-
-    uri: str = "./data/lancedb"
-    storage_options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

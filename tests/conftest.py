@@ -65,9 +65,10 @@ def make_bad_files(folder: Path) -> dict[str, Path]:
 def ingest_synthetic(root: Path, n_train: int, n_val: int, seed: int):
     """Generate the synthetic ActivityNet-format clips under `root`, ingest both splits with the real ingest flow
     into `root/db`, and return that StoreConfig (needs the ray_local and prefect_server fixtures)."""
-    from pipelines.demo import DemoConfig, ingest_config
+    from pipelines.configs import DemoConfig
+    from pipelines.demo import ingest_config
     from pipelines.ingest import ingest_flow
-    from schemas.catalog import StoreConfig
+    from schemas.store import StoreConfig
     from workers.synthetic.videos import SyntheticConfig, generate_synthetic_dataset
 
     dataset = generate_synthetic_dataset(SyntheticConfig(out_dir=root, n_train=n_train, n_val=n_val, seed=seed))
@@ -81,7 +82,8 @@ def ray_local():
     """One local Ray for the whole test run (starting Ray takes seconds)."""
     import ray
 
-    from workers.ray_jobs import RayConfig, ensure_ray
+    from workers.ray_config import RayConfig
+    from workers.ray_jobs import ensure_ray
 
     ensure_ray(RayConfig(num_cpus=2))
     yield

@@ -9,8 +9,8 @@ import pytest
 
 from benchmarks.ablation import COLUMNS, Ablation, AblationConfig, parse_variant, run_ablation
 from pipelines.cli import main
-from pipelines.demo import DemoConfig
-from schemas.catalog import StoreConfig
+from pipelines.configs import DemoConfig
+from schemas.store import StoreConfig
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 

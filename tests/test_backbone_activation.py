@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from glscl.backbone import BackboneConfig
+from glscl.backbone_config import BackboneConfig
 
 # Where open_clip's `openai` tag for ViT-B-32 points on the Hugging Face hub (open_clip's pretrained config).
 OPENAI_REPO = "timm/vit_base_patch32_clip_224.openai"
@@ -23,7 +23,8 @@ SNAPSHOT = "0" * 40
 PROBE = """
 import json, sys, warnings
 warnings.simplefilter("error", UserWarning)
-from glscl.backbone import Backbone, BackboneConfig
+from glscl.backbone import Backbone
+from glscl.backbone_config import BackboneConfig
 out = {}
 for name in ("ViT-B-32", "ViT-B-32-quickgelu"):
     backbone = Backbone(BackboneConfig(name, "openai"))

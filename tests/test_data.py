@@ -11,8 +11,8 @@ import pytest
 import torch
 from tiny_glscl import make_trainer, synthetic_pairs, with_negatives
 
+from glscl.config import TrainConfig
 from glscl.data import PairData, PairSampler, TextInput
-from glscl.training import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

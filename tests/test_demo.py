@@ -5,8 +5,9 @@ import json
 import lancedb
 import pytest
 
-from pipelines.demo import DemoConfig, run_demo_flow
-from schemas.catalog import StoreConfig
+from pipelines.configs import DemoConfig
+from pipelines.demo import run_demo_flow
+from schemas.store import StoreConfig
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from glscl.backbone import TINY_MODEL, Backbone, BackboneConfig
+from glscl.backbone import Backbone
+from glscl.backbone_config import TINY_MODEL, BackboneConfig
 from workers.encode import FrameEncoder, TextEncoder
 
 

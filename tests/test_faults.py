@@ -20,8 +20,10 @@ import pyarrow as pa
 import pytest
 from conftest import make_video
 
-from pipelines.ingest import IngestConfig, ingest_flow
-from schemas.catalog import Catalog, StoreConfig
+from pipelines.configs import IngestConfig
+from pipelines.ingest import ingest_flow
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from schemas.tables import FRAMES, RUNS, VIDEOS
 from workers.rows import videos_table
 from workers.sampling import SamplingConfig

@@ -239,13 +239,11 @@ def test_logit_scale_init_and_clamp() -> None:
 
 
 def test_temporal_transformer_starts_from_the_clip_text_tower() -> None:
-    import open_clip
-
-    from glscl.backbone import TINY_MODEL
+    from glscl.backbone_config import TINY_MODEL, open_clip_registry
     from glscl.config import TINY_HEAD
     from glscl.model import init_temporal_from_clip
 
-    clip = open_clip.create_model(TINY_MODEL)
+    clip = open_clip_registry().create_model(TINY_MODEL)
     config = GLSCLConfig(**{**TINY_HEAD, "embed_dim": 64, "temporal_activation": "gelu"})
     head = GLSCL(config)
     copied = init_temporal_from_clip(head.temporal, clip, config)

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 from conftest import make_bad_files, make_video
 
-from glscl.backbone import Backbone, BackboneConfig, normalise_rows
+from glscl.backbone import Backbone, normalise_rows
+from glscl.backbone_config import BackboneConfig
 from pipelines.cli import main
-from pipelines.ingest import EXIT_SOME_FAILED, IngestConfig, ingest_flow
-from schemas.catalog import StoreConfig
+from pipelines.configs import IngestConfig
+from pipelines.ingest import EXIT_SOME_FAILED, ingest_flow
+from schemas.store import StoreConfig
 from schemas.tables import ALL_TABLES, SCHEMA_VERSION_KEY
 from workers.decode import decode_frames
-from workers.ray_jobs import RayConfig
+from workers.ray_config import RayConfig
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
 

@@ -12,8 +12,9 @@ import pytest
 from lancedb.index import BTree
 
 from pipelines.cli import main
-from pipelines.maintain import MaintainConfig
-from schemas.catalog import Catalog, StoreConfig
+from pipelines.configs import MaintainConfig
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from schemas.tables import CAPTIONS
 from workers.rows import captions_table
 from workers.upkeep import RowCheckError, TableState, check_rows, maintain_table

@@ -32,7 +32,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from pipelines.ingest import ingest_flow
 from pipelines.maintain import maintain_flow
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from schemas.tables import FRAMES, RUNS, VIDEOS
 
 ROOT = Path(__file__).resolve().parent.parent

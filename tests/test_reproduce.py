@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pipelines.cli import main
-from pipelines.reproduce import STAGES
+from pipelines.configs import STAGES
 
 pytestmark = [pytest.mark.usefixtures("ray_local", "prefect_server"), pytest.mark.slow]
 

@@ -16,12 +16,13 @@ import pytest
 import torch
 from conftest import make_video
 
-from glscl.backbone import BackboneConfig
+from glscl.backbone_config import BackboneConfig
 from glscl.checkpoint import save_checkpoint
 from glscl.config import TINY_HEAD, GLSCLConfig
 from glscl.model import GLSCL
 from pipelines.cli import main
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, RUNS, TEXTS, VIDEOS
 
 pytestmark = [

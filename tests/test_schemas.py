@@ -6,7 +6,8 @@ import lancedb
 import pyarrow as pa
 import pytest
 
-from schemas.catalog import Catalog, SchemaVersionError, StoreConfig, sql_string
+from schemas.catalog import Catalog, SchemaVersionError, sql_string
+from schemas.store import StoreConfig
 from schemas.tables import ALL_TABLES, FRAMES, RUNS, SCHEMA_VERSION_KEY, VIDEOS
 from workers.rows import frames_table, videos_table
 

@@ -21,20 +21,20 @@ import torch
 import uvicorn
 from conftest import ingest_synthetic
 
-from glscl.backbone import BackboneConfig
+from glscl.backbone_config import BackboneConfig
 from glscl.checkpoint import load_checkpoint, save_checkpoint
-from glscl.training import TrainConfig
+from glscl.config import TrainConfig
 from pipelines.cli import main
-from pipelines.demo import DEMO_MAX_WORDS
-from pipelines.index import IndexConfig, index_flow
+from pipelines.configs import DEMO_MAX_WORDS, IndexConfig, TrainFlowConfig
+from pipelines.index import index_flow
 from pipelines.serve import create_app
-from pipelines.train import TrainFlowConfig, train_flow
+from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
 from schemas.tables import SCHEMA_VERSION_KEY
+from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
-from workers.search.indexes import AnnConfig
 from workers.search.projection import load_projection
-from workers.search.searcher import SearchConfig, Searcher, SearchError
+from workers.search.searcher import Searcher, SearchError
 from workers.train_worker import BEST_DIR
 from workers.upkeep import maintain_table
 

@@ -4,8 +4,8 @@ and its recall is computed against the exact reference (full candidates and prob
 import json
 
 from benchmarks.search_bench import SearchBenchConfig, run_search_bench
-from glscl.backbone import TINY_MODEL
-from workers.search.indexes import AnnConfig
+from glscl.backbone_config import TINY_MODEL
+from workers.search.config import AnnConfig
 
 
 def test_search_bench_on_a_tiny_gallery(tmp_path):

@@ -11,10 +11,10 @@ import torch
 from conftest import ingest_synthetic
 from safetensors.torch import load_file
 
-from glscl.training import TrainConfig
+from glscl.config import TrainConfig
 from pipelines.cli import main
-from pipelines.demo import DEMO_MAX_WORDS
-from pipelines.train import TrainFlowConfig, train_flow
+from pipelines.configs import DEMO_MAX_WORDS, TrainFlowConfig
+from pipelines.train import train_flow
 from schemas.catalog import Catalog
 from schemas.tables import CAPTIONS
 from workers.train_worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, order_negative_texts
@@ -104,7 +104,8 @@ def trained(store, tmp_path_factory):
 def test_sharded_evaluation_equals_the_dense_computation(store, trained, tmp_path, kind, shard_videos):
     from glscl.checkpoint import load_checkpoint
     from glscl.metrics import both_directions, dual_softmax
-    from pipelines.evaluate import EvaluateConfig, evaluate_flow
+    from pipelines.configs import EvaluateConfig
+    from pipelines.evaluate import evaluate_flow
     from schemas.catalog import Catalog
     from workers.features import FeatureQuery, read_split
     from workers.glscl_encode import encode_texts, encode_videos
@@ -165,7 +166,8 @@ def test_order_negatives_reverse_each_video_and_train(store, tmp_path):
 
 
 def test_authors_recipe_from_the_cli_starts_the_temporal_transformer_from_clip(store, tmp_path):
-    from glscl.backbone import Backbone, BackboneConfig
+    from glscl.backbone import Backbone
+    from glscl.backbone_config import BackboneConfig
 
     output = tmp_path / "authors"
     argv = ["train", "--db", store.uri, "--head", "tiny", "--recipe", "authors", "--max-words", str(DEMO_MAX_WORDS)]

@@ -16,17 +16,19 @@ from tiny_glscl import PAIRS, WORDS, make_trainer, synthetic_pairs, tiny_config
 from torch.nn.parallel import DistributedDataParallel
 
 from glscl.checkpoint import STATE_JSON, STATE_TENSORS
+from glscl.config import TrainConfig
 from glscl.data import PairData
 from glscl.distributed import all_gather_with_grad
 from glscl.model import GLSCL
 from glscl.optim import BertAdam
-from glscl.training import TrainConfig, Trainer, TrainModule
+from glscl.training import Trainer, TrainModule
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_full_mode_fine_tunes_the_backbone_at_clip_lr() -> None:
-    from glscl.backbone import Backbone, BackboneConfig
+    from glscl.backbone import Backbone
+    from glscl.backbone_config import BackboneConfig
 
     backbone = Backbone(BackboneConfig())
     config = tiny_config(embed_dim=backbone.embed_dim, max_frames=2, clip_lr=1e-3)

@@ -8,10 +8,10 @@ import math
 
 import torch
 
-from glscl.config import GLSCLConfig
+from glscl.config import GLSCLConfig, TrainConfig
 from glscl.data import PairData, TextInput
 from glscl.model import GLSCL
-from glscl.training import TrainConfig, Trainer, TrainModule
+from glscl.training import Trainer, TrainModule
 
 DIM, FRAMES, WORDS, PAIRS = 32, 4, 6, 48
 

@@ -8,8 +8,9 @@ from dataclasses import replace
 import torch
 
 from glscl.baselines import LinearMeanPooling, MeanPooling, fit_linear_mean_pooling
+from glscl.config import TrainConfig
 from glscl.metrics import both_directions
-from glscl.training import TrainConfig, Trainer, TrainModule
+from glscl.training import Trainer, TrainModule
 from schemas.catalog import Catalog
 from workers.features import FeatureQuery, read_split
 from workers.train_worker import TrainJob, build_head, head_pairs

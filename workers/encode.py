@@ -8,7 +8,8 @@ import time
 import numpy as np
 import torch
 
-from glscl.backbone import Backbone, BackboneConfig, normalise_rows
+from glscl.backbone import Backbone, normalise_rows
+from glscl.backbone_config import BackboneConfig
 
 
 def pick_device(use_gpu: bool) -> str:

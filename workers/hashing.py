@@ -6,7 +6,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from glscl.checkpoint import file_sha256
+from glscl.files import file_sha256
 
 
 def content_id(path: str | Path) -> str:

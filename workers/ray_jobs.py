@@ -10,33 +10,22 @@ import logging
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import ray
 import ray.data
 
-from glscl.backbone import BackboneConfig
+from glscl.backbone_config import BackboneConfig
 from glscl.metrics import RankAccumulator
-from schemas.catalog import StoreConfig
+from schemas.store import StoreConfig
 from workers.decode import decode_item
 from workers.encode import FrameEncoder, TextEncoder
 from workers.features import FeatureQuery
+from workers.ray_config import RayConfig
 from workers.sampling import SamplingConfig
 from workers.score import ShardScorer, ShardSpec
 from workers.video_index import IndexShard, index_rows
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    """Where Ray runs (None: a local Ray started here; else an existing cluster's address) and stage sizes."""
-
-    address: str | None = None
-    num_cpus: int | None = None
-    encode_actors: int = 1
-    videos_per_encode_batch: int = 8
-    texts_per_encode_batch: int = 128
 
 
 def ensure_ray(config: RayConfig) -> None:

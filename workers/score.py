@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from glscl.checkpoint import load_checkpoint
+from glscl.config import DEFAULT_BLOCK
 from glscl.metrics import RankAccumulator, dual_softmax
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
-from glscl.similarity import DEFAULT_BLOCK
-from schemas.catalog import Catalog, StoreConfig
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
 from workers.features import FeatureQuery, read_texts, read_videos
 from workers.glscl_encode import encode_texts, encode_videos
 

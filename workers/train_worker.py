@@ -19,14 +19,16 @@ import torch
 from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device, prepare_model
 
-from glscl.backbone import Backbone, BackboneConfig
+from glscl.backbone import Backbone
+from glscl.backbone_config import BackboneConfig
 from glscl.checkpoint import STATE_JSON, save_backbone_weights, save_checkpoint
-from glscl.config import GLSCLConfig
+from glscl.config import GLSCLConfig, TrainConfig
 from glscl.data import PairData, PairSampler, TextInput
 from glscl.distributed import all_gather_with_grad
 from glscl.model import GLSCL, encode_in_chunks, init_temporal_from_clip
-from glscl.training import TrainConfig, Trainer, TrainModule
-from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
+from glscl.training import Trainer, TrainModule
+from schemas.catalog import Catalog, sql_in, sql_string
+from schemas.store import StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, VIDEOS
 from workers.decode import decode_frames
 from workers.features import FeatureQuery, SplitFeatures, read_split, video_sentences

@@ -13,7 +13,8 @@ from lancedb.table import Table
 
 from schemas.catalog import Catalog
 from schemas.tables import VIDEO_INDEX_PREFIX, key_columns, segment_vector_width
-from workers.search.indexes import AnnConfig, has_vector_index, retrain_vector_indexes, unindexed_rows
+from workers.search.config import AnnConfig
+from workers.search.indexes import has_vector_index, retrain_vector_indexes, unindexed_rows
 from workers.search.projection import load_projection
 
 

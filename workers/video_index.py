@@ -17,7 +17,8 @@ from lancedb.table import Table
 
 from glscl.checkpoint import load_checkpoint, recorded_extras
 from glscl.search_vectors import fill_absent_segments, video_segment_vectors
-from schemas.catalog import Catalog, StoreConfig, sql_in, sql_string
+from schemas.catalog import Catalog, sql_in, sql_string
+from schemas.store import StoreConfig
 from schemas.tables import (
     CAPTION_PARAGRAPH,
     CAPTIONS,
@@ -33,7 +34,8 @@ from schemas.tables import (
 from workers.features import FeatureQuery, dense, read_videos
 from workers.glscl_encode import encode_videos
 from workers.rows import multivector_array, now_utc, vector_array
-from workers.search.indexes import AnnConfig, IndexUpdate, ensure_indexes
+from workers.search.config import AnnConfig
+from workers.search.indexes import IndexUpdate, ensure_indexes
 from workers.search.packed_encodings import pack_encodings
 from workers.search.projection import Projection, save_projection
 

@@ -11,44 +11,12 @@ import lancedb
 from lancedb.index import FTS, Bitmap, BTree, IvfFlat, IvfHnswSq, IvfPq
 
 from schemas.tables import stored_segment_columns
+from workers.search.config import AnnConfig
 
-VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ", "none")
 # LanceDB's names in list_indices() for the types above.
 _STORED_TYPE = {"IVF_FLAT": "IvfFlat", "IVF_PQ": "IvfPq", "IVF_HNSW_SQ": "IvfHnswSq"}
 SCALAR_INDEXES = {"video_id": "btree", "dataset": "bitmap", "split": "bitmap", "duration_s": "btree"}
 _BITMAP = "bitmap"
-
-
-@dataclass(frozen=True)
-class AnnConfig:
-    """How the approximate stage is built: vector width after projection, index type and its sizes.
-
-    IVF_FLAT is the default: it builds fastest and scores the probed partitions exactly. IVF_PQ trades that for
-    32x less index memory (one byte per 8 dims) on galleries whose vectors do not fit in RAM; IVF_SQ measured
-    slower and missed some exact neighbours. Below `min_rows` videos no vector index is built and queries scan
-    every vector. Each video gets `segments` vectors (contiguous parts of its frames, see glscl.search_vectors),
-    one plain vector column per segment with its own index, searched concurrently for row ids only (faster than
-    one multivector column); a video ranks by its best segment. `num_partitions` defaults to about sqrt(rows) per
-    column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions. Measurements: benchmarks/RESULTS.md.
-    """
-
-    vector_dim: int = 512
-    index_type: str = "IVF_FLAT"
-    min_rows: int = 1_000
-    num_partitions: int | None = None
-    num_sub_vectors: int | None = None
-    sample_rate: int = 256
-    max_iterations: int = 50
-    projection_sample: int = 20_000
-    segments: int = 4
-
-    def __post_init__(self) -> None:
-        if self.index_type not in VECTOR_INDEX_TYPES:
-            raise ValueError(f"index_type must be one of {VECTOR_INDEX_TYPES}, got {self.index_type!r}")
-        if self.vector_dim < 1:
-            raise ValueError(f"vector_dim must be >= 1, got {self.vector_dim}")
-        if self.segments < 1:
-            raise ValueError(f"segments must be >= 1, got {self.segments}")
 
 
 @dataclass

@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import lancedb
 import numpy as np
 import pyarrow as pa
 import torch
 
-from glscl.backbone import Backbone, BackboneConfig
+from glscl.backbone import Backbone
+from glscl.backbone_config import recorded_backbone
 from glscl.checkpoint import load_checkpoint
 from glscl.model import TextEncoding, VideoEncoding
 from glscl.search_vectors import text_search_vectors
 from glscl.similarity import pooling_weights
-from schemas.catalog import Catalog, StoreConfig, sql_string, stored_version
+from schemas.catalog import Catalog, sql_string, stored_version
 from schemas.tables import (
     INDEX_FILTER_COLUMNS,
     INDEX_HIT_COLUMNS,
@@ -35,6 +36,7 @@ from schemas.tables import (
     video_index_name,
 )
 from workers.features import dense
+from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
 from workers.search.indexes import DISTANCE, has_vector_index, vector_index_name
 from workers.search.packed_encodings import packed_slots, unpack_encodings
@@ -49,40 +51,6 @@ _ROW_ID = "_rowid"
 
 class SearchError(ValueError):
     """A query that cannot be answered as asked: empty text, k out of range, bad filter, mismatched index."""
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """The checkpoint and database to search, the backbone that encodes query text (None: queries arrive
-    already encoded, as in the synthetic benchmarks), and the ANN settings.
-
-    Galleries of at most `probe_all_below` videos probe every IVF partition: on few videos a partition holds
-    loosely related ones, so partial probing loses neighbours, while probing all stays cheap. A searcher follows
-    its table to the newest version at most every `refresh_s` seconds, so a running server sees videos indexed
-    after it started.
-
-    A query reads the IVF partitions it probes from LanceDB's index cache, or else from disk. `index_cache_gb`
-    sizes that cache (None: LanceDB's default), which should hold every segment index, and `prewarm` loads them
-    all when the searcher starts, as a server should; a one-off query skips it.
-
-    `torch_threads` sets torch's intra-op threads for the process when the searcher is built (None: leave them).
-    One by default: a query's torch work is small, and idle torch worker threads keep spinning on the cores
-    LanceDB's searches and reads need; a server answers concurrent queries on its other threads. The measurements
-    behind these defaults are in benchmarks/RESULTS.md (two-stage search).
-    """
-
-    checkpoint: str
-    store: StoreConfig = field(default_factory=StoreConfig)
-    backbone: BackboneConfig | None = field(default_factory=BackboneConfig)
-    candidates: int = 200
-    nprobes: int = 32
-    refine_factor: int | None = None
-    exact_batch: int = 4096
-    probe_all_below: int = 20_000
-    refresh_s: float = 5.0
-    index_cache_gb: float | None = None
-    prewarm: bool = False
-    torch_threads: int | None = 1
 
 
 @dataclass
@@ -131,7 +99,9 @@ def _span(weights: np.ndarray, timestamps: np.ndarray, mask: np.ndarray) -> tupl
     return float(timestamps[low]), float(timestamps[high])
 
 
-def _open_video_index(catalog: Catalog, name: str, config: SearchConfig, checkpoint_model: str) -> lancedb.table.Table:
+def _open_video_index(
+    catalog: Catalog, name: str, config: SearchConfig, checkpoint_model: str, query_model: str
+) -> lancedb.table.Table:
     """The checkpoint's video index table, refused with what to do when it is missing, written by another schema
     version, or built (or queried) with another backbone than the checkpoint's."""
     tables = catalog.table_names()
@@ -151,10 +121,9 @@ def _open_video_index(catalog: Catalog, name: str, config: SearchConfig, checkpo
             "into a new --db"
         )
     stored_model = (table.schema.metadata or {}).get(MODEL_ID_KEY.encode(), b"").decode()
-    backbone_id = config.backbone.model_id if config.backbone else checkpoint_model
-    if backbone_id != checkpoint_model or stored_model != checkpoint_model:
+    if query_model != checkpoint_model or stored_model != checkpoint_model:
         raise SearchError(
-            f"the query backbone {backbone_id!r} does not match the checkpoint's {checkpoint_model!r} (index built "
+            f"the query backbone {query_model!r} does not match the checkpoint's {checkpoint_model!r} (index built "
             f"with {stored_model!r}): pass the --model, --pretrained and --backbone-seed the videos were ingested with"
         )
     return table
@@ -183,7 +152,10 @@ class Searcher:
         cache = None if config.index_cache_gb is None else int(config.index_cache_gb * 2**30)
         self.catalog = Catalog.with_index_cache(config.store, cache)
         name = video_index_name(meta["sha256"])
-        self.table = _open_video_index(self.catalog, name, config, extra["backbone_model_id"])
+        checkpoint_model = extra["backbone_model_id"]
+        backbone = (config.backbone or recorded_backbone(extra)) if config.encode_text else None
+        query_model = backbone.model_id if backbone else checkpoint_model
+        self.table = _open_video_index(self.catalog, name, config, checkpoint_model, query_model)
         projection = load_projection(self.catalog, name)
         if projection is None:
             raise SearchError(f"video index {name} has no projection: run `glscl index` again")
@@ -194,7 +166,7 @@ class Searcher:
         )
         self.pool = ThreadPoolExecutor(len(self.segment_columns), thread_name_prefix="segment-search")
         self.max_words = int(extra.get("max_words", self.model_config.max_words))
-        self.backbone = Backbone(config.backbone) if config.backbone else None
+        self.backbone = Backbone(backbone) if backbone else None
         self._read_index_state()
         if config.prewarm:
             self.prewarm()

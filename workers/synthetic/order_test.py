@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from glscl.backbone import Backbone, BackboneConfig
+from glscl.backbone import Backbone
+from glscl.backbone_config import BackboneConfig
 from glscl.baselines import LinearMeanPooling, MeanPooling
 from glscl.model import GLSCL
 from schemas.catalog import Catalog, sql_string

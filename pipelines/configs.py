@@ -1,0 +1,175 @@
+"""The typed config of every flow, in one module that imports no Prefect, Ray, torch or LanceDB: the command line
+builds its options and their defaults from these dataclasses (a default lives here only), and Python callers
+build the same objects to call a flow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from glscl.backbone_config import BackboneConfig
+from glscl.config import DEFAULT_BLOCK, TrainConfig
+from schemas.store import StoreConfig
+from workers.ray_config import RayConfig
+from workers.sampling import SamplingConfig
+from workers.search.config import AnnConfig
+from workers.sources import SourceOptions
+from workers.synthetic.videos import SyntheticConfig
+
+DEFAULT_RETENTION = timedelta(days=7)
+DEMO_FRAMES = 8
+DEMO_MAX_WORDS = 32
+STAGES = ("ingest", "timing", "train", "evaluate", "bench")
+MODES = ("head", "full")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything an ingest run needs, in one place: sources, store, backbone, sampling, Ray and batching."""
+
+    sources: tuple[str, ...]
+    store: StoreConfig = field(default_factory=StoreConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    source_options: SourceOptions = field(default_factory=SourceOptions)
+    ray: RayConfig = field(default_factory=RayConfig)
+    max_words: int = 32
+    shard_size: int = 256
+    retry_failed: bool = False
+    hash_threads: int = 4
+
+
+@dataclass(frozen=True)
+class TrainFlowConfig:
+    """Everything a training run needs: data (store, backbone, splits, text kind), head, optimiser, workers."""
+
+    store: StoreConfig = field(default_factory=StoreConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    split: str = "train"
+    val_split: str | None = "val_1"
+    kind: str = "paragraph"
+    max_words: int = 32
+    head_preset: str = "paper"
+    head_overrides: dict = field(default_factory=dict)
+    recipe: str = "project"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output_dir: str = "./data/runs/train"
+    workers: int = 1
+    ray: RayConfig = field(default_factory=RayConfig)
+    max_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """What to evaluate (checkpoint, split, text kind) and how to shard it."""
+
+    checkpoint: str
+    store: StoreConfig = field(default_factory=StoreConfig)
+    split: str = "val_1"
+    kind: str = "paragraph"
+    shard_videos: int = 2048
+    block_size: tuple[int, int] = DEFAULT_BLOCK
+    output_dir: str = "./data/runs/evaluate"
+    dual_softmax: float | None = None
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Which checkpoint to index, which videos (splits; empty = all), shard size and the ANN settings."""
+
+    checkpoint: str
+    store: StoreConfig = field(default_factory=StoreConfig)
+    splits: tuple[str, ...] = ()
+    shard_videos: int = 512
+    ann: AnnConfig = field(default_factory=AnnConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+@dataclass(frozen=True)
+class MaintainConfig:
+    """Which database and tables to keep up (no names: every table in it), and how long old versions stay.
+
+    Versions younger than `retain_versions_older_than` stay readable (time travel, readers still on them). A
+    zero window removes all but the newest, which breaks any other process writing the table at that moment.
+    """
+
+    store: StoreConfig = field(default_factory=StoreConfig)
+    retain_versions_older_than: timedelta = DEFAULT_RETENTION
+    tables: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        """Refuse a negative retention window (a typo, not a policy)."""
+        if self.retain_versions_older_than < timedelta(0):
+            raise ValueError(f"the retention window must be 0 or more, got {self.retain_versions_older_than}")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Where the demo writes, how much data it makes, and where Ray runs."""
+
+    out_dir: str = "./data/demo"
+    store: StoreConfig = field(default_factory=lambda: StoreConfig("./data/demo/lancedb"))
+    train_videos: int = 300
+    val_videos: int = 100
+    seed: int = 0
+    train_epochs: int = 80
+    batch_size: int = 32
+    order_negatives: bool = False
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def synthetic(self) -> SyntheticConfig:
+        """The generator settings for this demo."""
+        return SyntheticConfig(
+            out_dir=Path(self.out_dir), n_train=self.train_videos, n_val=self.val_videos, seed=self.seed
+        )
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """What to read, which weights, how to train, and where the run lives.
+
+    `weights` is an open_clip tag or a local file (None: random weights, for dry runs only). `timing` lists
+    (mode, batch size) pairs whose training steps are timed (seconds and peak memory per step) before training.
+    `redo` names stages to run again even though they finished.
+    """
+
+    annotations: tuple[str, ...] = ()
+    video_root: str = ""
+    out_dir: str = "./data/reproduce/activitynet"
+    model: str = "ViT-B-32-quickgelu"
+    weights: str | None = "openai"
+    mode: str = "head"
+    epochs: int = 5
+    batch_size: int = 64
+    max_steps: int | None = None
+    workers: int = 1
+    frames: int = 64
+    fps: float = 1.0
+    max_words: int = 64
+    timing: tuple[tuple[str, int], ...] = ()
+    timing_steps: int = 2
+    bench_seconds: float = 10.0
+    redo: tuple[str, ...] = ()
+    dry_run: bool = False
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES or any(mode not in MODES for mode, _ in self.timing):
+            raise ValueError(f"training modes must be one of {MODES}")
+        unknown = sorted(set(self.redo) - set(STAGES))
+        if unknown:
+            raise ValueError(f"unknown stage(s) {unknown} in redo: stages are {', '.join(STAGES)}")
+        if not self.dry_run and (not self.annotations or not self.video_root):
+            raise ValueError("give the annotation files (train.json val_1.json) and --video-root, or --dry-run")
+
+    @property
+    def store(self) -> StoreConfig:
+        """The run's own database."""
+        return StoreConfig(str(Path(self.out_dir) / "lancedb"))
+
+    @property
+    def backbone(self) -> BackboneConfig:
+        """The paper's backbone: ViT-B/32 with QuickGELU and the OpenAI weights (a tag or a local copy)."""
+        return BackboneConfig(model_name=self.model, pretrained=self.weights)

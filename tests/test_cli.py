@@ -1,0 +1,122 @@
+"""The command line's own contract: it starts without the heavy libraries, each option's default is its config's,
+and every option of every command says what it does."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from glscl.backbone_config import BackboneConfig, recorded_backbone
+from pipelines import cli
+from pipelines.configs import (
+    DEFAULT_RETENTION,
+    DemoConfig,
+    EvaluateConfig,
+    IndexConfig,
+    IngestConfig,
+    MaintainConfig,
+    ReproduceConfig,
+    TrainFlowConfig,
+)
+from pipelines.failures import EXIT_BAD_INPUT, classify
+from workers.search.config import SearchConfig
+
+HEAVY = ("torch", "ray", "lancedb", "prefect", "open_clip", "torchvision", "safetensors")
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return cli.build_parser().parse_args(argv)
+
+
+def test_parsing_every_command_imports_no_heavy_library() -> None:
+    probe = (
+        "import sys\n"
+        "from pipelines import cli\n"
+        "parser = cli.build_parser()\n"
+        "parser.parse_args(['train', '--epochs', '2'])\n"
+        f"print(sorted(name for name in {HEAVY!r} if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "build", "expected"),
+    [
+        (("ingest", "videos/"), cli.ingest_config, IngestConfig(sources=("videos/",))),
+        (("train",), cli.train_config, TrainFlowConfig()),
+        (("evaluate", "--checkpoint", "c"), cli.evaluate_config, EvaluateConfig(checkpoint="c")),
+        (("index", "--checkpoint", "c"), cli.index_config, IndexConfig(checkpoint="c")),
+        (("query", "a dog", "--checkpoint", "c"), cli.search_config, SearchConfig(checkpoint="c")),
+        (("maintain",), cli.maintain_config, MaintainConfig()),
+        (("demo",), cli.demo_config, DemoConfig()),
+        (
+            ("reproduce", "activitynet", "train.json", "val_1.json", "--video-root", "v"),
+            cli.reproduce_config,
+            ReproduceConfig(annotations=("train.json", "val_1.json"), video_root="v"),
+        ),
+    ],
+)
+def test_a_command_without_options_builds_its_configs_defaults(argv, build, expected) -> None:
+    assert build(parse(*argv)) == expected
+
+
+def test_options_reach_the_config() -> None:
+    config = cli.train_config(parse("train", "--epochs", "3", "--log-every", "7", "--set", "num_queries=4"))
+    assert (config.train.epochs, config.train.log_every, config.head_overrides) == (3, 7, {"num_queries": 4})
+    assert cli.maintain_config(parse("maintain", "--retain-hours", "2")).retain_versions_older_than == timedelta(
+        hours=2
+    )
+    assert DEFAULT_RETENTION.total_seconds() == cli.RETAIN_HOURS * 3600
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "glscl"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, child in action.choices.items():
+                yield from _parsers(child, f"{name} {command}")
+
+
+def test_every_option_has_a_help_line() -> None:
+    missing = [
+        f"{name} {action.dest}"
+        for name, parser in _parsers(cli.build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not (action.help or "").strip()
+    ]
+    assert missing == []
+
+
+def test_search_takes_the_backbone_its_checkpoint_records() -> None:
+    assert cli.search_config(parse("query", "x", "--checkpoint", "c")).backbone is None
+    recorded = BackboneConfig("ViT-B-32-quickgelu", "openai")
+    assert recorded_backbone({"backbone": {"model_name": "ViT-B-32-quickgelu", "pretrained": "openai"}}) == recorded
+    assert recorded_backbone({"backbone_model_id": "ViT-B-32-quickgelu@openai"}) == recorded
+    assert recorded_backbone({"backbone_model_id": "glscl-tiny@random-seed3"}) == BackboneConfig(seed=3)
+    with pytest.raises(ValueError, match="--pretrained"):
+        recorded_backbone({"backbone_model_id": "ViT-B-32@file-0123456789abcdef"})
+    with pytest.raises(ValueError, match="--pretrained needs --model"):
+        cli.search_config(parse("query", "x", "--checkpoint", "c", "--pretrained", "openai"))
+
+
+def test_bad_input_errors_are_told_apart_without_importing_their_modules() -> None:
+    from glscl.checkpoint import CheckpointError
+    from workers.probe import VideoError
+
+    for error in (CheckpointError("no weights"), VideoError("not a video"), ValueError("bad")):
+        assert classify(error).exit_code == EXIT_BAD_INPUT
+    assert classify(RuntimeError("boom")).exit_code != EXIT_BAD_INPUT
+
+
+@pytest.mark.parametrize("name", sorted(cli.BENCHMARKS))
+def test_every_benchmark_option_has_a_help_line(name: str) -> None:
+    import importlib
+
+    parser = importlib.import_module(cli.BENCHMARKS[name][0]).build_parser()
+    missing = [action.dest for action in parser._actions if not (action.help or "").strip()]
+    assert missing == []

@@ -1,0 +1,79 @@
+"""How the search indexes are built (AnnConfig) and how a query is answered (SearchConfig): configs the command
+line, the flows and the service share, importable without LanceDB or torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from glscl.backbone_config import BackboneConfig
+from schemas.store import StoreConfig
+
+VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ", "none")
+
+
+@dataclass(frozen=True)
+class AnnConfig:
+    """How the approximate stage is built: vector width after projection, index type and its sizes.
+
+    IVF_FLAT is the default: it builds fastest and scores the probed partitions exactly. IVF_PQ trades that for
+    32x less index memory (one byte per 8 dims) on galleries whose vectors do not fit in RAM; IVF_SQ measured
+    slower and missed some exact neighbours. Below `min_rows` videos no vector index is built and queries scan
+    every vector. Each video gets `segments` vectors (contiguous parts of its frames, see glscl.search_vectors),
+    one plain vector column per segment with its own index, searched concurrently for row ids only (faster than
+    one multivector column); a video ranks by its best segment. `num_partitions` defaults to about sqrt(rows) per
+    column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions. Measurements: benchmarks/RESULTS.md.
+    """
+
+    vector_dim: int = 512
+    index_type: str = "IVF_FLAT"
+    min_rows: int = 1_000
+    num_partitions: int | None = None
+    num_sub_vectors: int | None = None
+    sample_rate: int = 256
+    max_iterations: int = 50
+    projection_sample: int = 20_000
+    segments: int = 4
+
+    def __post_init__(self) -> None:
+        if self.index_type not in VECTOR_INDEX_TYPES:
+            raise ValueError(f"index_type must be one of {VECTOR_INDEX_TYPES}, got {self.index_type!r}")
+        if self.vector_dim < 1:
+            raise ValueError(f"vector_dim must be >= 1, got {self.vector_dim}")
+        if self.segments < 1:
+            raise ValueError(f"segments must be >= 1, got {self.segments}")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """The checkpoint and database to search, the backbone that encodes query text (None: the one the checkpoint
+    records; `encode_text=False`: none, queries arrive encoded, as in the synthetic benchmarks), and the ANN
+    settings.
+
+    Galleries of at most `probe_all_below` videos probe every IVF partition: on few videos a partition holds
+    loosely related ones, so partial probing loses neighbours, while probing all stays cheap. A searcher follows
+    its table to the newest version at most every `refresh_s` seconds, so a running server sees videos indexed
+    after it started.
+
+    A query reads the IVF partitions it probes from LanceDB's index cache, or else from disk. `index_cache_gb`
+    sizes that cache (None: LanceDB's default), which should hold every segment index, and `prewarm` loads them
+    all when the searcher starts, as a server should; a one-off query skips it.
+
+    `torch_threads` sets torch's intra-op threads for the process when the searcher is built (None: leave them).
+    One by default: a query's torch work is small, and idle torch worker threads keep spinning on the cores
+    LanceDB's searches and reads need; a server answers concurrent queries on its other threads. The measurements
+    behind these defaults are in benchmarks/RESULTS.md (two-stage search).
+    """
+
+    checkpoint: str
+    store: StoreConfig = field(default_factory=StoreConfig)
+    backbone: BackboneConfig | None = None
+    candidates: int = 200
+    nprobes: int = 32
+    refine_factor: int | None = None
+    exact_batch: int = 4096
+    probe_all_below: int = 20_000
+    refresh_s: float = 5.0
+    index_cache_gb: float | None = None
+    prewarm: bool = False
+    torch_threads: int | None = 1
+    encode_text: bool = True
