@@ -1,12 +1,14 @@
 """`glscl demo`: generate the synthetic ActivityNet-format dataset with ffmpeg, ingest both splits, train the
 GLSCL head and compare it on held-out videos with the untrained head and mean pooling. One command, offline,
-on the tiny random backbone; later stages (evaluation, search) extend this flow."""
+on the tiny random backbone. It ends searchable: the trained checkpoint indexes the gallery, and the report closes with
+the `glscl query` and `glscl serve` commands that search it."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -14,7 +16,8 @@ from prefect.cache_policies import NO_CACHE
 
 from glscl.checkpoint import load_checkpoint
 from glscl.config import TrainConfig
-from pipelines.configs import DEMO_FRAMES, DEMO_MAX_WORDS, DemoConfig, IngestConfig, TrainFlowConfig
+from pipelines.configs import DEMO_FRAMES, DEMO_MAX_WORDS, DemoConfig, IndexConfig, IngestConfig, TrainFlowConfig
+from pipelines.index import IndexSummary, index_flow
 from pipelines.ingest import IngestSummary, ingest_flow
 from pipelines.train import TrainSummary, train_flow
 from schemas.catalog import Catalog
@@ -135,17 +138,61 @@ def order_test_markdown(results: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class DemoOutcome:
+    """What each stage of the demo produced, and a held-out caption to try as a query."""
+
+    ingested: IngestSummary
+    trained: TrainSummary
+    order: dict[str, float]
+    indexed: IndexSummary
+    example_query: str
+
+
 @flow(name="glscl-demo")
-def demo_flow(config: DemoConfig) -> tuple[IngestSummary, TrainSummary, dict[str, float]]:
-    """Generate the synthetic dataset, ingest it, train GLSCL and compare it with the baselines."""
+def demo_flow(config: DemoConfig) -> DemoOutcome:
+    """Generate the synthetic dataset, ingest it, train GLSCL, compare it with the baselines and index the gallery
+    with the trained checkpoint."""
     dataset = generate(config)
     ingested = ingest_flow(ingest_config(config, dataset))
     trained = train_flow(train_config(config))
-    return ingested, trained, run_order_test(config, trained)
+    order = run_order_test(config, trained)
+    indexed = index_flow(IndexConfig(checkpoint=trained.checkpoint, store=config.store, ray=config.ray))
+    return DemoOutcome(ingested, trained, order, indexed, held_out_caption(dataset))
+
+
+def held_out_caption(dataset: SyntheticDataset) -> str:
+    """The first sentence of the first held-out video: a query whose answer the gallery holds."""
+    annotations = json.loads(dataset.val_annotations.read_text())
+    return next(iter(annotations.values()))["sentences"][0].strip()
+
+
+def search_commands(store: StoreConfig, checkpoint: str, query: str) -> str:
+    """The `glscl query` and `glscl serve` command lines that search what the demo indexed, as Markdown."""
+    where = ["--checkpoint", checkpoint, "--db", store.uri]
+    for key, value in store.storage_options.items():
+        where += ["--storage-option", f"{key}={value}"]
+    return "\n".join(
+        [
+            "## Search what the demo built",
+            "",
+            "```",
+            shlex.join(["glscl", "query", query, *where]),
+            shlex.join(["glscl", "serve", *where]) + "   # then open http://127.0.0.1:8080",
+            "```",
+        ]
+    )
 
 
 def run_demo_flow(config: DemoConfig) -> tuple[str, int]:
     """Run the demo; return what each stage produced (Markdown) and the ingest exit code."""
-    ingested, trained, order = demo_flow(config)
-    sections = (ingested.to_markdown(), table_overview(config.store), trained.to_markdown())
-    return "\n\n".join([*sections, order_test_markdown(order)]), ingested.exit_code
+    outcome = demo_flow(config)
+    sections = (
+        outcome.ingested.to_markdown(),
+        table_overview(config.store),
+        outcome.trained.to_markdown(),
+        order_test_markdown(outcome.order),
+        outcome.indexed.to_markdown(),
+        search_commands(config.store, outcome.trained.checkpoint, outcome.example_query),
+    )
+    return "\n\n".join(sections), outcome.ingested.exit_code

@@ -1,6 +1,10 @@
 """`glscl demo` at a tiny size: generates the synthetic dataset, ingests both splits, prints the overview."""
 
 import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import lancedb
 import pytest
@@ -33,3 +37,13 @@ def test_demo_generates_and_ingests_both_splits(tmp_path):
     assert "| GLSCL trained (best, step" in printed and "| mean pooling (no training) |" in printed
     assert (tmp_path / "train" / "best" / "model.safetensors").exists()
     assert "held-out two-event videos" in printed and "| GLSCL trained |" in printed
+    # It ends searchable: the printed query command, run as the user would, answers from the demo's index.
+    query_line = next(line for line in printed.splitlines() if line.startswith("glscl query "))
+    assert "--checkpoint" in query_line and str(tmp_path / "db") in query_line
+    command = shlex.split(query_line)
+    console_script = str(Path(sys.executable).parent / command[0])  # the venv's `glscl`, as the user runs it
+    done = subprocess.run([console_script, *command[1:], "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    hits = json.loads(done.stdout)["hits"]
+    assert len(hits) == 9 and {hit["split"] for hit in hits} == {"train", "val_1"}
+    assert any(line.startswith("glscl serve ") for line in printed.splitlines())
