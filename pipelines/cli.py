@@ -14,6 +14,7 @@ from glscl.backbone import TINY_MODEL, BackboneConfig
 from glscl.config import HEAD_PRESETS
 from glscl.recipes import RECIPES
 from pipelines.failures import console_without_tracebacks, one_line, report
+from pipelines.inspect_commands import add_runs_parser, add_tables_parser, run_runs, run_tables
 from pipelines.local_server import prefect_api
 from pipelines.server_command import add_server_parser, run_server
 from schemas.catalog import StoreConfig
@@ -696,6 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     add_reproduce_parser(commands)
     add_server_parser(commands)
+    add_runs_parser(commands)
+    add_tables_parser(commands)
     return parser
 
 
@@ -711,6 +714,8 @@ _RUNNERS = {
     "serve": run_serve,
     "reproduce": run_reproduce,
     "server": run_server,
+    "runs": run_runs,
+    "tables": run_tables,
 }
 FLOW_COMMANDS = frozenset({"ingest", "demo", "train", "evaluate", "index", "maintain", "reproduce"})
 

@@ -5,7 +5,6 @@ on the tiny random backbone; later stages (evaluation, search) extend this flow.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,9 +16,9 @@ from glscl.training import TrainConfig
 from pipelines.ingest import IngestConfig, IngestSummary, ingest_flow
 from pipelines.train import TrainFlowConfig, TrainSummary, train_flow
 from schemas.catalog import Catalog, StoreConfig
-from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEOS
 from workers.baselines import linear_baseline
 from workers.features import FeatureQuery
+from workers.overview import database_overview
 from workers.ray_jobs import RayConfig
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
@@ -86,32 +85,6 @@ def ingest_config(config: DemoConfig, dataset: SyntheticDataset) -> IngestConfig
     )
 
 
-def table_overview(store: StoreConfig) -> str:
-    """A Markdown table of what the database holds per split: videos ok/failed, frame rows, captions, texts."""
-    catalog = Catalog(store)
-    videos = catalog.scan(VIDEOS, ["video_id", "split", "status"]).to_pylist()
-    split_of = {v["video_id"]: v["split"] for v in videos}
-    status = Counter((v["split"], v["status"]) for v in videos)
-    frames = Counter(split_of.get(v) for v in catalog.scan(FRAMES, ["video_id"]).column("video_id").to_pylist())
-    captions = catalog.scan(CAPTIONS, ["caption_id", "split", "kind"]).to_pylist()
-    caption_split = {c["caption_id"]: c["split"] for c in captions}
-    sentences = Counter(c["split"] for c in captions if c["kind"] == "sentence")
-    paragraphs = Counter(c["split"] for c in captions if c["kind"] == "paragraph")
-    texts = Counter(caption_split.get(c) for c in catalog.scan(TEXTS, ["caption_id"]).column("caption_id").to_pylist())
-    lines = [
-        f"Tables in {store.uri}:",
-        "",
-        "| split | videos ok | videos failed | frames rows | sentences | paragraphs | texts rows |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for split in sorted(set(split_of.values())):
-        lines.append(
-            f"| {split} | {status[(split, 'ok')]} | {status[(split, 'failed')]} | {frames[split]} | "
-            f"{sentences[split]} | {paragraphs[split]} | {texts[split]} |"
-        )
-    return "\n".join(lines)
-
-
 def train_config(config: DemoConfig) -> TrainFlowConfig:
     """Paragraph-to-video training of the tiny head on the train split, held-out evaluation on val_1."""
     return TrainFlowConfig(
@@ -170,5 +143,5 @@ def demo_flow(config: DemoConfig) -> tuple[IngestSummary, TrainSummary, dict[str
 def run_demo_flow(config: DemoConfig) -> tuple[str, int]:
     """Run the demo; return what each stage produced (Markdown) and the ingest exit code."""
     ingested, trained, order = demo_flow(config)
-    sections = (ingested.to_markdown(), table_overview(config.store), trained.to_markdown())
+    sections = (ingested.to_markdown(), database_overview(config.store).to_markdown(), trained.to_markdown())
     return "\n\n".join([*sections, order_test_markdown(order)]), ingested.exit_code
