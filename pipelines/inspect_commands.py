@@ -8,8 +8,12 @@ import argparse
 import json
 import sys
 from dataclasses import asdict
-from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pipelines.runs import RunView
+    from schemas.catalog import StoreConfig
 
 RUN_STATUSES = ("running", "abandoned", "completed", "completed_with_failures", "failed")
 ERROR_CHARS = 100
@@ -50,7 +54,7 @@ def add_tables_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the overview as JSON")
 
 
-def _existing_store(args: argparse.Namespace):
+def _existing_store(args: argparse.Namespace) -> StoreConfig:
     """The StoreConfig of --db, refusing a local folder that does not exist (LanceDB would create it)."""
     from pipelines.cli import store_config
 
@@ -73,10 +77,11 @@ def _short(text: str, chars: int) -> str:
 
 
 def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""
 
 
-def runs_markdown(runs: list, uri: str) -> str:
+def runs_markdown(runs: list[RunView], uri: str) -> str:
     """The runs as a Markdown table (the error column gives why an abandoned run counts as gone)."""
     if not runs:
         return f"No runs recorded in {uri} (for these filters)."
@@ -84,9 +89,8 @@ def runs_markdown(runs: list, uri: str) -> str:
     for run in runs:
         counts = ", ".join(f"{k}={v}" for k, v in run.counts.items() if not isinstance(v, dict | list))
         error = _first_line(run.error) or (run.gone or "")
-        started: datetime = run.started_at
         lines.append(
-            f"| {run.run_id} | {run.flow} | {run.status} | {started:%Y-%m-%d %H:%M:%S} | "
+            f"| {run.run_id} | {run.flow} | {run.status} | {run.started_at:%Y-%m-%d %H:%M:%S} | "
             f"{_duration(run.duration_s)} | {_short(counts, COUNTS_CHARS)} | {_short(error, ERROR_CHARS)} |"
         )
     return "\n".join(lines)
