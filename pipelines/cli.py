@@ -37,6 +37,7 @@ from pipelines.configs import (
     TrainFlowConfig,
 )
 from pipelines.failures import console_without_tracebacks, one_line, report
+from pipelines.inspect_commands import add_runs_parser, add_tables_parser, run_runs, run_tables
 from pipelines.local_server import prefect_api
 from pipelines.server_command import add_server_parser, run_server
 from schemas.store import StoreConfig
@@ -722,6 +723,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_parser(commands)
     add_reproduce_parser(commands)
     add_server_parser(commands)
+    add_runs_parser(commands)
+    add_tables_parser(commands)
     return parser
 
 
@@ -737,6 +740,8 @@ _RUNNERS = {
     "serve": run_serve,
     "reproduce": run_reproduce,
     "server": run_server,
+    "runs": run_runs,
+    "tables": run_tables,
 }
 FLOW_COMMANDS = frozenset({"ingest", "demo", "train", "evaluate", "index", "maintain", "reproduce"})
 

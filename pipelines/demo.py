@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,9 +21,9 @@ from pipelines.ingest import IngestSummary, ingest_flow
 from pipelines.train import TrainSummary, train_flow
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
-from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEOS
 from workers.baselines import linear_baseline
 from workers.features import FeatureQuery
+from workers.overview import database_overview
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
 from workers.synthetic.order_test import WRONG, order_test
@@ -64,32 +63,6 @@ def ingest_config(config: DemoConfig, dataset: SyntheticDataset) -> IngestConfig
         ray=config.ray,
         max_words=DEMO_MAX_WORDS,
     )
-
-
-def table_overview(store: StoreConfig) -> str:
-    """A Markdown table of what the database holds per split: videos ok/failed, frame rows, captions, texts."""
-    catalog = Catalog(store)
-    videos = catalog.scan(VIDEOS, ["video_id", "split", "status"]).to_pylist()
-    split_of = {v["video_id"]: v["split"] for v in videos}
-    status = Counter((v["split"], v["status"]) for v in videos)
-    frames = Counter(split_of.get(v) for v in catalog.scan(FRAMES, ["video_id"]).column("video_id").to_pylist())
-    captions = catalog.scan(CAPTIONS, ["caption_id", "split", "kind"]).to_pylist()
-    caption_split = {c["caption_id"]: c["split"] for c in captions}
-    sentences = Counter(c["split"] for c in captions if c["kind"] == "sentence")
-    paragraphs = Counter(c["split"] for c in captions if c["kind"] == "paragraph")
-    texts = Counter(caption_split.get(c) for c in catalog.scan(TEXTS, ["caption_id"]).column("caption_id").to_pylist())
-    lines = [
-        f"Tables in {store.uri}:",
-        "",
-        "| split | videos ok | videos failed | frames rows | sentences | paragraphs | texts rows |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for split in sorted(set(split_of.values())):
-        lines.append(
-            f"| {split} | {status[(split, 'ok')]} | {status[(split, 'failed')]} | {frames[split]} | "
-            f"{sentences[split]} | {paragraphs[split]} | {texts[split]} |"
-        )
-    return "\n".join(lines)
 
 
 def train_config(config: DemoConfig) -> TrainFlowConfig:
@@ -189,10 +162,10 @@ def run_demo_flow(config: DemoConfig) -> tuple[str, int]:
     outcome = demo_flow(config)
     sections = (
         outcome.ingested.to_markdown(),
-        table_overview(config.store),
         outcome.trained.to_markdown(),
         order_test_markdown(outcome.order),
         outcome.indexed.to_markdown(),
+        database_overview(config.store).to_markdown(),
         search_commands(config.store, outcome.trained.checkpoint, outcome.example_query),
     )
     return "\n\n".join(sections), outcome.ingested.exit_code

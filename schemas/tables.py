@@ -151,6 +151,17 @@ def _runs(_: int | None) -> list[pa.Field]:
     ]
 
 
+def _run_heartbeats(_: int | None) -> list[pa.Field]:
+    return [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("host", pa.string(), nullable=False),
+        pa.field("pid_namespace", pa.string(), nullable=False),
+        pa.field("pid", pa.int64(), nullable=False),
+        pa.field("interval_s", pa.float64(), nullable=False),
+        pa.field("heartbeat_at", _TIMESTAMP, nullable=False),
+    ]
+
+
 @dataclass(frozen=True)
 class TableSpec:
     """A table's name, key columns, schema version and schema builder (some schemas depend on the embed dim)."""
@@ -192,6 +203,9 @@ FRAMES = TableSpec("frames", ("video_id", "model_id", "sampling_hash"), 1, _fram
 CAPTIONS = TableSpec("captions", ("caption_id",), 1, _captions)
 TEXTS = TableSpec("texts", ("caption_id", "model_id", "max_words"), 1, _texts, needs_dim=True)
 RUNS = TableSpec("runs", ("run_id",), 1, _runs)
+# Where each run's process runs and when it last showed it was alive: a table of its own, so that a heartbeat never
+# rewrites (or races with) the run's `runs` row, and `runs` keeps its version 1 schema.
+RUN_HEARTBEATS = TableSpec("run_heartbeats", ("run_id",), 1, _run_heartbeats)
 
 VIDEO_INDEX_PREFIX = "video_index_"
 CHECKPOINT_KEY = "glscl.checkpoint_sha256"
@@ -257,4 +271,4 @@ def projection_spec(index_name: str) -> TableSpec:
     return TableSpec(index_name + "_projection", ("name",), 2, _projection)
 
 
-ALL_TABLES: tuple[TableSpec, ...] = (VIDEOS, FRAMES, CAPTIONS, TEXTS, RUNS)
+ALL_TABLES: tuple[TableSpec, ...] = (VIDEOS, FRAMES, CAPTIONS, TEXTS, RUNS, RUN_HEARTBEATS)

@@ -99,6 +99,15 @@ def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> I
     return IndexUpdate(done, built)
 
 
+def indexed_columns(table: lancedb.table.Table) -> dict[str, list[str]]:
+    """The columns of a `video_index` table that have an index, by kind: vector, fts and scalar."""
+    kinds: dict[str, list[str]] = {"vector": [], "fts": [], "scalar": []}
+    segments = set(stored_segment_columns(table.schema))
+    for column, kind in sorted(_index_types(table).items()):
+        kinds["vector" if column in segments else "fts" if kind == "FTS" else "scalar"].append(column)
+    return kinds
+
+
 def vector_index_name(column: str) -> str:
     """LanceDB's name for the index it builds on `column`."""
     return f"{column}_idx"
