@@ -532,9 +532,12 @@ def add_query_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _result_markdown(result) -> str:
+    stages = " · ".join(f"{stage} {ms:.1f}" for stage, ms in result.timings_ms.items() if stage != "total")
     lines = [
         f"## {result.mode} search: {result.query!r} ({result.candidates} candidates, "
         f"{result.timings_ms['total']:.1f} ms)",
+        "",
+        f"Time per stage: {stages} ms",
         "",
         "| rank | score | video | span (s) | path |",
         "|---|---|---|---|---|",
