@@ -1,6 +1,10 @@
 """Two-stage search against exhaustive exact GLSCL scoring: recall@1/@10 of the exact top-k and per-query
 latency p50/p95, at several gallery sizes, over a swept (candidates, nprobes) grid; beside it the per-query time
-of an exhaustive X-Pool-style head (timed on a slice, extrapolated) and of the text towers.
+of an exhaustive X-Pool-style head (timed on a slice, extrapolated) and of the text side (CLIP text tower and
+GLSCL text side, over the query's real length and over all `max_words` positions).
+
+Per query the sweep times the text side (a fixed 12-word query through the CLIP text tower and a paper-size GLSCL
+head, as the searcher runs it), the search of the query's synthetic encoding, and both together.
 
 Galleries are synthetic *encoded* video_index tables written straight to LanceDB (no decoding, no video
 encoder): each video has two events drawn around shared topics; its encoded frames (CLIP-like norm 10) show
@@ -9,6 +13,7 @@ rotations of the events. A query describes one event of a target video. The exac
 the gallery is written, with the same scorer the search uses, on the same float16 values.
 
 Usage: python -m benchmarks.search_bench --root DIR [--sizes 5000 100000 1000000] [--queries 100]
+       python -m benchmarks.search_bench --text-only [--max-words 32]
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from glscl.backbone import Backbone
 from glscl.backbone_config import BackboneConfig
 from glscl.baselines import XPoolHead
 from glscl.checkpoint import checkpoint_hash, save_checkpoint
-from glscl.config import GLSCLConfig
+from glscl.config import HEAD_PRESETS, GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.search_vectors import fill_absent_segments, video_segment_vectors
 from schemas.catalog import Catalog
@@ -48,6 +53,7 @@ from workers.video_index import SEARCH_VECTOR, project_rows
 MODEL_ID = "synthetic-encodings"
 FRAME_NORM = 10.0
 TEXT_NORM = 8.0
+QUERY = "a man in a red jacket climbs a steep wall then waves"
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class SearchBenchConfig:
     seed: int = 0
     output: str = "benchmarks/search_results.json"
     text_model: str = "ViT-B-32"
+    max_words: int = 32
     ann: AnnConfig = field(default_factory=lambda: AnnConfig(min_rows=4096, sample_rate=64, max_iterations=25))
 
 
@@ -241,8 +248,52 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
-    """Recall and latency of the two-stage search for every (candidates, nprobes, refine factor) setting."""
+def _p50_p95(values: list[float]) -> dict[str, float]:
+    return {"p50": _percentile(values, 50), "p95": _percentile(values, 95)}
+
+
+class TextSide:
+    """A query's text side as the searcher runs it: CLIP text tower (random weights: the same work as real ones),
+    then the GLSCL text side of a paper-size head, in inference mode."""
+
+    def __init__(self, model_name: str, max_words: int) -> None:
+        self.backbone = Backbone(BackboneConfig(model_name=model_name))
+        self.model = GLSCL(GLSCLConfig(embed_dim=self.backbone.embed_dim, **HEAD_PRESETS["paper"])).eval()
+        self.max_words = max_words
+
+    @torch.inference_mode()
+    def __call__(self, text: str, trim: bool = True) -> tuple[float, float]:
+        """Milliseconds of the text tower and of the GLSCL text side for `text`, trimmed or over every position."""
+        start = time.perf_counter()
+        sentence, tokens, mask = self.backbone.text_features(self.backbone.tokenize([text], self.max_words), trim)
+        middle = time.perf_counter()
+        self.model.encode_text(sentence, tokens, mask, trim)
+        return (middle - start) * 1000, (time.perf_counter() - middle) * 1000
+
+
+def text_side_ms(text_side: TextSide, repeats: int = 30) -> dict:
+    """p50/p95 milliseconds of the text tower, the GLSCL text side and both, for `QUERY` one at a time, over the
+    real length (trimmed) and over all `max_words` positions (full), with 1 torch thread (the searcher's default)
+    and with 2; the process's thread count is restored afterwards."""
+    threads_before = torch.get_num_threads()
+    tokens = int(text_side.backbone.tokenize([QUERY], text_side.max_words).argmax()) + 1
+    report: dict = {"query": QUERY, "words": len(QUERY.split()), "tokens": tokens, "max_words": text_side.max_words}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for trim in (False, True):
+            runs = [text_side(QUERY, trim) for _ in range(repeats + 3)][3:]
+            report[f"{'trimmed' if trim else 'full'}_{threads}_threads"] = {
+                "tower": _p50_p95([tower for tower, _ in runs]),
+                "glscl_text_side": _p50_p95([side for _, side in runs]),
+                "text": _p50_p95([tower + side for tower, side in runs]),
+            }
+    torch.set_num_threads(threads_before)
+    return report
+
+
+def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide) -> list[dict]:
+    """Recall and latency of the two-stage search for every (candidates, nprobes, refine factor) setting, with the
+    text side of each query timed before its search (`QUERY`, trimmed), as `Searcher.search` runs them."""
     text, exact = built["text"], built["exact_top10"]
     store = StoreConfig(built["store"])
     single = [TextEncoding(text.sentence[i : i + 1], text.local[i : i + 1]) for i in range(config.queries)]
@@ -270,11 +321,16 @@ def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
             continue
         seen.add((candidates, probes, refine))
         searcher.search_encoded(single[0], 10)
-        latencies, recall1, recall10, stages = [], [], [], []
+        latencies, texts, totals, recall1, recall10, stages = [], [], [], [], [], []
         for i, encoding in enumerate(single):
             start = time.perf_counter()
+            text_side(QUERY)
+            middle = time.perf_counter()
             result = searcher.search_encoded(encoding, 10)
-            latencies.append((time.perf_counter() - start) * 1000)
+            end = time.perf_counter()
+            texts.append((middle - start) * 1000)
+            latencies.append((end - middle) * 1000)
+            totals.append((end - start) * 1000)
             stages.append(result.timings_ms)
             found = [int(hit.video_id[3:]) for hit in result.hits]
             recall1.append(float(exact[i, 0] in found[:1]))
@@ -288,6 +344,10 @@ def sweep(config: SearchBenchConfig, built: dict, size: int) -> list[dict]:
             "recall@10": statistics.mean(recall10),
             "p50_ms": _percentile(latencies, 50),
             "p95_ms": _percentile(latencies, 95),
+            "text_p50_ms": _percentile(texts, 50),
+            "text_p95_ms": _percentile(texts, 95),
+            "total_p50_ms": _percentile(totals, 50),
+            "total_p95_ms": _percentile(totals, 95),
             "stages_p50_ms": {stage: statistics.median(t[stage] for t in stages) for stage in stages[0]},
         }
         print(f"  {row}", flush=True)
@@ -326,33 +386,6 @@ def xpool_ms_per_video(config: SearchBenchConfig) -> float:
     return statistics.median(times) / config.xpool_slice
 
 
-def text_tower_ms(model_name: str) -> dict[str, float]:
-    """Per-query milliseconds of the CLIP text tower (random weights: the same work as real ones) and of the
-    GLSCL text side (paper-size head), one 32-token query at a time, with 1 torch thread (the searcher's
-    default) and with 2; the process's thread count is restored afterwards."""
-    backbone = Backbone(BackboneConfig(model_name=model_name))
-    model = GLSCL(GLSCLConfig(embed_dim=backbone.embed_dim)).eval()
-    query = "a man in a red jacket climbs a wall, then waves at the camera"
-    threads_before = torch.get_num_threads()
-    timings: dict[str, list[float]] = {}
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        tower, side = f"clip_text_tower_{threads}_threads", f"glscl_text_side_{threads}_threads"
-        timings |= {tower: [], side: []}
-        for repeat in range(12):
-            start = time.perf_counter()
-            sentence, tokens, mask = backbone.encode_texts([query], 32)
-            middle = time.perf_counter()
-            with torch.inference_mode():
-                model.encode_text(torch.from_numpy(sentence), torch.from_numpy(tokens), torch.from_numpy(mask))
-            end = time.perf_counter()
-            if repeat >= 2:
-                timings[tower].append((middle - start) * 1000)
-                timings[side].append((end - middle) * 1000)
-    torch.set_num_threads(threads_before)
-    return {name: statistics.median(values) for name, values in timings.items()}
-
-
 def plot_sweep(report: dict, path: Path) -> Path:
     """Recall@10 against p50 latency for every swept setting, one series per gallery size, as a PNG."""
     figure, axis = new_figure(size=(7, 4.5))
@@ -370,10 +403,11 @@ def run_search_bench(config: SearchBenchConfig) -> dict:
     """Build each gallery, sweep the grid, time the baselines; write JSON and return it."""
     torch.manual_seed(config.seed)
     xpool_per_video = xpool_ms_per_video(config)
+    text_side = TextSide(config.text_model, config.max_words)
     report: dict = {
         "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "config": {k: v for k, v in asdict(config).items() if k != "ann"} | {"ann": asdict(config.ann)},
-        "text_tower_ms": text_tower_ms(config.text_model),
+        "text_side_ms": text_side_ms(text_side),
         "xpool_ms_per_video": xpool_per_video,
         "sizes": [],
     }
@@ -387,7 +421,7 @@ def run_search_bench(config: SearchBenchConfig) -> dict:
             "actions": built["actions"],
             "captured_energy": built["captured_energy"],
             "health": built["health"],
-            "sweep": sweep(config, built, size),
+            "sweep": sweep(config, built, size, text_side),
             "xpool_exhaustive_ms_per_query": xpool_per_video * size,
         }
         if size <= config.exact_mode_max:
@@ -398,20 +432,62 @@ def run_search_bench(config: SearchBenchConfig) -> dict:
     return report
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options; defaults come from `SearchBenchConfig`."""
+    d = SearchBenchConfig(root="")
+    parser = argparse.ArgumentParser(prog="glscl bench search", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", help="folder for the galleries (tens of GB at 1M videos; delete them after)")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=list(d.sizes), help=f"gallery sizes in videos (default {d.sizes})"
+    )
+    parser.add_argument("--queries", type=int, default=d.queries, help=f"queries per gallery (default {d.queries})")
+    parser.add_argument("--frames", type=int, default=d.frames, help=f"frames per video (default {d.frames})")
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        nargs="+",
+        default=list(d.candidates),
+        help=f"ANN candidates re-ranked exactly, swept (default {d.candidates})",
+    )
+    parser.add_argument(
+        "--nprobes", type=int, nargs="+", default=list(d.nprobes), help=f"IVF partitions probed (default {d.nprobes})"
+    )
+    parser.add_argument(
+        "--refine-factors",
+        type=int,
+        nargs="+",
+        default=list(d.refine_factors),
+        help="LanceDB refine factors swept; 0: no refine step (default 0)",
+    )
+    parser.add_argument(
+        "--index-cache-gb",
+        type=float,
+        default=d.index_cache_gb,
+        help=f"searcher's LanceDB index cache (default {d.index_cache_gb})",
+    )
+    parser.add_argument("--build-only", action="store_true", help="write the galleries and stop")
+    parser.add_argument("--text-only", action="store_true", help="time the text side only and print it")
+    parser.add_argument(
+        "--max-words",
+        type=int,
+        default=d.max_words,
+        help=f"query token positions (default {d.max_words}, the ingest default)",
+    )
+    parser.add_argument(
+        "--output", default=d.output, help=f"report JSON; a PNG is written beside it (default {d.output})"
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", required=True, help="folder for the galleries (tens of GB at 1M videos)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 100_000, 1_000_000])
-    parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--frames", type=int, default=16)
-    parser.add_argument("--candidates", type=int, nargs="+", default=[50, 100, 200])
-    parser.add_argument("--nprobes", type=int, nargs="+", default=[16, 32, 64])
-    parser.add_argument("--refine-factors", type=int, nargs="+", default=[0], help="0: no refine step")
-    parser.add_argument("--index-cache-gb", type=float, default=10.0, help="searcher's LanceDB index cache")
-    parser.add_argument("--build-only", action="store_true", help="write the galleries and stop")
-    parser.add_argument("--output", default="benchmarks/search_results.json")
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.text_only:
+        print(json.dumps(text_side_ms(TextSide(SearchBenchConfig.text_model, args.max_words)), indent=2))
+        return
+    if not args.root:
+        parser.error("--root is required unless --text-only")
     config = SearchBenchConfig(
         root=args.root,
         sizes=tuple(args.sizes),
@@ -422,6 +498,7 @@ def main(argv: list[str] | None = None) -> None:
         refine_factors=tuple(args.refine_factors),
         index_cache_gb=args.index_cache_gb,
         output=args.output,
+        max_words=args.max_words,
     )
     if args.build_only:
         for size in config.sizes:

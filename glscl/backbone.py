@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from glscl.backbone_config import BackboneConfig, open_clip_registry
 
@@ -61,22 +62,38 @@ class Backbone:
         """CLIP BPE tokens, [SOT] + words + [EOT], truncated and zero-padded to `max_words`."""
         return self.tokenizer(texts, context_length=max_words).to(self.device)
 
-    def text_features(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sentence vectors [N, D] (EOT token), token features [N, L, D] and token mask [N, L], differentiably."""
+    def text_features(self, tokens: torch.Tensor, trim: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sentence vectors [N, D] (EOT token), token features [N, L, D] and token mask [N, L], differentiably.
+
+        The tower is causal, so a token's features do not depend on the positions after it: with `trim` it runs
+        over the batch's real length only (up to the last end-of-text token), which gives the features of every
+        real token at a fraction of the work; `trim=False` runs all L positions (the reference it is checked and
+        timed against). Positions after a text's end-of-text token are returned as zeros either way: nothing
+        reads them (the GLSCL head masks them), and zeros do not depend on the batch a text was encoded in.
+        """
         model = self.model
         length = tokens.shape[1]
         if length > model.positional_embedding.shape[0]:
             raise ValueError(f"max_words {length} exceeds the text tower's context length")
+        eot = tokens.argmax(dim=-1)
+        run = int(eot.max()) + 1 if trim and eot.numel() else length
+        x = self.tower(tokens[:, :run])
+        sentence = x[torch.arange(x.shape[0], device=x.device), eot]
+        mask = torch.arange(length, device=x.device)[None, :] <= eot[:, None]
+        x = F.pad(x, (0, 0, 0, length - run)).masked_fill(~mask[..., None], 0.0)
+        return sentence, x, mask
+
+    def tower(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Projected per-token features [N, L, D] of token ids [N, L]: CLIP's text transformer over L positions,
+        with the first L positional embeddings and the causal mask cut to L x L (open_clip's modules, unpatched)."""
+        model = self.model
+        length = tokens.shape[1]
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
         x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
         x = model.ln_final(x)
         projection = model.text_projection
-        x = projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
-        eot = tokens.argmax(dim=-1)
-        sentence = x[torch.arange(x.shape[0], device=x.device), eot]
-        mask = torch.arange(length, device=x.device)[None, :] <= eot[:, None]
-        return sentence, x, mask
+        return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str], max_words: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -53,6 +53,12 @@ def _key_padding(valid: Tensor) -> Tensor:
     return ~valid & valid.any(-1, keepdim=True)
 
 
+def real_length(valid: Tensor) -> int:
+    """Positions [B, L] up to and including the batch's last valid one (all L when none is valid)."""
+    used = valid.any(dim=0).nonzero()
+    return int(used[-1]) + 1 if len(used) else valid.shape[1]
+
+
 class TemporalTransformer(nn.Module):
     """CLIP4Clip-style sequence transformer over frame features: pre-LN encoder, output = enc(x + pos) + x."""
 
@@ -218,9 +224,18 @@ class GLSCL(nn.Module):
         frames = frames.masked_fill(padding, 0.0)
         return VideoEncoding(frames, valid, self.local_interaction(frames, valid))
 
-    def encode_text(self, sentence: Tensor, tokens: Tensor, token_mask: Tensor) -> TextEncoding:
-        """sentence [B, D] (EOT feature), tokens [B, L, D] word features, token_mask [B, L] -> TextEncoding."""
+    def encode_text(self, sentence: Tensor, tokens: Tensor, token_mask: Tensor, trim: bool = True) -> TextEncoding:
+        """sentence [B, D] (EOT feature), tokens [B, L, D] word features, token_mask [B, L] -> TextEncoding.
+
+        With `trim` and the padding mask on, the local decoder reads the tokens up to the batch's last valid one
+        only: masked keys carry no attention weight, so the result is the same for less work (a text with no
+        valid token attends to zero vectors only, alike at any length). Attending to padding (the authors'
+        form), the padded count matters, so nothing is trimmed.
+        """
         valid = token_mask.bool()
+        if trim and self.local_interaction.padding_mask:
+            length = real_length(valid)
+            tokens, valid = tokens[:, :length], valid[:, :length]
         local = self.local_interaction(self._as_param_dtype(tokens).masked_fill(~valid.unsqueeze(-1), 0.0), valid)
         return TextEncoding(self._as_param_dtype(sentence), local)
 

@@ -392,6 +392,7 @@ BENCHMARKS = {
     "scoring": ("benchmarks.scoring", "exhaustive scoring: GLSCL vs X-Pool-style cross-attention vs mean pooling"),
     "ingest": ("benchmarks.ingest_bench", "ingest stages on one clip: probe, decode, encode"),
     "ablation": ("benchmarks.ablation", "training ablations (ICL form, temporal init, recipes) on the demo data"),
+    "search": ("benchmarks.search_bench", "two-stage search vs exhaustive exact GLSCL: recall and per-stage latency"),
     "startup": ("benchmarks.startup_bench", "flow command start-up: glscl's local Prefect server vs temporary ones"),
     "gallery": ("benchmarks.synthetic_gallery", "write a synthetic ActivityNet-sized gallery for `glscl evaluate`"),
 }
@@ -554,9 +555,12 @@ def add_query_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _result_markdown(result) -> str:
+    stages = " · ".join(f"{stage} {ms:.1f}" for stage, ms in result.timings_ms.items() if stage != "total")
     lines = [
         f"## {result.mode} search: {result.query!r} ({result.candidates} candidates, "
         f"{result.timings_ms['total']:.1f} ms)",
+        "",
+        f"Time per stage: {stages} ms",
         "",
         "| rank | score | video | span (s) | path |",
         "|---|---|---|---|---|",

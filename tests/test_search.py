@@ -34,7 +34,7 @@ from schemas.tables import SCHEMA_VERSION_KEY
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.projection import load_projection
-from workers.search.searcher import Searcher, SearchError
+from workers.search.searcher import STAGES, Searcher, SearchError
 from workers.train_worker import BEST_DIR
 from workers.upkeep import maintain_table
 
@@ -92,6 +92,16 @@ def test_two_stage_equals_exact_when_candidates_cover_the_gallery(indexed):
         assert [h.video_id for h in two_stage.hits] == [h.video_id for h in exact.hits]
         assert [h.score for h in two_stage.hits] == pytest.approx([h.score for h in exact.hits], abs=1e-5)
         assert two_stage.mode == "two-stage" and exact.mode == "exact" and two_stage.candidates == 24
+        assert_stage_timings(two_stage.timings_ms)
+        assert_stage_timings(exact.timings_ms, ran=("text", "fetch", "rerank", "metadata"))
+        assert exact.timings_ms["ann"] == 0.0
+
+
+def assert_stage_timings(timings: dict[str, float], ran: tuple[str, ...] = STAGES) -> None:
+    """Every stage is reported, in order; the ones that ran took time, and they add up to at most the total."""
+    assert list(timings) == [*STAGES, "total"]
+    assert all(timings[stage] > 0 for stage in ran) and all(value >= 0 for value in timings.values())
+    assert sum(timings[stage] for stage in STAGES) <= timings["total"]
 
 
 def test_filters_apply_before_ranking(indexed):
@@ -121,6 +131,7 @@ def test_hybrid_mode_fuses_full_text_matches(indexed):
     words = target.text.split(". ", 1)[-1]
     result = engine.search(words, k=3, hybrid=True)
     assert result.mode == "hybrid" and all(h.fused is not None for h in result.hits)
+    assert_stage_timings(result.timings_ms)
     assert target.video_id in [h.video_id for h in result.hits]
 
 
@@ -182,6 +193,10 @@ def test_cli_index_and_query(indexed, capsys):
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert len(result["hits"]) == 3 and result["hits"][0]["rank"] == 1
+    assert_stage_timings(result["timings_ms"])
+    assert main(["query", "a red circle", "-k", "2", "--checkpoint", checkpoint, "--db", store.uri]) == 0
+    markdown = capsys.readouterr().out
+    assert re.search(r"text [\d.]+ · ann [\d.]+ · fetch [\d.]+ · rerank [\d.]+ · metadata [\d.]+ ms", markdown)
     code = main(["query", "a red circle", "--checkpoint", checkpoint, "--db", store.uri, "--where", "colour=red"])
     assert code == 2 and "unknown filter column" in capsys.readouterr().err
 
@@ -247,6 +262,7 @@ def test_http_api_round_trip_and_errors(server):
         {"text": "a red circle", "k": 4, "filters": [{"column": "split", "op": "in", "value": ["train", "val_1"]}]},
     )
     assert status == 200 and len(body["hits"]) == 4 and body["mode"] == "two-stage"
+    assert_stage_timings(body["timings_ms"])
     assert post(f"{server}/search", {"text": "", "k": 4})[0] == 400
     assert post(f"{server}/search", {"text": "a circle", "k": 0})[0] == 422
     status, body = post(f"{server}/search", {"text": "x", "filters": [{"column": "nope", "op": "=", "value": "1"}]})

@@ -36,6 +36,11 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
     assert full["recall@10"] == 1.0 and full["recall@1"] == 1.0
     assert all(0.0 <= r["recall@10"] <= 1.0 and r["p95_ms"] >= r["p50_ms"] > 0 for r in size["sweep"])
     assert size["exact_mode_ms_per_query"] > 0 and size["xpool_exhaustive_ms_per_query"] > 0
+    assert all(r["total_p50_ms"] > 0 and r["text_p95_ms"] >= r["text_p50_ms"] > 0 for r in size["sweep"])
+    text = report["text_side_ms"]
+    assert text["words"] == 12 and text["tokens"] < text["max_words"] == 32
+    for mode in ("full_1_threads", "trimmed_1_threads", "full_2_threads", "trimmed_2_threads"):
+        assert text[mode]["text"]["p95"] >= text[mode]["text"]["p50"] > 0
     again = run_search_bench(config)
     assert again["sizes"][0]["write_s"] == size["write_s"]
     assert json.loads((tmp_path / "report.json").read_text())["sizes"][0]["videos"] == 600

@@ -70,9 +70,34 @@ class SearchHit:
     fused: float | None = None
 
 
+STAGES = ("text", "ann", "fetch", "rerank", "metadata")
+
+
+class Stopwatch:
+    """Milliseconds per search stage (`STAGES`, all present, 0 when a stage did not run) and the total: each lap
+    charges the time since the previous lap to a stage."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.ms = dict.fromkeys(STAGES, 0.0)
+
+    def lap(self, stage: str) -> None:
+        """Charge the time since the last lap to `stage`."""
+        now = time.perf_counter()
+        self.ms[stage] += (now - self.last) * 1000
+        self.last = now
+
+    def timings(self) -> dict[str, float]:
+        """The stages and the total since the stopwatch started."""
+        return {**self.ms, "total": (time.perf_counter() - self.start) * 1000}
+
+
 @dataclass
 class SearchResult:
-    """Ranked hits plus how they were found and where the time went (milliseconds)."""
+    """Ranked hits plus how they were found and where the time went, in milliseconds: `text` (CLIP text tower and
+    GLSCL text side; 0 for an encoded query), `ann` (candidate search, with full-text matching in hybrid mode;
+    0 in exact mode), `fetch` (reading the candidates' encodings, or streaming every row in exact mode), `rerank`
+    (exact GLSCL scores), `metadata` (the top k's metadata and time spans) and `total`."""
 
     query: str
     mode: str
@@ -205,35 +230,37 @@ class Searcher:
         rows = self.table.search().where(where).select(["source_path"]).limit(1).to_arrow()
         return rows["source_path"][0].as_py() if rows.num_rows else None
 
+    @torch.inference_mode()
     def encode(self, text: str) -> TextEncoding:
-        """The query's GLSCL text encoding (CLIP text tower, then the GLSCL text side)."""
+        """The query's GLSCL text encoding: the CLIP text tower, then the GLSCL text side, each over the query's
+        real token length only (exact, see `Backbone.text_features` and `GLSCL.encode_text`)."""
         if not text or not text.strip():
             raise SearchError("the query text is empty")
         if self.backbone is None:
             raise SearchError("this searcher has no text backbone: it only takes encoded queries")
-        sentence, tokens, mask = self.backbone.encode_texts([text.strip()], self.max_words)
-        with torch.inference_mode():
-            return self.model.encode_text(torch.from_numpy(sentence), torch.from_numpy(tokens), torch.from_numpy(mask))
+        sentence, tokens, mask = self.backbone.text_features(self.backbone.tokenize([text.strip()], self.max_words))
+        return self.model.encode_text(sentence, tokens, mask)
 
     def search(
         self, text: str, k: int = 10, filters: tuple[Filter, ...] | list[Filter] = (), exact=False, hybrid=False
     ) -> SearchResult:
         """Top-k videos for `text` (see the module docstring for the modes)."""
         where = self._where(k, filters)
-        start = time.perf_counter()
+        self._follow_latest()
+        watch = Stopwatch()
         encoding = self.encode(text)
-        encode_ms = (time.perf_counter() - start) * 1000
-        result = self._run(encoding, k, where, exact, text if hybrid else None)
+        watch.lap("text")
+        result = self._run(encoding, k, where, exact, text if hybrid else None, watch)
         result.query = text
-        result.timings_ms = {"encode_text": encode_ms, **result.timings_ms}
-        result.timings_ms["total"] += encode_ms
         return result
 
     def search_encoded(
         self, encoding: TextEncoding, k: int = 10, filters: tuple[Filter, ...] | list[Filter] = (), exact=False
     ) -> SearchResult:
         """Top-k videos for an already encoded query (one text)."""
-        return self._run(encoding, k, self._where(k, filters), exact, None)
+        where = self._where(k, filters)
+        self._follow_latest()
+        return self._run(encoding, k, where, exact, None, Stopwatch())
 
     def _where(self, k: int, filters: tuple[Filter, ...] | list[Filter]) -> str | None:
         if not 1 <= k <= MAX_K:
@@ -243,28 +270,25 @@ class Searcher:
         except ValueError as error:
             raise SearchError(str(error)) from None
 
-    def _run(self, encoding: TextEncoding, k: int, where: str | None, exact: bool, hybrid_text: str | None):
-        self._follow_latest()
-        start = time.perf_counter()
-        timings: dict[str, float] = {}
-        if exact:
-            scored = self._exact(encoding, k, where)
-        else:
-            scored = self._two_stage(encoding, max(k, self.config.candidates), where, hybrid_text, timings, start)
-        timings["rerank"] = (time.perf_counter() - start) * 1000 - sum(timings.values())
-        hits = self._hits(encoding, scored, k)
-        timings["hits"] = (time.perf_counter() - start) * 1000 - sum(timings.values())
-        timings["total"] = (time.perf_counter() - start) * 1000
-        return SearchResult("", scored.mode, hits, len(scored.row_ids), timings)
-
-    def _two_stage(
+    def _run(
         self,
         encoding: TextEncoding,
-        limit: int,
+        k: int,
         where: str | None,
+        exact: bool,
         hybrid_text: str | None,
-        timings: dict[str, float],
-        start: float,
+        watch: Stopwatch,
+    ) -> SearchResult:
+        if exact:
+            scored = self._exact(encoding, k, where, watch)
+        else:
+            scored = self._two_stage(encoding, max(k, self.config.candidates), where, hybrid_text, watch)
+        hits = self._hits(encoding, scored, k)
+        watch.lap("metadata")
+        return SearchResult("", scored.mode, hits, len(scored.row_ids), watch.timings())
+
+    def _two_stage(
+        self, encoding: TextEncoding, limit: int, where: str | None, hybrid_text: str | None, watch: Stopwatch
     ) -> _Scored:
         """ANN candidates (and full-text matches in hybrid mode), scored exactly from their packed encodings."""
         row_ids = self._candidates(encoding, limit, where)
@@ -273,14 +297,17 @@ class Searcher:
             text_ids = self._text_matches(hybrid_text, limit, where)
             text_ranks = {row_id: rank for rank, row_id in enumerate(text_ids.tolist(), 1)}
             row_ids = _union(row_ids, text_ids)
-        timings["candidates"] = (time.perf_counter() - start) * 1000
+        watch.lap("ann")
         rows = self._take(row_ids, [_ENCODINGS])
         row_ids = rows[_ROW_ID].to_numpy()
+        watch.lap("fetch")
         video = self._videos(rows[_ENCODINGS])
         scores = self._score(encoding, video)
+        watch.lap("rerank")
         if hybrid_text is None:
             return _Scored("two-stage", row_ids, video, scores)
         fused = _rrf(scores, np.array([text_ranks.get(row_id, np.nan) for row_id in row_ids.tolist()]))
+        watch.lap("rerank")
         return _Scored("hybrid", row_ids, video, scores, fused)
 
     def _segment_hits(self, vector: np.ndarray, column: str, limit: int, where: str | None) -> pa.Table:
@@ -334,7 +361,7 @@ class Searcher:
         text = TextEncoding(encoding.sentence.expand(count, -1), encoding.local.expand(count, -1, -1))
         return self.model.pair_scores(text, video).numpy()
 
-    def _exact(self, encoding: TextEncoding, k: int, where: str | None) -> _Scored:
+    def _exact(self, encoding: TextEncoding, k: int, where: str | None, watch: Stopwatch) -> _Scored:
         """Score every (filtered) row exactly, streaming batches and keeping the running top-k."""
         query = self.table.search().select([_ENCODINGS]).with_row_id(True)
         if where:
@@ -343,6 +370,7 @@ class Searcher:
         best_scores = np.zeros(0, dtype=np.float32)
         best_encodings = pa.array([], self.table.schema.field(_ENCODINGS).type)
         for batch in query.to_batches(self.config.exact_batch):
+            watch.lap("fetch")
             if batch.num_rows == 0:
                 continue
             scores = np.concatenate([best_scores, self._score(encoding, self._videos(batch[_ENCODINGS]))])
@@ -350,7 +378,11 @@ class Searcher:
             best_ids = np.concatenate([best_ids, batch[_ROW_ID].to_numpy()])[keep]
             best_encodings = pa.concat_arrays([best_encodings, batch[_ENCODINGS]]).take(pa.array(keep))
             best_scores = scores[keep]
-        return _Scored("exact", best_ids, self._videos(best_encodings), best_scores)
+            watch.lap("rerank")
+        watch.lap("fetch")
+        video = self._videos(best_encodings)
+        watch.lap("rerank")
+        return _Scored("exact", best_ids, video, best_scores)
 
     @torch.inference_mode()
     def _hits(self, encoding: TextEncoding, scored: _Scored, k: int) -> list[SearchHit]:
