@@ -13,6 +13,7 @@ from dataclasses import asdict
 from glscl.backbone import TINY_MODEL, BackboneConfig
 from glscl.config import HEAD_PRESETS
 from glscl.recipes import RECIPES
+from pipelines.console import console_policy
 from pipelines.failures import console_without_tracebacks, one_line, report
 from pipelines.local_server import prefect_api
 from pipelines.server_command import add_server_parser, run_server
@@ -682,7 +683,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(report_stream=None)
     parser.add_argument(
-        "--verbose", action="store_true", help="print tracebacks (of failed flows and tasks, and of the error itself)"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print everything: tracebacks (of failed flows and tasks, and of the error itself), Prefect's run logs, "
+        "Ray's and its workers' lines, other libraries' warnings (default: progress bars, warnings and errors)",
+    )
+    parser.add_argument(
+        "--log-file",
+        default=None,
+        metavar="PATH",
+        help="append every log record from INFO up, warnings and Ray's native error lines to PATH, with or without -v",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     add_ingest_parser(commands)
@@ -713,6 +724,7 @@ _RUNNERS = {
     "server": run_server,
 }
 FLOW_COMMANDS = frozenset({"ingest", "demo", "train", "evaluate", "index", "maintain", "reproduce"})
+VERBOSE_FLAGS = frozenset({"-v", "--verbose"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -722,22 +734,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     else printed while the command runs goes to standard error (Ray forwards its workers' and raylet's log
     lines, such as a worker it restarted, to the driver's stdout). Flow commands run against the Prefect API that
     `prefect_api` chooses (PREFECT_API_URL, else glscl's local server). Every error ends in one line on standard
-    error and a documented exit code (pipelines/failures.py); `--verbose`, anywhere on the line, adds tracebacks.
+    error and a documented exit code (pipelines/failures.py); `-v/--verbose`, anywhere on the line, adds tracebacks
+    and everything else the console policy (pipelines/console.py) keeps off the terminal. Progress bars are drawn on
+    standard error when it is a terminal and `--json` is not given.
     """
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    args.verbose = args.verbose or "--verbose" in unknown
-    if unknown := [arg for arg in unknown if arg != "--verbose"]:
+    args.verbose = args.verbose or bool(VERBOSE_FLAGS.intersection(unknown))
+    if unknown := [arg for arg in unknown if arg not in VERBOSE_FLAGS]:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.report_stream = sys.stdout
+    bars = sys.stderr.isatty() and not getattr(args, "json", False)
 
     def warn(text: str) -> None:
         print(f"glscl {args.command}: warning: {one_line(text)}", file=sys.stderr, flush=True)
 
     try:
-        with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
             if args.command in FLOW_COMMANDS:
                 stack.enter_context(prefect_api(warn))
+            stack.enter_context(console_policy(args.verbose, bars, args.log_file))
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
             if not args.verbose:
                 stack.enter_context(console_without_tracebacks())
             return _RUNNERS[args.command](args)
