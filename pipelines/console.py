@@ -63,6 +63,7 @@ def _retarget(old: TextIO, new: TextIO) -> None:
 
 
 def _is_descriptor_two(stream: TextIO) -> bool:
+    """Whether `stream` writes to file descriptor 2 (the one native code writes to)."""
     try:
         return stream.fileno() == 2
     except (AttributeError, OSError, ValueError):  # a captured stream (pytest's capsys) has no descriptor
@@ -122,7 +123,7 @@ class _LogFile(logging.FileHandler):
 @contextmanager
 def console_policy(verbose: bool, bars: bool, log_file: str | None = None) -> Iterator[None]:
     """The terminal policy of one command: quiet unless `verbose`, progress bars on standard error when `bars`,
-    everything from INFO up (and native standard error) appended to `log_file` when given."""
+    every record from INFO up (and, when quiet, native standard error) appended to `log_file` when given."""
     if "prefect" in sys.modules:
         # Prefect adds its console handler when `prefect` is first imported in full: add it now to adjust it.
         from prefect.logging.configuration import ensure_logging_setup
