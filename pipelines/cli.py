@@ -693,7 +693,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-file",
         default=None,
         metavar="PATH",
-        help="append every log record from INFO up, warnings and Ray's native error lines to PATH, with or without -v",
+        help="append every log record from INFO up and the warnings to PATH, with or without -v (without it, also "
+        "the error lines Ray's native code writes to standard error)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     add_ingest_parser(commands)
