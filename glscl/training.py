@@ -243,11 +243,14 @@ class Trainer:
         on_log: Callback | None = None,
         on_eval: Callback | None = None,
         on_checkpoint: Callback | None = None,
+        on_step: Callback | None = None,
         max_steps: int | None = None,
     ) -> list[dict[str, float]]:
         """Train from the current step to the end (or to global step `max_steps`); returns per-epoch throughput.
 
-        `on_log` gets step records every `log_every` steps and an epoch record (with pairs/s) at each epoch end.
+        `on_step` gets {step, epoch, epochs, stop} after every optimiser step (a progress display's hook; `stop` is
+        the step training ends at). `on_log` gets step records every `log_every` steps and an epoch record (with
+        pairs/s) at each epoch end.
         At each epoch end and every `eval_every` steps, `val_data` (if any) is evaluated and passed to `on_eval`,
         then `on_checkpoint` gets {step, epoch, metrics}. Callbacks run on every rank.
         """
@@ -268,6 +271,8 @@ class Trainer:
             start = time.perf_counter()
             terms = self.train_step(data.pairs(videos[local], texts[local]))
             seconds, steps = seconds + time.perf_counter() - start, steps + 1
+            if on_step:
+                on_step({"step": self.step, "epoch": epoch, "epochs": cfg.epochs, "stop": stop})
             if on_log and cfg.log_every and self.step % cfg.log_every == 0:
                 on_log({"event": "step", "step": self.step, "epoch": epoch, **terms})
             epoch_end = self.step % sampler.steps_per_epoch == 0

@@ -36,6 +36,7 @@ from pipelines.configs import (
     ReproduceConfig,
     TrainFlowConfig,
 )
+from pipelines.console import console_policy
 from pipelines.failures import console_without_tracebacks, one_line, report
 from pipelines.inspect_commands import add_runs_parser, add_tables_parser, run_runs, run_tables
 from pipelines.local_server import prefect_api
@@ -713,7 +714,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(report_stream=None)
     parser.add_argument(
-        "--verbose", action="store_true", help="print tracebacks (of failed flows and tasks, and of the error itself)"
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print everything: tracebacks (of failed flows and tasks, and of the error itself), Prefect's run logs, "
+        "Ray's and its workers' lines, other libraries' warnings (default: progress bars, warnings and errors)",
+    )
+    parser.add_argument(
+        "--log-file",
+        default=None,
+        metavar="PATH",
+        help="append every log record from INFO up and the warnings to PATH, with or without -v (without it, also "
+        "the error lines Ray's native code writes to standard error)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     add_ingest_parser(commands)
@@ -748,6 +760,7 @@ _RUNNERS = {
     "tables": run_tables,
 }
 FLOW_COMMANDS = frozenset({"ingest", "demo", "train", "evaluate", "index", "maintain", "reproduce"})
+VERBOSE_FLAGS = frozenset({"-v", "--verbose"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -757,22 +770,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     else printed while the command runs goes to standard error (Ray forwards its workers' and raylet's log
     lines, such as a worker it restarted, to the driver's stdout). Flow commands run against the Prefect API that
     `prefect_api` chooses (PREFECT_API_URL, else glscl's local server). Every error ends in one line on standard
-    error and a documented exit code (pipelines/failures.py); `--verbose`, anywhere on the line, adds tracebacks.
+    error and a documented exit code (pipelines/failures.py); `-v/--verbose`, anywhere on the line, adds tracebacks
+    and everything else the console policy (pipelines/console.py) keeps off the terminal. Progress bars are drawn on
+    standard error when it is a terminal and `--json` is not given.
     """
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    args.verbose = args.verbose or "--verbose" in unknown
-    if unknown := [arg for arg in unknown if arg != "--verbose"]:
+    args.verbose = args.verbose or bool(VERBOSE_FLAGS.intersection(unknown))
+    if unknown := [arg for arg in unknown if arg not in VERBOSE_FLAGS]:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.report_stream = sys.stdout
+    bars = sys.stderr.isatty() and not getattr(args, "json", False)
 
     def warn(text: str) -> None:
         print(f"glscl {args.command}: warning: {one_line(text)}", file=sys.stderr, flush=True)
 
     try:
-        with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
+        with contextlib.ExitStack() as stack:
             if args.command in FLOW_COMMANDS:
                 stack.enter_context(prefect_api(warn))
+            stack.enter_context(console_policy(args.verbose, bars, args.log_file))
+            stack.enter_context(contextlib.redirect_stdout(sys.stderr))
             if not args.verbose:
                 stack.enter_context(console_without_tracebacks())
             return _RUNNERS[args.command](args)

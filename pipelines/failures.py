@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pipelines.local_server import ServerError
+from workers.terminal import console_handlers
 
 EXIT_ERROR = 1  # unexpected: a bug; the traceback is in a log file
 EXIT_BAD_INPUT = 2  # the input or an option is wrong: a missing file, a malformed manifest, an unknown split...
@@ -119,15 +120,7 @@ def console_without_tracebacks() -> Iterator[None]:
         from prefect.logging.configuration import ensure_logging_setup
 
         ensure_logging_setup()
-    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
-    handlers = {
-        handler
-        for logger in loggers
-        if isinstance(logger, logging.Logger)
-        for handler in logger.handlers
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
-    }
-    saved = {handler: handler.formatter for handler in handlers}
+    saved = {handler: handler.formatter for handler in console_handlers()}
     for handler, formatter in saved.items():
         handler.setFormatter(_WithoutTraceback(formatter or logging.Formatter()))
     try:

@@ -26,6 +26,7 @@ from workers.hashing import content_ids, text_id
 from workers.ray_jobs import ensure_ray, frames_job, texts_job
 from workers.rows import captions_table, frames_table, texts_table, videos_table
 from workers.sources import VideoItem, read_source
+from workers.terminal import progress
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 3
@@ -275,26 +276,28 @@ def _ingest_shards(config: IngestConfig, pending: list[dict], run_id: str, count
     logger = get_run_logger()
     tally = ShardTally()
     shards = [pending[i : i + config.shard_size] for i in range(0, len(pending), config.shard_size)]
-    for number, shard in enumerate(shards, start=1):
-        result = decode_encode_shard(config, shard, run_id)
-        commit_start = time.perf_counter()
-        written = commit_shard(config, result, run_id)
-        shard_frames = tally.add(result, time.perf_counter() - commit_start)
-        shard_failures = Counter(v["error"] for v in result.videos if v["status"] == VIDEO_FAILED)
-        failures.update(shard_failures)
-        failed = sum(shard_failures.values())
-        counts.update(ok=len(result.videos) - failed, failed=failed, frames=shard_frames)
-        counts["frames_rows_written"] += written["frames_rows"]
-        logger.info(
-            "shard %d/%d: %d videos (%d failed), %d frames in %.1f s (%.1f videos/s)",
-            number,
-            len(shards),
-            len(shard),
-            failed,
-            shard_frames,
-            result.wall_seconds,
-            len(shard) / max(result.wall_seconds, 1e-9),
-        )
+    with progress("ingest shards", len(shards), "shards") as update:
+        for number, shard in enumerate(shards, start=1):
+            result = decode_encode_shard(config, shard, run_id)
+            commit_start = time.perf_counter()
+            written = commit_shard(config, result, run_id)
+            shard_frames = tally.add(result, time.perf_counter() - commit_start)
+            shard_failures = Counter(v["error"] for v in result.videos if v["status"] == VIDEO_FAILED)
+            failures.update(shard_failures)
+            failed = sum(shard_failures.values())
+            counts.update(ok=len(result.videos) - failed, failed=failed, frames=shard_frames)
+            counts["frames_rows_written"] += written["frames_rows"]
+            logger.info(
+                "shard %d/%d: %d videos (%d failed), %d frames in %.1f s (%.1f videos/s)",
+                number,
+                len(shards),
+                len(shard),
+                failed,
+                shard_frames,
+                result.wall_seconds,
+                len(shard) / max(result.wall_seconds, 1e-9),
+            )
+            update(advance=1)
     return tally
 
 

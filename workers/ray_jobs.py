@@ -1,7 +1,7 @@
 """Ray wiring for the stages: connect to (or start) Ray; run ingest's decode -> encode as Ray Data jobs that stream
 encoded batches back to the single committer; run the evaluation's shard protocol on actors; and build index rows
-in tasks with back-pressure. The stages themselves (decode.py, encode.py, score.py, video_index.py) are plain code
-that Ray only schedules."""
+in tasks with back-pressure, each with a progress bar (workers/terminal.py). The stages themselves (decode.py,
+encode.py, score.py, video_index.py) are plain code that Ray only schedules."""
 
 from __future__ import annotations
 
@@ -25,21 +25,30 @@ from workers.features import FeatureQuery
 from workers.ray_config import RayConfig
 from workers.sampling import SamplingConfig
 from workers.score import ShardScorer, ShardSpec
+from workers.terminal import Update, adopt_loggers, current, progress
 from workers.video_index import IndexShard, index_rows
 
 
 def ensure_ray(config: RayConfig) -> None:
-    """Start a local Ray (default) or join the cluster at `config.address`, once per process."""
+    """Start a local Ray (default) or join the cluster at `config.address`, once per process. Under a quiet
+    terminal (workers/terminal.py) Ray does not forward its workers' output to this process; with a log file its
+    driver logs from INFO up."""
     if ray.is_initialized():
         return
     # Ray starts its processes with fork+exec, which lancedb's fork warning does not concern.
     warnings.filterwarnings("ignore", message="lancedb fork support is experimental")
+    terminal = current()
+    adopt_loggers()  # Ray's loggers exist once ray and ray.data are imported
+    settings = {
+        "logging_level": logging.INFO if terminal.log_file else logging.WARNING,
+        "log_to_driver": not terminal.quiet,
+    }
     if config.address:
-        ray.init(address=config.address, logging_level=logging.WARNING)
+        ray.init(address=config.address, **settings)
     else:
         # "local" always starts a fresh Ray here, even when an earlier `ray start` left its address behind.
-        ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
-    ray.data.DataContext.get_current().enable_progress_bars = False
+        ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, **settings)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the callers draw their own bars
 
 
 def cluster_has_gpu() -> bool:
@@ -67,7 +76,10 @@ def frames_job(
         compute=ray.data.ActorPoolStrategy(size=config.encode_actors),
         **_encoder_resources(gpu),
     )
-    yield from dataset.iter_batches(batch_size=config.videos_per_encode_batch, batch_format="numpy")
+    with progress("decode + encode videos", len(items), "videos") as update:
+        for batch in dataset.iter_batches(batch_size=config.videos_per_encode_batch, batch_format="numpy"):
+            update(advance=len(batch["video_id"]))
+            yield batch
 
 
 def texts_job(
@@ -84,7 +96,10 @@ def texts_job(
         compute=ray.data.ActorPoolStrategy(size=config.encode_actors),
         **_encoder_resources(gpu),
     )
-    yield from dataset.iter_batches(batch_size=config.texts_per_encode_batch, batch_format="numpy")
+    with progress("encode texts", len(captions), "texts") as update:
+        for batch in dataset.iter_batches(batch_size=config.texts_per_encode_batch, batch_format="numpy"):
+            update(advance=len(batch["caption_id"]))
+            yield batch
 
 
 def scoring_job(
@@ -117,15 +132,18 @@ def scoring_job(
         )
         for lo, hi in itertools.pairwise(bounds)
     ]
-    prepared = [s.prepare.remote() for s in scorers]
-    texts = scorers[0].encode_texts.remote()  # once, while the other shards prepare; Ray hands it to every shard
-    ray.get(prepared)
-    true: dict[str, dict[int, float]] = {}
-    for part in ray.get([s.score.remote(texts) for s in scorers]):
-        for name, scores in part.items():
-            true.setdefault(name, {}).update(scores)
-    true_scores = {name: np.array([t[i] for i in range(len(t))], dtype=np.float32) for name, t in true.items()}
-    partials = ray.get([s.count.remote(true_scores) for s in scorers])
+    with progress("evaluate: prepare shards", 3 * shards, "shard steps") as update:
+        prepared = [s.prepare.remote() for s in scorers]
+        texts = scorers[0].encode_texts.remote()  # once, while the other shards prepare; Ray hands it to every shard
+        _get_counted(prepared, update)
+        update(description="evaluate: score shards")
+        true: dict[str, dict[int, float]] = {}
+        for part in _get_counted([s.score.remote(texts) for s in scorers], update):
+            for name, scores in part.items():
+                true.setdefault(name, {}).update(scores)
+        true_scores = {name: np.array([t[i] for i in range(len(t))], dtype=np.float32) for name, t in true.items()}
+        update(description="evaluate: rank shards")
+        partials = _get_counted([s.count.remote(true_scores) for s in scorers], update)
     stats = ray.get([s.stats.remote() for s in scorers])
     merged = partials[0]
     for partial in partials[1:]:
@@ -135,6 +153,15 @@ def scoring_job(
     return merged, {"shards": shards, **{f"slowest_shard_{k}": v for k, v in timings.items()}}
 
 
+def _get_counted(refs: list[ray.ObjectRef], update: Update) -> list:
+    """`ray.get(refs)`, advancing the progress bar by one as each finishes."""
+    waiting = list(refs)
+    while waiting:
+        done, waiting = ray.wait(waiting, num_returns=1)
+        update(advance=len(done))
+    return ray.get(refs)
+
+
 def index_job(shards: list[IndexShard]) -> Iterator[pa.Table]:
     """Build each shard's video index rows in a Ray task (one CPU, retried twice) and yield them as tasks finish.
     At most two tasks per available CPU are in flight, so finished rows wait in the object store only as long as
@@ -142,8 +169,11 @@ def index_job(shards: list[IndexShard]) -> Iterator[pa.Table]:
     task = ray.remote(num_cpus=1, max_retries=2)(index_rows)
     capacity = max(1, int(ray.available_resources().get("CPU", 1)))
     pending, waiting = list(shards), []
-    while pending or waiting:
-        while pending and len(waiting) < 2 * capacity:
-            waiting.append(task.remote(pending.pop(0)))
-        done, waiting = ray.wait(waiting, num_returns=1)
-        yield ray.get(done[0])
+    with progress("index videos", sum(len(shard.video_ids) for shard in shards), "videos") as update:
+        while pending or waiting:
+            while pending and len(waiting) < 2 * capacity:
+                waiting.append(task.remote(pending.pop(0)))
+            done, waiting = ray.wait(waiting, num_returns=1)
+            rows = ray.get(done[0])
+            update(advance=rows.num_rows)
+            yield rows

@@ -33,6 +33,7 @@ from schemas.tables import CAPTIONS, FRAMES, VIDEOS
 from workers.decode import decode_frames
 from workers.features import FeatureQuery, SplitFeatures, read_split, video_sentences
 from workers.sampling import SamplingConfig
+from workers.terminal import progress
 
 STATE_DIR = "state"
 LATEST_DIR = "checkpoint"
@@ -212,7 +213,21 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
             save_checkpoint(out / BEST_DIR, head, job.model, extra)
         trainer.save_training_state(out / STATE_DIR)
 
-    trainer.fit(data, val, on_log=on_log, on_eval=on_eval, on_checkpoint=on_checkpoint, max_steps=job.max_steps)
+    with progress("train", None, "steps", completed=trainer.step) as update:
+
+        def on_step(record: dict) -> None:
+            description = f"train epoch {record['epoch'] + 1}/{record['epochs']}"
+            update(completed=record["step"], total=record["stop"], description=description)
+
+        trainer.fit(
+            data,
+            val,
+            on_log=on_log,
+            on_eval=on_eval,
+            on_checkpoint=on_checkpoint,
+            on_step=on_step,
+            max_steps=job.max_steps,
+        )
     return history.read()
 
 
