@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -34,6 +35,7 @@ from pipelines.configs import (
     IngestConfig,
     MaintainConfig,
     ReproduceConfig,
+    ServeConfig,
     TrainFlowConfig,
 )
 from pipelines.console import console_policy
@@ -46,6 +48,7 @@ from workers.sampling import SamplingConfig
 from workers.search.config import VECTOR_INDEX_TYPES, AnnConfig, SearchConfig
 from workers.sources import SourceOptions
 
+SERVE_TOKEN_ENV = "GLSCL_SERVE_TOKEN"
 RETAIN_HOURS = DEFAULT_RETENTION.total_seconds() / 3600
 
 
@@ -395,6 +398,7 @@ BENCHMARKS = {
     "ablation": ("benchmarks.ablation", "training ablations (ICL form, temporal init, recipes) on the demo data"),
     "search": ("benchmarks.search_bench", "two-stage search vs exhaustive exact GLSCL: recall and per-stage latency"),
     "startup": ("benchmarks.startup_bench", "flow command start-up: glscl's local Prefect server vs temporary ones"),
+    "serve": ("benchmarks.serve_load", "load test of glscl serve on loopback: 1-32 clients, throughput, p50/p95/p99"),
     "gallery": ("benchmarks.synthetic_gallery", "write a synthetic ActivityNet-sized gallery for `glscl evaluate`"),
 }
 
@@ -404,7 +408,7 @@ def add_bench_parser(commands: argparse._SubParsersAction) -> None:
     listing = "; ".join(f"{name}: {what}" for name, (_, what) in BENCHMARKS.items())
     parser = commands.add_parser(
         "bench",
-        help="benchmarks: scoring heads, ingest stages, training ablations, start-up, synthetic galleries",
+        help="benchmarks: scoring heads, ingest stages, training ablations, start-up, serving, synthetic galleries",
         description=f"Run a benchmark; everything after its name goes to it (try `glscl bench scoring -h`). {listing}.",
     )
     parser.add_argument("benchmark", choices=tuple(BENCHMARKS), help="which benchmark to run")
@@ -588,12 +592,55 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "serve",
         help="HTTP search API and web page (127.0.0.1 by default)",
-        description="Serve POST /search (JSON in and out; schema at /openapi.json, docs at /docs), thumbnails and "
-        "a search page at /, keeping the model and tables warm.",
+        description="Serve POST /search (JSON in and out; schema at /openapi.json, docs at /docs), thumbnails, "
+        "videos and a search page at /, keeping the model and tables warm. A host other machines can reach needs "
+        "a token (GLSCL_SERVE_TOKEN, or --token) unless --insecure; exit code 2 when refused.",
     )
     add_search_options(parser)
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve = ServeConfig()
+    parser.add_argument("--host", default=serve.host, help=f"address to listen on (default {serve.host})")
+    parser.add_argument("--port", type=int, default=serve.port, help=f"port, 0 for any free one (default {serve.port})")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=f"require Authorization: Bearer TOKEN on every route but /health (default: ${SERVE_TOKEN_ENV}, else "
+        "none); prefer the variable, a command line is visible to other users",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without a token (anyone can query)"
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages from this origin, e.g. https://app.example (repeatable; default: no CORS)",
+    )
+    parser.add_argument("--workers", type=int, default=serve.workers, help="query threads (default: one per core)")
+    parser.add_argument(
+        "--queue",
+        type=int,
+        default=serve.queue,
+        help=f"queries waiting for a worker before new ones get 503 (default {serve.queue})",
+    )
+    parser.add_argument(
+        "--thumbnail-processes",
+        type=int,
+        default=serve.thumbnail_processes,
+        help=f"ffmpeg processes cutting thumbnails at once (default {serve.thumbnail_processes})",
+    )
+    parser.add_argument(
+        "--thumbnail-timeout",
+        type=float,
+        default=serve.thumbnail_timeout_s,
+        help=f"seconds before a thumbnail's ffmpeg is killed (default {serve.thumbnail_timeout_s:g})",
+    )
+    parser.add_argument(
+        "--exact-max-videos",
+        type=int,
+        default=serve.exact_max_videos,
+        help=f"refuse exact mode on larger galleries, 0 for never (default {serve.exact_max_videos})",
+    )
     parser.add_argument(
         "--no-prewarm",
         dest="prewarm",
@@ -602,11 +649,28 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
     )
 
 
+def serve_config(args: argparse.Namespace) -> ServeConfig:
+    """The ServeConfig named by the serve options and $GLSCL_SERVE_TOKEN; refuses an open host without a token."""
+    return ServeConfig(
+        host=args.host,
+        port=args.port,
+        token=args.token or os.environ.get(SERVE_TOKEN_ENV) or None,
+        insecure=args.insecure,
+        cors_origins=tuple(args.cors_origin),
+        workers=args.workers,
+        queue=args.queue,
+        thumbnail_processes=args.thumbnail_processes,
+        thumbnail_timeout_s=args.thumbnail_timeout,
+        exact_max_videos=args.exact_max_videos or None,
+    )
+
+
 def run_serve(args: argparse.Namespace) -> int:
-    """Serve until interrupted."""
+    """Serve until interrupted (the serve options are checked before the model loads)."""
+    config = serve_config(args)
     from pipelines.serve import serve
 
-    serve(search_config(args), args.host, args.port)
+    serve(search_config(args), config)
     return 0
 
 

@@ -4,6 +4,8 @@ build the same objects to call a flow."""
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -173,3 +175,60 @@ class ReproduceConfig:
     def backbone(self) -> BackboneConfig:
         """The paper's backbone: ViT-B/32 with QuickGELU and the OpenAI weights (a tag or a local copy)."""
         return BackboneConfig(model_name=self.model, pretrained=self.weights)
+
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine only (127.0.0.0/8, ::1, localhost): other machines cannot connect."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How `glscl serve` listens, who may ask, and how much work it takes on at once.
+
+    A `token` is required as `Authorization: Bearer` on every route but /health; a host other machines can reach
+    needs one unless `insecure`. CORS is off unless `cors_origins` lists the origins allowed. Queries run on
+    `workers` threads (None: one per core) with at most `queue` more waiting; beyond that a request gets 503 with
+    Retry-After. At most `thumbnail_processes` ffmpeg processes cut thumbnails at once, each killed after
+    `thumbnail_timeout_s`; a thumbnail request waits `busy_wait_s` for a slot before its 503. Exact mode is refused
+    on galleries of more than `exact_max_videos` videos (None: never), where one query would hold a worker for
+    seconds; the offline `glscl query --exact` is the way there.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    insecure: bool = False
+    cors_origins: tuple[str, ...] = ()
+    workers: int | None = None
+    queue: int = 32
+    thumbnail_processes: int = 2
+    thumbnail_timeout_s: float = 10.0
+    busy_wait_s: float = 1.0
+    retry_after_s: int = 1
+    exact_max_videos: int | None = 10_000
+
+    def __post_init__(self) -> None:
+        """Refuse an open host without a token, and sizes that cannot serve anything."""
+        if not is_loopback(self.host) and not self.token and not self.insecure:
+            raise ValueError(
+                f"refusing to serve on {self.host} without a token: anyone who can reach it could query the index "
+                "and read every indexed video; set GLSCL_SERVE_TOKEN (or --token), or pass --insecure"
+            )
+        if (self.workers is not None and self.workers < 1) or self.queue < 0 or self.thumbnail_processes < 1:
+            raise ValueError("--workers and --thumbnail-processes must be at least 1, --queue at least 0")
+        if self.thumbnail_timeout_s <= 0 or self.busy_wait_s < 0 or self.retry_after_s < 0:
+            raise ValueError("--thumbnail-timeout must be positive, the waits 0 or more")
+
+    @property
+    def worker_count(self) -> int:
+        """Query threads: `workers`, or one per core."""
+        return self.workers or os.cpu_count() or 1

@@ -20,6 +20,7 @@ from pipelines.configs import (
     IngestConfig,
     MaintainConfig,
     ReproduceConfig,
+    ServeConfig,
     TrainFlowConfig,
 )
 from pipelines.failures import EXIT_BAD_INPUT, classify
@@ -53,6 +54,7 @@ def test_parsing_every_command_imports_no_heavy_library() -> None:
         (("index", "--checkpoint", "c"), cli.index_config, IndexConfig(checkpoint="c")),
         (("query", "a dog", "--checkpoint", "c"), cli.search_config, SearchConfig(checkpoint="c")),
         (("maintain",), cli.maintain_config, MaintainConfig()),
+        (("serve", "--checkpoint", "c"), cli.serve_config, ServeConfig()),
         (("demo",), cli.demo_config, DemoConfig()),
         (
             ("reproduce", "activitynet", "train.json", "val_1.json", "--video-root", "v"),

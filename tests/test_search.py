@@ -263,7 +263,8 @@ def test_http_api_round_trip_and_errors(server):
     )
     assert status == 200 and len(body["hits"]) == 4 and body["mode"] == "two-stage"
     assert_stage_timings(body["timings_ms"])
-    assert post(f"{server}/search", {"text": "", "k": 4})[0] == 400
+    assert post(f"{server}/search", {"text": "", "k": 4})[0] == 422
+    assert post(f"{server}/search", {"text": "   ", "k": 4})[0] == 400
     assert post(f"{server}/search", {"text": "a circle", "k": 0})[0] == 422
     status, body = post(f"{server}/search", {"text": "x", "filters": [{"column": "nope", "op": "=", "value": "1"}]})
     assert status == 400 and "unknown filter column" in body["detail"]

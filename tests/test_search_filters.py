@@ -16,3 +16,9 @@ def test_filter_sql_never_embeds_raw_text():
     assert parse_filter("dataset in a, b") == Filter("dataset", "in", ["a", "b"])
     with pytest.raises(FilterError, match="cannot read filter"):
         parse_filter("split")
+
+
+def test_a_time_moved_out_of_range_by_its_zone_is_a_filter_error():
+    schema = video_index_spec("0" * 64, "m", 2, 8, segments=2, slots=3).schema(4)
+    with pytest.raises(FilterError, match="needs an ISO date or time"):
+        filters_sql([Filter("ingested_at", ">", "0001-01-01T00:00:00+01:00")], schema, INDEX_FILTER_COLUMNS)

@@ -56,9 +56,9 @@ def _literal(column: str, kind: pa.DataType, value: object) -> str:
     if pa.types.is_timestamp(kind):
         try:
             moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-        except ValueError:
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        except (ValueError, OverflowError):  # OverflowError: a zone offset that moves it out of years 1-9999
             raise FilterError(f"filter on {column!r} needs an ISO date or time, got {value!r}") from None
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         return f"TIMESTAMP '{moment:%Y-%m-%d %H:%M:%S.%f}'"
     raise FilterError(f"column {column!r} cannot be filtered on")
 

@@ -6,10 +6,14 @@ and row a query reads is a random read from disk. `exact=True` scores the whole 
 instead; `hybrid=True` adds full-text matches on captions and fuses both rankings (RRF).
 
 A Searcher keeps the model, text tower and table handles warm; the CLI, the HTTP API and `search()` share it.
+Several threads may search with one Searcher at once: the model and text tower are only read (inference mode),
+LanceDB's table handle takes concurrent queries, and moving to the table's newest version is done by one thread
+at a time.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -51,6 +55,14 @@ _ROW_ID = "_rowid"
 
 class SearchError(ValueError):
     """A query that cannot be answered as asked: empty text, k out of range, bad filter, mismatched index."""
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """Where an indexed video's source file is ("" when it has none) and how long it lasts (None: unknown)."""
+
+    source_path: str
+    duration_s: float | None
 
 
 @dataclass
@@ -192,6 +204,7 @@ class Searcher:
         self.pool = ThreadPoolExecutor(len(self.segment_columns), thread_name_prefix="segment-search")
         self.max_words = int(extra.get("max_words", self.model_config.max_words))
         self.backbone = Backbone(backbone) if backbone else None
+        self._refreshing = threading.Lock()
         self._read_index_state()
         if config.prewarm:
             self.prewarm()
@@ -204,31 +217,39 @@ class Searcher:
                 self.table.prewarm_index(vector_index_name(column))
 
     def _read_index_state(self) -> None:
-        """Whether the table has a vector index yet, and how many partitions a query probes."""
+        """Whether the table has a vector index yet, how many videos it holds and how many partitions a query
+        probes."""
         self.has_vector_index = has_vector_index(self.table)
-        small = self.table.count_rows() <= self.config.probe_all_below
+        self.videos = self.table.count_rows()
+        small = self.videos <= self.config.probe_all_below
         self.nprobes = ALL_PARTITIONS if small else self.config.nprobes
 
     def _follow_latest(self) -> None:
-        """Move to the table's newest version (at most every `refresh_s` seconds) and re-read its index state."""
+        """Move to the table's newest version (at most every `refresh_s` seconds) and re-read its index state; a
+        thread that finds another one doing it goes on with the version it has."""
         now = time.monotonic()
-        if now - self._checked < self.config.refresh_s:
+        if now - self._checked < self.config.refresh_s or not self._refreshing.acquire(blocking=False):
             return
-        self._checked = now
-        version = self.table.version
-        self.table.checkout_latest()
-        if self.table.version != version:
-            self._read_index_state()
+        try:
+            self._checked = now
+            version = self.table.version
+            self.table.checkout_latest()
+            if self.table.version != version:
+                self._read_index_state()
+        finally:
+            self._refreshing.release()
 
     def describe(self) -> dict[str, str | int]:
         """What is served: the video index table and how many videos it holds."""
         return {"index": self.table.name, "videos": self.table.count_rows()}
 
-    def source_path(self, video_id: str) -> str | None:
-        """The source file of an indexed video ("" when it has none), or None for a video not in the index."""
+    def video_file(self, video_id: str) -> VideoFile | None:
+        """The source file and duration of an indexed video, or None for a video not in the index."""
         where = f"video_id = {sql_string(video_id)}"
-        rows = self.table.search().where(where).select(["source_path"]).limit(1).to_arrow()
-        return rows["source_path"][0].as_py() if rows.num_rows else None
+        rows = self.table.search().where(where).select(["source_path", "duration_s"]).limit(1).to_arrow()
+        if not rows.num_rows:
+            return None
+        return VideoFile(rows["source_path"][0].as_py() or "", rows["duration_s"][0].as_py())
 
     @torch.inference_mode()
     def encode(self, text: str) -> TextEncoding:
