@@ -30,7 +30,7 @@ from pipelines.index import index_flow
 from pipelines.serve import create_app
 from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
-from schemas.tables import SCHEMA_VERSION_KEY
+from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.projection import load_projection
@@ -133,6 +133,46 @@ def test_hybrid_mode_fuses_full_text_matches(indexed):
     assert result.mode == "hybrid" and all(h.fused is not None for h in result.hits)
     assert_stage_timings(result.timings_ms)
     assert target.video_id in [h.video_id for h in result.hits]
+
+
+def test_hybrid_mode_brings_in_a_text_match_that_vector_search_ranks_outside_the_top_k(indexed):
+    store, checkpoint, _ = indexed
+    engine = searcher(store, checkpoint, candidates=3, nprobes=1)
+    hits = engine.search("anything", k=24, exact=True).hits
+    # A video's number, from its file name (its title in the searchable text), is a word no other video's text holds.
+    numbers = {hit.video_id: re.fullmatch(r"v_syn\d+_(\d+)", hit.text.split(". ", 1)[0]).group(1) for hit in hits}
+    missed = [
+        (vid, number)
+        for vid, number in numbers.items()
+        if vid not in {h.video_id for h in engine.search(number, k=3).hits}
+    ]
+    assert missed, "some video should rank outside the vector top 3 for its own number"
+    for vid, number in missed[:3]:
+        result = engine.search(number, k=3, hybrid=True)
+        assert vid in [h.video_id for h in result.hits], (number, result.hits)
+
+
+def test_each_hit_scores_what_the_checkpoint_gives_that_videos_stored_frames(indexed):
+    """Recomputed here from the `frames` and `texts` rows and the checkpoint, without the index: an index that kept
+    one video's encoding under another's id would score its hits with the wrong video's frames."""
+    store, checkpoint, _ = indexed
+    model, _, _ = load_checkpoint(checkpoint)
+    catalog = Catalog(store)
+    frames = catalog.scan(FRAMES, ["video_id", "features", "frame_mask"]).to_pylist()
+    [text] = catalog.scan(TEXTS, ["vector", "tokens", "token_mask"], limit=1).to_pylist()
+    with torch.inference_mode():
+        query = model.encode_text(*(torch.tensor([text[c]]) for c in ("vector", "tokens", "token_mask")))
+        videos = model.encode_video(*(torch.tensor([f[c] for f in frames]) for c in ("features", "frame_mask")))
+        scores = model.score(query, videos)[0].tolist()
+    expected = dict(zip([f["video_id"] for f in frames], scores, strict=True))
+    tolerance = 1e-4  # the index packs encodings as float16 (3.6e-5 off at most here)
+    assert max(scores) - min(scores) > 20 * tolerance, "scores far enough apart to tell videos apart"
+    engine = searcher(store, checkpoint, candidates=24)
+    for exact in (False, True):
+        hits = engine.search_encoded(query, k=24, exact=exact).hits
+        assert len(hits) == len(expected) == 24
+        for hit in hits:
+            assert hit.score == pytest.approx(expected[hit.video_id], abs=tolerance), (exact, hit.video_id)
 
 
 @pytest.mark.parametrize(
