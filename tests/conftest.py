@@ -1,13 +1,15 @@
 """Shared fixtures: small videos made with ffmpeg, bad files, one Ray and one Prefect test server per run, one
-Prefect home for the flow commands the tests start as subprocesses, and a single torch thread for tiny training
-tests."""
+Prefect home for the flow commands the tests start as subprocesses, the port a service started on port 0 reports,
+and a single torch thread for tiny training tests."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +77,21 @@ def ingest_synthetic(root: Path, n_train: int, n_val: int, seed: int):
     demo = DemoConfig(out_dir=str(root), store=StoreConfig(str(root / "db")))
     assert ingest_flow(ingest_config(demo, dataset)).exit_code == 0
     return demo.store
+
+
+def reported_port(process: subprocess.Popen, log: Path, pattern: str, timeout: float = 120) -> int:
+    """The port a service told to listen on port 0 bound, read from the line of its `log` that matches `pattern`
+    (one group: the port). The operating system picks the port as the service binds it, so no other process can
+    take it in between, as it could a port chosen first and handed over. Fails when the service exits first."""
+    deadline, text = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if found := re.search(pattern, text):
+            return int(found.group(1))
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with code {process.returncode} before listening:\n{text[-3000:]}")
+        time.sleep(0.2)
+    raise TimeoutError(f"no line matching {pattern!r} within {timeout} s:\n{text[-3000:]}")
 
 
 @pytest.fixture(scope="session")

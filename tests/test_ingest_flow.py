@@ -97,7 +97,8 @@ def test_tables_rows_and_schemas(ingested):
     assert db.open_table("texts").count_rows() == captions.num_rows
     assert summary.counts["ok"] == 4 and summary.counts["failed"] == 4 and summary.counts["missing"] == 1
     assert summary.exit_code == EXIT_SOME_FAILED
-    run = db.open_table("runs").to_arrow().to_pylist()[0]
+    runs = {r["run_id"]: r for r in db.open_table("runs").to_arrow().to_pylist()}
+    run = runs[summary.run_id]
     assert run["status"] == "completed_with_failures" and json.loads(run["counts"])["ok"] == 4
 
 
@@ -146,8 +147,8 @@ def test_cli_bad_manifest_fails_fast_and_stores_nothing(tmp_path, capsys):
     code = main(["ingest", str(manifest), "--db", str(tmp_path / "db")])
     assert code == 2
     assert "list.csv: a manifest needs a 'path' column" in capsys.readouterr().err
-    runs = lancedb.connect(str(tmp_path / "db")).open_table("runs").to_arrow().to_pylist()
-    assert [r["status"] for r in runs] == ["failed"] and "SourceError" in runs[0]["error"]
+    [run] = lancedb.connect(str(tmp_path / "db")).open_table("runs").to_arrow().to_pylist()
+    assert run["status"] == "failed" and "SourceError" in run["error"]
     assert not lancedb.connect(str(tmp_path / "db")).list_tables().tables.count("videos")
 
 

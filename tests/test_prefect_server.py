@@ -10,21 +10,20 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
 
 import httpx
 import pytest
 import yaml
-from conftest import make_video
+from conftest import make_video, reported_port
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun
@@ -42,13 +41,6 @@ INGEST = next(d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["de
 POOL = INGEST["work_pool"]["name"]
 FLOW_RUN_TIMEOUT = 240
 COLOURS = ["red", "blue", "green", "yellow", "white", "purple"]
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def stop_group(process: subprocess.Popen, grace: float = 20) -> None:
@@ -79,7 +71,7 @@ class PrefectStack:
     """A Prefect server and a process worker on loopback, sharing one PREFECT_HOME (which holds the database)."""
 
     home: Path
-    port: int = field(default_factory=free_port)
+    port: int = 0  # 0 until the first start: the server binds a port of its own choosing and reports it
     server: subprocess.Popen | None = None
     worker: subprocess.Popen | None = None
 
@@ -94,8 +86,8 @@ class PrefectStack:
         base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         return {
             **base,
+            **({"PREFECT_API_URL": self.api_url} if self.port else {}),
             "PREFECT_HOME": str(self.home),
-            "PREFECT_API_URL": self.api_url,
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_UI_ENABLED": "false",
@@ -110,8 +102,14 @@ class PrefectStack:
             )
 
     def start_server(self, timeout: float = 120) -> None:
-        """`prefect server start` on this port, then wait until /api/health answers."""
-        self.server = self._spawn("server", "server", "start", "--host", "127.0.0.1", "--port", str(self.port))
+        """`prefect server start` (the first time on port 0, then again on the port it reported, which the worker
+        and the flow runs know), then wait until /api/health answers."""
+        command = ["server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "INFO"]
+        self.server = self._spawn("server", *command)
+        if not self.port:
+            self.port = reported_port(
+                self.server, self.home / "server.log", r"Uvicorn running on http://127\.0\.0\.1:(\d+)", timeout
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.server.poll() is None, "the Prefect server exited:\n" + self.log_tail("server")

@@ -5,16 +5,17 @@ process group so that stopping them leaves any other Ray alone, with Ray's token
 import json
 import os
 import secrets
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import lancedb
 import pytest
-from conftest import make_video
+from conftest import make_video, reported_port
 
 from benchmarks.synthetic_gallery import GalleryConfig, build_gallery
 
@@ -22,17 +23,14 @@ RAY = str(Path(sys.executable).with_name("ray"))
 CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_node(*args: str) -> subprocess.Popen:
-    command = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats", *args]
-    return subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=CLUSTER_ENV
-    )
+def start_node(log: Path, *args: str) -> subprocess.Popen:
+    """`ray start --block` in its own process group, its output in `log`. Every port it binds is its own: 0 (the
+    operating system picks one as Ray binds it) where Ray's default is a fixed port that the session's Ray may hold
+    already (the dashboard agent's 52365), and Ray's random choice elsewhere."""
+    command = [RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    command += ["--dashboard-agent-listen-port=0", *args]
+    with log.open("w") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=CLUSTER_ENV)
 
 
 def wait_for_nodes(address: str, count: int, timeout: float = 120) -> None:
@@ -50,14 +48,19 @@ def wait_for_nodes(address: str, count: int, timeout: float = 120) -> None:
 
 
 @pytest.fixture
-def cluster():
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    head = start_node("--head", f"--port={port}", "--include-dashboard=false")
+def cluster(tmp_path):
+    """A head on a port it picks itself (and a temporary directory apart from the session's Ray) and one worker
+    node; returns the head's address."""
+    temp_dir = tempfile.mkdtemp(prefix="glscl-ray-")  # short: Ray's socket paths under it must fit 107 bytes
+    head = start_node(
+        tmp_path / "head.log", "--head", "--port=0", "--include-dashboard=false", f"--temp-dir={temp_dir}"
+    )
     nodes = [head]
     try:
+        port = reported_port(head, tmp_path / "head.log", r"--address='[^']*:(\d+)'")
+        address = f"127.0.0.1:{port}"
         wait_for_nodes(address, 1)
-        nodes.append(start_node(f"--address={address}"))
+        nodes.append(start_node(tmp_path / "worker.log", f"--address={address}"))
         wait_for_nodes(address, 2)
         yield address
     finally:
@@ -67,6 +70,7 @@ def cluster():
                 node.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -2,19 +2,19 @@
 through --storage-option, the rows read back with the catalogue, a second run writing nothing, `glscl
 maintain` compacting and pruning the S3 tables, and `glscl index` + `glscl query` on the same database."""
 
+import contextlib
+import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 
 import boto3
 import pytest
 import torch
-from conftest import make_video
+from conftest import make_video, reported_port
 
 from glscl.backbone_config import BackboneConfig
 from glscl.checkpoint import save_checkpoint
@@ -66,39 +66,20 @@ class S3Server:
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, seconds: float = 60.0) -> None:
-    """Block until the server accepts connections; fail if it exits or takes too long."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"moto server exited with code {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"moto server did not listen on port {port} within {seconds} s")
-
-
 @pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3 server in its own process group, with one empty bucket; the whole group is killed at the end."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def s3_server(tmp_path_factory):
+    """moto's S3 server on a port it picks itself, in its own process group, with one empty bucket; the whole group
+    is killed at the end."""
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
-        wait_for_port(port, process)
+        port = reported_port(process, log, r"Running on http://127\.0\.0\.1:(\d+)", timeout=60)
         server = S3Server(f"http://127.0.0.1:{port}")
         server.client().create_bucket(Bucket=BUCKET)
         yield server
@@ -123,15 +104,17 @@ def manifest(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ingested(s3_server, manifest):
-    """The real `glscl ingest` of the manifest into s3://BUCKET/db; returns the database URI."""
-    uri = f"s3://{BUCKET}/db"
-    code = main(["ingest", str(manifest), *s3_server.cli_options(uri), "--frames", "4", "--json"])
+    """The real `glscl ingest` of the manifest into s3://BUCKET/db; returns the database URI and the run's id."""
+    uri, report = f"s3://{BUCKET}/db", io.StringIO()
+    with contextlib.redirect_stdout(report):
+        code = main(["ingest", str(manifest), *s3_server.cli_options(uri), "--frames", "4", "--json"])
     assert code == 0
-    return uri
+    return uri, json.loads(report.getvalue())["run_id"]
 
 
 def test_ingest_writes_the_tables_to_s3(s3_server, ingested):
-    catalog = Catalog(StoreConfig(ingested, s3_server.storage_options))
+    uri, run_id = ingested
+    catalog = Catalog(StoreConfig(uri, s3_server.storage_options))
     videos = catalog.scan(VIDEOS, ["source_id", "status", "split"]).to_pylist()
     assert sorted(v["source_id"] for v in videos) == ["green", "red"]
     assert {(v["status"], v["split"]) for v in videos} == {("ok", "train")}
@@ -140,47 +123,51 @@ def test_ingest_writes_the_tables_to_s3(s3_server, ingested):
     captions = catalog.scan(CAPTIONS, ["text"])["text"].to_pylist()
     assert sorted(captions) == ["A green screen then yellow.", "A red screen then blue."]
     assert catalog.open_existing(TEXTS).count_rows() == 2
-    [run] = catalog.scan(RUNS, ["flow", "status"]).to_pylist()
-    assert run == {"flow": "ingest", "status": "completed"}
+    runs = {r.pop("run_id"): r for r in catalog.scan(RUNS, ["run_id", "flow", "status"]).to_pylist()}
+    assert runs[run_id] == {"flow": "ingest", "status": "completed"}
     assert any(key.startswith("db/frames.lance/data/") for key in s3_server.object_keys()), "the data is in the bucket"
 
 
 def test_second_ingest_writes_nothing(s3_server, ingested, manifest, capsys):
-    catalog = Catalog(StoreConfig(ingested, s3_server.storage_options))
-    before = {name: v for name, v in catalog.versions().items() if name != "runs"}
+    uri, _ = ingested
+    catalog = Catalog(StoreConfig(uri, s3_server.storage_options))
+    bookkeeping = {"runs", "run_heartbeats"}  # every run records itself
+    before = {name: v for name, v in catalog.versions().items() if name not in bookkeeping}
     capsys.readouterr()
-    assert main(["ingest", str(manifest), *s3_server.cli_options(ingested), "--frames", "4", "--json"]) == 0
+    assert main(["ingest", str(manifest), *s3_server.cli_options(uri), "--frames", "4", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["counts"]["already_ingested"] == 2 and summary["counts"]["pending"] == 0
-    assert {name: v for name, v in catalog.versions().items() if name != "runs"} == before
+    assert {name: v for name, v in catalog.versions().items() if name not in bookkeeping} == before
 
 
 def test_maintain_compacts_and_prunes_the_s3_tables(s3_server, ingested, capsys):
+    uri, _ = ingested
     capsys.readouterr()
-    assert main(["maintain", *s3_server.cli_options(ingested), "--retain-hours", "0", "--json"]) == 0
+    assert main(["maintain", *s3_server.cli_options(uri), "--retain-hours", "0", "--json"]) == 0
     report = {t["table"]: t for t in json.loads(capsys.readouterr().out)["tables"]}
-    assert set(report) == {"videos", "frames", "captions", "texts", "runs"}
+    assert set(report) == {"videos", "frames", "captions", "texts", "runs", "run_heartbeats"}
     for name, upkeep in report.items():
         assert upkeep["after"]["rows"] == upkeep["before"]["rows"], name
         assert upkeep["after"]["versions"] == 1 < upkeep["before"]["versions"], name
     runs = report["runs"]
     assert runs["after"]["fragments"] < runs["before"]["fragments"]
-    catalog = Catalog(StoreConfig(ingested, s3_server.storage_options))
+    catalog = Catalog(StoreConfig(uri, s3_server.storage_options))
     assert catalog.open_existing(VIDEOS).count_rows() == 2
     assert {r["flow"] for r in catalog.scan(RUNS, ["flow"]).to_pylist()} == {"ingest", "maintain"}
 
 
 def test_index_and_query_on_s3(s3_server, ingested, tmp_path, capsys):
-    catalog = Catalog(StoreConfig(ingested, s3_server.storage_options))
+    uri, _ = ingested
+    catalog = Catalog(StoreConfig(uri, s3_server.storage_options))
     [sampling_hash] = set(catalog.scan(FRAMES, ["sampling_hash"])["sampling_hash"].to_pylist())
     torch.manual_seed(0)
     head = GLSCLConfig(embed_dim=BackboneConfig().embed_dim, max_frames=4, max_words=32, **TINY_HEAD)
     extra = {"backbone_model_id": BackboneConfig().model_id, "sampling_hash": sampling_hash, "max_words": 32}
     checkpoint = str(save_checkpoint(tmp_path / "checkpoint", GLSCL(head), head, extra))
     capsys.readouterr()
-    assert main(["index", "--checkpoint", checkpoint, *s3_server.cli_options(ingested), "--json"]) == 0
+    assert main(["index", "--checkpoint", checkpoint, *s3_server.cli_options(uri), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["health_after"]["rows"] == 2
-    query = ["query", "a red screen", "-k", "2", "--checkpoint", checkpoint, *s3_server.cli_options(ingested)]
+    query = ["query", "a red screen", "-k", "2", "--checkpoint", checkpoint, *s3_server.cli_options(uri)]
     assert main([*query, "--hybrid", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert sorted(h["video_id"] for h in hits) == sorted(catalog.scan(VIDEOS, ["video_id"])["video_id"].to_pylist())

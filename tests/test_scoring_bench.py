@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +114,12 @@ def test_main_writes_json_markdown_and_png(tmp_path, capsys) -> None:
     assert HEAD_LABELS["xpool"] in paths["markdown"].read_text()
     assert paths["plot"].read_bytes().startswith(b"\x89PNG")
     assert HEAD_LABELS["glscl"] in capsys.readouterr().out
+
+
+def test_glscl_bench_scoring_command_as_the_user_runs_it(tmp_path) -> None:
+    glscl = str(Path(sys.executable).with_name("glscl"))  # the venv's console script
+    command = [glscl, "bench", "scoring", *TINY_ARGS, "--json", str(tmp_path / "r.json")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {row["n"] for row in json.loads((tmp_path / "r.json").read_text())["results"]} == {8, 12}
+    assert HEAD_LABELS["glscl"] in done.stdout and HEAD_LABELS["xpool"] in done.stdout

@@ -4,10 +4,10 @@ the ANN index path, and clear errors for bad queries."""
 
 import dataclasses
 import json
+import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +19,7 @@ from datetime import timedelta
 import pytest
 import torch
 import uvicorn
-from conftest import ingest_synthetic
+from conftest import ingest_synthetic, reported_port
 
 from glscl.backbone_config import BackboneConfig
 from glscl.checkpoint import load_checkpoint, save_checkpoint
@@ -30,7 +30,7 @@ from pipelines.index import index_flow
 from pipelines.serve import create_app
 from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
-from schemas.tables import SCHEMA_VERSION_KEY
+from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.projection import load_projection
@@ -135,6 +135,46 @@ def test_hybrid_mode_fuses_full_text_matches(indexed):
     assert target.video_id in [h.video_id for h in result.hits]
 
 
+def test_hybrid_mode_brings_in_a_text_match_that_vector_search_ranks_outside_the_top_k(indexed):
+    store, checkpoint, _ = indexed
+    engine = searcher(store, checkpoint, candidates=3, nprobes=1)
+    hits = engine.search("anything", k=24, exact=True).hits
+    # A video's number, from its file name (its title in the searchable text), is a word no other video's text holds.
+    numbers = {hit.video_id: re.fullmatch(r"v_syn\d+_(\d+)", hit.text.split(". ", 1)[0]).group(1) for hit in hits}
+    missed = [
+        (vid, number)
+        for vid, number in numbers.items()
+        if vid not in {h.video_id for h in engine.search(number, k=3).hits}
+    ]
+    assert missed, "some video should rank outside the vector top 3 for its own number"
+    for vid, number in missed[:3]:
+        result = engine.search(number, k=3, hybrid=True)
+        assert vid in [h.video_id for h in result.hits], (number, result.hits)
+
+
+def test_each_hit_scores_what_the_checkpoint_gives_that_videos_stored_frames(indexed):
+    """Recomputed here from the `frames` and `texts` rows and the checkpoint, without the index: an index that kept
+    one video's encoding under another's id would score its hits with the wrong video's frames."""
+    store, checkpoint, _ = indexed
+    model, _, _ = load_checkpoint(checkpoint)
+    catalog = Catalog(store)
+    frames = catalog.scan(FRAMES, ["video_id", "features", "frame_mask"]).to_pylist()
+    [text] = catalog.scan(TEXTS, ["vector", "tokens", "token_mask"], limit=1).to_pylist()
+    with torch.inference_mode():
+        query = model.encode_text(*(torch.tensor([text[c]]) for c in ("vector", "tokens", "token_mask")))
+        videos = model.encode_video(*(torch.tensor([f[c] for f in frames]) for c in ("features", "frame_mask")))
+        scores = model.score(query, videos)[0].tolist()
+    expected = dict(zip([f["video_id"] for f in frames], scores, strict=True))
+    tolerance = 1e-4  # the index packs encodings as float16 (3.6e-5 off at most here)
+    assert max(scores) - min(scores) > 20 * tolerance, "scores far enough apart to tell videos apart"
+    engine = searcher(store, checkpoint, candidates=24)
+    for exact in (False, True):
+        hits = engine.search_encoded(query, k=24, exact=exact).hits
+        assert len(hits) == len(expected) == 24
+        for hit in hits:
+            assert hit.score == pytest.approx(expected[hit.video_id], abs=tolerance), (exact, hit.video_id)
+
+
 @pytest.mark.parametrize(
     ("query", "k", "filters", "message"),
     [
@@ -201,28 +241,16 @@ def test_cli_index_and_query(indexed, capsys):
     assert code == 2 and "unknown filter column" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_glscl_serve_command_prewarms_and_answers_until_stopped(indexed, tmp_path):
     store, checkpoint, _ = indexed
-    port, log = free_port(), tmp_path / "serve.log"
+    log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "pipelines.cli", "serve", "--checkpoint", checkpoint, "--db", store.uri]
-    command += ["--port", str(port), "--index-cache-gb", "0.5"]
+    command += ["--port", "0", "--index-cache-gb", "0.5"]
     with log.open("w") as stderr:
         process = subprocess.Popen(command, stderr=stderr)
         try:
-            deadline, answer = time.monotonic() + 120, None
-            while answer is None and process.poll() is None and time.monotonic() < deadline:
-                try:
-                    answer = post(f"http://127.0.0.1:{port}/search", {"text": "a red circle moves left", "k": 2})
-                except (urllib.error.URLError, ConnectionError):  # not listening yet
-                    time.sleep(0.5)
-            assert answer is not None, log.read_text()[-2000:]
-            status, body = answer
+            port = reported_port(process, log, r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+            status, body = post(f"http://127.0.0.1:{port}/search", {"text": "a red circle moves left", "k": 2})
             assert status == 200 and len(body["hits"]) == 2 and body["mode"] == "two-stage"
         finally:
             process.send_signal(signal.SIGINT)
@@ -234,15 +262,15 @@ def test_glscl_serve_command_prewarms_and_answers_until_stopped(indexed, tmp_pat
 def server(indexed):
     store, checkpoint, _ = indexed
     app = create_app(Searcher(SearchConfig(checkpoint, store)))
-    port = free_port()
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not instance.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert instance.started
-    yield f"http://127.0.0.1:{port}"
+    [listening] = instance.servers[0].sockets  # port 0: the port the operating system picked as uvicorn bound it
+    yield f"http://127.0.0.1:{listening.getsockname()[1]}"
     instance.should_exit = True
     thread.join(timeout=10)
 
@@ -276,8 +304,9 @@ def test_http_api_round_trip_and_errors(server):
         assert response.headers["content-type"] == "image/jpeg" and response.read(3) == b"\xff\xd8\xff"
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is installed by `make setup`")
+@pytest.mark.skipif(bool(os.environ.get("GLSCL_TEST_NO_BROWSER")), reason="GLSCL_TEST_NO_BROWSER is set")
 def test_web_page_in_headless_chromium(server):
+    assert shutil.which("chromium"), "install Debian's chromium (`make setup` does) or set GLSCL_TEST_NO_BROWSER=1"
     url = f"{server}/?q=a+red+circle+moves&k=3&where=split%3Dval_1"
     dom = subprocess.run(
         ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=20000", "--dump-dom", url],
@@ -306,8 +335,9 @@ def test_maintaining_a_video_index_retrains_its_vector_index_as_it_was_built(ind
     assert engine.search("a red circle moves left", k=3).hits
 
 
-def test_a_running_searcher_sees_videos_indexed_after_it_started(indexed):
-    store, checkpoint, summary = indexed
+def test_a_running_searcher_sees_videos_indexed_after_it_started(indexed, tmp_path):
+    shared, checkpoint, summary = indexed
+    store = dataclasses.replace(shared, uri=str(shutil.copytree(shared.uri, tmp_path / "db")))  # rows deleted below
     table = Catalog(store).db.open_table(summary.table)
     gone = table.search().select(["video_id"]).limit(2).to_arrow()["video_id"].to_pylist()
     table.delete(sql_in("video_id", gone))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -100,16 +99,12 @@ def test_resume_reaches_bit_identical_parameters(tmp_path: Path) -> None:
             assert torch.equal(value, resumed.optimizer.state_dict()["state"][index][key]), (index, key)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _distributed_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """One rank: check the gather, then train a DDP-wrapped module for 3 steps; results go to a safetensors file."""
+def _distributed_worker(rank: int, world_size: int, out_dir: str) -> None:
+    """One rank: check the gather, then train a DDP-wrapped module for 3 steps; results go to a safetensors file.
+    The ranks meet through a file (no port to choose, so none another process can take first)."""
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    rendezvous = f"file://{Path(out_dir) / 'rendezvous'}"
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world_size)
     try:
         local = (torch.arange(6.0).view(3, 2) + 10 * rank).requires_grad_()
         gathered = all_gather_with_grad(local)
@@ -136,7 +131,7 @@ def _distributed_worker(rank: int, world_size: int, port: int, out_dir: str) -> 
 
 
 def test_all_gather_with_grad_and_ddp_match_single_process(tmp_path: Path) -> None:
-    mp.spawn(_distributed_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_distributed_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
     ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(2)]
     full = torch.cat([torch.arange(6.0).view(3, 2), torch.arange(6.0).view(3, 2) + 10])
     weights = torch.arange(12.0).view(6, 2)
