@@ -12,6 +12,7 @@ import pytest
 
 from glscl.backbone_config import BackboneConfig, recorded_backbone
 from pipelines import cli
+from pipelines.commands import bench, demo, evaluate, index, ingest, maintain, reproduce, search, train
 from pipelines.configs import (
     DEFAULT_RETENTION,
     DemoConfig,
@@ -48,17 +49,17 @@ def test_parsing_every_command_imports_no_heavy_library() -> None:
 @pytest.mark.parametrize(
     ("argv", "build", "expected"),
     [
-        (("ingest", "videos/"), cli.ingest_config, IngestConfig(sources=("videos/",))),
-        (("train",), cli.train_config, TrainFlowConfig()),
-        (("evaluate", "--checkpoint", "c"), cli.evaluate_config, EvaluateConfig(checkpoint="c")),
-        (("index", "--checkpoint", "c"), cli.index_config, IndexConfig(checkpoint="c")),
-        (("query", "a dog", "--checkpoint", "c"), cli.search_config, SearchConfig(checkpoint="c")),
-        (("maintain",), cli.maintain_config, MaintainConfig()),
-        (("serve", "--checkpoint", "c"), cli.serve_config, ServeConfig()),
-        (("demo",), cli.demo_config, DemoConfig()),
+        (("ingest", "videos/"), ingest.ingest_config, IngestConfig(sources=("videos/",))),
+        (("train",), train.train_config, TrainFlowConfig()),
+        (("evaluate", "--checkpoint", "c"), evaluate.evaluate_config, EvaluateConfig(checkpoint="c")),
+        (("index", "--checkpoint", "c"), index.index_config, IndexConfig(checkpoint="c")),
+        (("query", "a dog", "--checkpoint", "c"), search.search_config, SearchConfig(checkpoint="c")),
+        (("maintain",), maintain.maintain_config, MaintainConfig()),
+        (("serve", "--checkpoint", "c"), search.serve_config, ServeConfig()),
+        (("demo",), demo.demo_config, DemoConfig()),
         (
             ("reproduce", "activitynet", "train.json", "val_1.json", "--video-root", "v"),
-            cli.reproduce_config,
+            reproduce.reproduce_config,
             ReproduceConfig(annotations=("train.json", "val_1.json"), video_root="v"),
         ),
     ],
@@ -68,12 +69,12 @@ def test_a_command_without_options_builds_its_configs_defaults(argv, build, expe
 
 
 def test_options_reach_the_config() -> None:
-    config = cli.train_config(parse("train", "--epochs", "3", "--log-every", "7", "--set", "num_queries=4"))
+    config = train.train_config(parse("train", "--epochs", "3", "--log-every", "7", "--set", "num_queries=4"))
     assert (config.train.epochs, config.train.log_every, config.head_overrides) == (3, 7, {"num_queries": 4})
-    assert cli.maintain_config(parse("maintain", "--retain-hours", "2")).retain_versions_older_than == timedelta(
+    assert maintain.maintain_config(parse("maintain", "--retain-hours", "2")).retain_versions_older_than == timedelta(
         hours=2
     )
-    assert DEFAULT_RETENTION.total_seconds() == cli.RETAIN_HOURS * 3600
+    assert DEFAULT_RETENTION.total_seconds() == maintain.RETAIN_HOURS * 3600
 
 
 def _parsers(parser: argparse.ArgumentParser, name: str = "glscl"):
@@ -95,7 +96,7 @@ def test_every_option_has_a_help_line() -> None:
 
 
 def test_search_takes_the_backbone_its_checkpoint_records() -> None:
-    assert cli.search_config(parse("query", "x", "--checkpoint", "c")).backbone is None
+    assert search.search_config(parse("query", "x", "--checkpoint", "c")).backbone is None
     recorded = BackboneConfig("ViT-B-32-quickgelu", "openai")
     assert recorded_backbone({"backbone": {"model_name": "ViT-B-32-quickgelu", "pretrained": "openai"}}) == recorded
     assert recorded_backbone({"backbone_model_id": "ViT-B-32-quickgelu@openai"}) == recorded
@@ -103,7 +104,7 @@ def test_search_takes_the_backbone_its_checkpoint_records() -> None:
     with pytest.raises(ValueError, match="--pretrained"):
         recorded_backbone({"backbone_model_id": "ViT-B-32@file-0123456789abcdef"})
     with pytest.raises(ValueError, match="--pretrained needs --model"):
-        cli.search_config(parse("query", "x", "--checkpoint", "c", "--pretrained", "openai"))
+        search.search_config(parse("query", "x", "--checkpoint", "c", "--pretrained", "openai"))
 
 
 def test_bad_input_errors_are_told_apart_without_importing_their_modules() -> None:
@@ -115,10 +116,10 @@ def test_bad_input_errors_are_told_apart_without_importing_their_modules() -> No
     assert classify(RuntimeError("boom")).exit_code != EXIT_BAD_INPUT
 
 
-@pytest.mark.parametrize("name", sorted(cli.BENCHMARKS))
+@pytest.mark.parametrize("name", sorted(bench.BENCHMARKS))
 def test_every_benchmark_option_has_a_help_line(name: str) -> None:
     import importlib
 
-    parser = importlib.import_module(cli.BENCHMARKS[name][0]).build_parser()
+    parser = importlib.import_module(bench.BENCHMARKS[name][0]).build_parser()
     missing = [action.dest for action in parser._actions if not (action.help or "").strip()]
     assert missing == []

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipelines.cli_options import add_json_option, add_store_options, emit, store_config
+from pipelines.commands import Command
 from schemas.store import StoreConfig
 
 if TYPE_CHECKING:
@@ -110,3 +111,9 @@ def run_tables(args: argparse.Namespace) -> int:
     text = json.dumps(asdict(overview), indent=2) if args.json else overview.to_markdown()
     emit(text, args)
     return 0
+
+
+COMMANDS = {
+    "runs": Command(add_runs_parser, run_runs, flow=False),
+    "tables": Command(add_tables_parser, run_tables, flow=False),
+}

@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from pipelines.commands import Command
+
 
 def add_server_parser(commands: argparse._SubParsersAction) -> None:
     """`glscl server {start,stop,status} [--json]`."""
@@ -64,3 +66,6 @@ def run_server(args: argparse.Namespace) -> int:
         )
     print(text, file=args.report_stream or sys.stdout, flush=True)
     return 0
+
+
+COMMANDS = {"server": Command(add_server_parser, run_server, flow=False)}
