@@ -1,0 +1,76 @@
+"""One ingest shard's outcome as rows to commit, and the run's totals over its shards (stage seconds, frames,
+throughput per stage worker): plain code the ingest flow calls between its Ray jobs and its commits."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.tables import VIDEOS
+from workers.rows import frames_table
+
+
+@dataclass
+class ShardResult:
+    """Encoded rows of one shard, ready to commit, with the stage times measured inside the workers."""
+
+    videos: list[dict]
+    frames: pa.Table
+    decode_seconds: float
+    encode_seconds: float
+    wall_seconds: float
+
+
+def shard_result(
+    batches: Iterable[dict[str, np.ndarray]], model_id: str, sampling: str, sampling_hash: str, run_id: str
+) -> ShardResult:
+    """Collect a shard's encoded batches (as the frames job yields them) into `videos` rows and one `frames`
+    table, summing the decode and encode seconds the workers measured."""
+    start = time.perf_counter()
+    videos, frames, decode_s, encode_s = [], [], 0.0, 0.0
+    for batch in batches:
+        n = len(batch["video_id"])
+        columns = [name for name in (*VIDEOS.schema().names, "retry") if name in batch]
+        videos.extend({name: _plain(batch[name][i]) for name in columns} for i in range(n))
+        frames.append(frames_table(batch, model_id, sampling, sampling_hash, run_id))
+        decode_s += float(np.sum(batch["decode_seconds"]))
+        encode_s += float(np.sum(batch["encode_seconds"]))
+    return ShardResult(videos, pa.concat_tables(frames), decode_s, encode_s, time.perf_counter() - start)
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass
+class ShardTally:
+    """Running totals over the shards of a run, for the summary."""
+
+    decode_seconds: float = 0.0
+    encode_seconds: float = 0.0
+    frames_wall: float = 0.0
+    commit_seconds: float = 0.0
+    frames: int = 0
+
+    def add(self, result: ShardResult, commit_seconds: float) -> int:
+        """Add one committed shard; returns its frame count."""
+        shard_frames = int(np.sum(result.frames["num_frames"].to_numpy())) if result.frames.num_rows else 0
+        self.decode_seconds += result.decode_seconds
+        self.encode_seconds += result.encode_seconds
+        self.frames_wall += result.wall_seconds
+        self.commit_seconds += commit_seconds
+        self.frames += shard_frames
+        return shard_frames
+
+    def throughput(self, attempted: int) -> dict[str, float]:
+        """Videos and frames per second, end to end and per stage worker."""
+        return {
+            "videos_per_s_end_to_end": attempted / max(self.frames_wall + self.commit_seconds, 1e-9),
+            "decode_videos_per_s_per_worker": attempted / self.decode_seconds if self.decode_seconds else 0.0,
+            "decode_frames_per_s_per_worker": self.frames / self.decode_seconds if self.decode_seconds else 0.0,
+            "encode_frames_per_s_per_actor": self.frames / self.encode_seconds if self.encode_seconds else 0.0,
+        }
