@@ -211,12 +211,9 @@ def _busy(config: ServeConfig, error: Busy) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, 503, headers={"Retry-After": str(config.retry_after_s)})
 
 
-def create_app(searcher: Searcher, config: ServeConfig | None = None) -> FastAPI:
-    """The FastAPI app answering with `searcher` under `config`'s credentials and bounds."""
-    config = config or ServeConfig()
+def _guarded_app(config: ServeConfig) -> FastAPI:
+    """A FastAPI app with the service's error answers, its token gate and (when configured) CORS."""
     app = FastAPI(title="glscl search", description="Text-to-video search with GLSCL over LanceDB.")
-    queries = QueryPool(config.worker_count, config.queue)
-    thumbnails = Thumbnails(config.thumbnail_processes, config.thumbnail_timeout_s, config.busy_wait_s)
     app.add_exception_handler(Busy, lambda _, error: _busy(config, error))
     app.add_exception_handler(RequestValidationError, _invalid)
     if config.token:
@@ -228,6 +225,11 @@ def create_app(searcher: Searcher, config: ServeConfig | None = None) -> FastAPI
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Range"],
         )
+    return app
+
+
+def _add_media_routes(app: FastAPI, searcher: Searcher, queries: QueryPool, thumbnails: Thumbnails) -> None:
+    """GET /thumbnail/{id} and /video/{id}: frames and files of indexed videos only, looked up by id."""
 
     async def video_file(video_id: str) -> VideoFile:
         """An indexed video with a readable source file, else 404 (ids are looked up, never used as paths)."""
@@ -239,6 +241,35 @@ def create_app(searcher: Searcher, config: ServeConfig | None = None) -> FastAPI
         if not found.source_path or not Path(found.source_path).is_file():
             raise HTTPException(404, f"video {video_id!r} has no readable source file")
         return found
+
+    @app.get(
+        "/thumbnail/{video_id}",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "busy: retry after Retry-After s"}},
+    )
+    async def thumbnail(
+        video_id: str, t: Annotated[float, Query(ge=0, allow_inf_nan=False, description="seconds")] = 0.0
+    ) -> Response:
+        """A JPEG frame of the video at `t` seconds (0 up to its duration)."""
+        found = await video_file(video_id)
+        if found.duration_s is not None and t > found.duration_s:
+            raise HTTPException(422, f"t={t:g} is past the end of the video ({found.duration_s:g} s)")
+        image = await thumbnails.frame(video_id, found.source_path, math.floor(t * 10))
+        return Response(image, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/video/{video_id}", response_class=FileResponse, responses={206: {"description": "a byte range"}})
+    async def video(video_id: str) -> FileResponse:
+        """The indexed video's source file, with range requests (a player seeks by asking for byte ranges)."""
+        found = await video_file(video_id)
+        return FileResponse(found.source_path, headers={"Cache-Control": "private, max-age=3600"})
+
+
+def create_app(searcher: Searcher, config: ServeConfig | None = None) -> FastAPI:
+    """The FastAPI app answering with `searcher` under `config`'s credentials and bounds."""
+    config = config or ServeConfig()
+    app = _guarded_app(config)
+    queries = QueryPool(config.worker_count, config.queue)
+    thumbnails = Thumbnails(config.thumbnail_processes, config.thumbnail_timeout_s, config.busy_wait_s)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page(request: Request) -> HTMLResponse:
@@ -273,27 +304,7 @@ def create_app(searcher: Searcher, config: ServeConfig | None = None) -> FastAPI
         except SearchError as error:
             raise HTTPException(400, str(error)) from None
 
-    @app.get(
-        "/thumbnail/{video_id}",
-        response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}, 503: {"description": "busy: retry after Retry-After s"}},
-    )
-    async def thumbnail(
-        video_id: str, t: Annotated[float, Query(ge=0, allow_inf_nan=False, description="seconds")] = 0.0
-    ) -> Response:
-        """A JPEG frame of the video at `t` seconds (0 up to its duration)."""
-        found = await video_file(video_id)
-        if found.duration_s is not None and t > found.duration_s:
-            raise HTTPException(422, f"t={t:g} is past the end of the video ({found.duration_s:g} s)")
-        image = await thumbnails.frame(video_id, found.source_path, math.floor(t * 10))
-        return Response(image, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
-
-    @app.get("/video/{video_id}", response_class=FileResponse, responses={206: {"description": "a byte range"}})
-    async def video(video_id: str) -> FileResponse:
-        """The indexed video's source file, with range requests (a player seeks by asking for byte ranges)."""
-        found = await video_file(video_id)
-        return FileResponse(found.source_path, headers={"Cache-Control": "private, max-age=3600"})
-
+    _add_media_routes(app, searcher, queries, thumbnails)
     return app
 
 

@@ -75,6 +75,13 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="override one GLSCLConfig field, e.g. --set num_queries=12 --set lr=5e-5 (repeatable)",
     )
+    _add_run_options(parser, flow, train)
+    add_ray_options(parser)
+    add_json_option(parser)
+
+
+def _add_run_options(parser: argparse.ArgumentParser, flow: TrainFlowConfig, train: TrainConfig) -> None:
+    """The run's length, seed, evaluation and logging cadence, workers and output folder."""
     parser.add_argument("--epochs", type=int, default=train.epochs, help=f"training epochs (default {train.epochs})")
     parser.add_argument(
         "--batch-size", type=int, default=train.batch_size, help=f"pairs per global batch (default {train.batch_size})"
@@ -100,8 +107,6 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--output", default=flow.output_dir, help=f"run folder: checkpoints, history, plots (default {flow.output_dir})"
     )
-    add_ray_options(parser)
-    add_json_option(parser)
 
 
 def _overrides(pairs: Sequence[str]) -> dict[str, object]:
