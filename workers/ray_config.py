@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RayConfig:
-    """Where Ray runs (None: a local Ray started here; else an existing cluster's address) and stage sizes."""
+    """Where Ray runs (None: a local Ray started here; else an existing cluster's address, which must answer
+    within `connect_timeout_s`) and stage sizes."""
 
     address: str | None = None
+    connect_timeout_s: float = 10.0
     num_cpus: int | None = None
     encode_actors: int = 1
     videos_per_encode_batch: int = 8

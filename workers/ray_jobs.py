@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import socket
 import warnings
 from collections.abc import Iterator
 
@@ -44,11 +45,24 @@ def ensure_ray(config: RayConfig) -> None:
         "log_to_driver": not terminal.quiet,
     }
     if config.address:
+        check_reachable(config.address, config.connect_timeout_s)
         ray.init(address=config.address, **settings)
     else:
         # "local" always starts a fresh Ray here, even when an earlier `ray start` left its address behind.
         ray.init(address="local", num_cpus=config.num_cpus, include_dashboard=False, **settings)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the callers draw their own bars
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """Refuse a cluster address nothing answers on within `timeout_s` (Ray itself keeps retrying for minutes).
+    `auto` and other addresses without a port are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise ConnectionError(f"no Ray cluster answers at {address} within {timeout_s:g} s ({error})") from None
 
 
 def cluster_has_gpu() -> bool:
