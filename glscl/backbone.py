@@ -21,16 +21,20 @@ class Backbone:
     def __init__(self, config: BackboneConfig, device: str = "cpu") -> None:
         self.config = config
         self.device = torch.device(device)
-        torch.manual_seed(config.seed)
         open_clip = open_clip_registry()
-        model = open_clip.create_model(
-            config.model_name,
-            pretrained=config.pretrained,
-            precision=config.precision,
-            device=self.device,
-            force_quick_gelu=config.quick_gelu,
-            require_pretrained=not config.is_random,
-        )
+        # Random weights come from the config's seed, drawn from a forked RNG: loading a backbone must not reset
+        # the caller's stream (a training run seeds its head before it loads the backbone for order negatives).
+        cuda = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"):
+            torch.manual_seed(config.seed)
+            model = open_clip.create_model(
+                config.model_name,
+                pretrained=config.pretrained,
+                precision=config.precision,
+                device=self.device,
+                force_quick_gelu=config.quick_gelu,
+                require_pretrained=not config.is_random,
+            )
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(config.model_name)
         preprocess = open_clip.get_model_preprocess_cfg(model)

@@ -284,9 +284,11 @@ class Trainer:
         return self.epoch_stats
 
     def _record_epoch(self, epoch: int, steps: int, seconds: float, on_log: Callback | None) -> None:
-        """Store (and log) the epoch's training throughput in global pairs per second, evaluation excluded."""
+        """Store (and log) the epoch's training throughput in global pairs per second, evaluation excluded, and the
+        number of ranks that shared it."""
         pairs = steps * self.train_config.batch_size
         stats = {"epoch": epoch, "steps": steps, "pairs": pairs, "seconds": seconds, "pairs_per_s": pairs / seconds}
+        stats["world_size"] = self.world_size
         self.epoch_stats.append(stats)
         if on_log:
             on_log({"event": "epoch", "step": self.step, **stats})

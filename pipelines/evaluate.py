@@ -25,13 +25,15 @@ from workers.ray_jobs import ensure_ray, scoring_job
 
 @dataclass
 class EvaluateReport:
-    """Metrics both ways, sizes, what was read (table versions, checkpoint hash) and where time went."""
+    """Metrics both ways, sizes, what was read (table versions, checkpoint hash), how many Ray nodes scored the
+    shards, and where time went."""
 
     metrics: dict[str, dict[str, float]]
     extras: dict[str, dict]
     texts: int
     videos: int
     shards: int
+    nodes: int
     checkpoint: str
     checkpoint_sha256: str
     model_id: str
@@ -42,7 +44,8 @@ class EvaluateReport:
     def to_markdown(self) -> str:
         """The metrics as a Markdown table with the run facts."""
         lines = [
-            f"## evaluation: {self.texts} texts x {self.videos} videos ({self.shards} shards)",
+            f"## evaluation: {self.texts} texts x {self.videos} videos "
+            f"({self.shards} shards on {self.nodes} Ray node(s))",
             "",
             "| direction | R@1 | R@5 | R@10 | R@50 | MdR | MnR |",
             "|---|---|---|---|---|---|---|",
@@ -111,6 +114,7 @@ def evaluate_flow(config: EvaluateConfig) -> EvaluateReport:
             accumulator.num_texts,
             accumulator.num_videos,
             int(timings.pop("shards")),
+            int(timings.pop("nodes")),
             config.checkpoint,
             checkpoint_hash(config.checkpoint),
             query.model_id,

@@ -41,6 +41,7 @@ class TrainSummary:
     seconds: float
     val_split: str | None = None
     recipe: str = "project"
+    world_size: int = 1
 
     def to_markdown(self) -> str:
         """The comparison table and the run facts."""
@@ -58,7 +59,7 @@ class TrainSummary:
             )
         lines += [
             "",
-            f"- {self.steps} steps in {self.seconds:.1f} s; "
+            f"- {self.steps} steps in {self.seconds:.1f} s on {self.world_size} worker(s); "
             f"training throughput {self.throughput_pairs_per_s:.0f} pairs/s",
             f"- recipe {self.recipe}; checkpoint (best held-out R@1 on {self.val_split or 'no held-out split'}): "
             f"{self.checkpoint} (sha256 {self.checkpoint_sha256[:16]}); selected on that split, so if it is also "
@@ -160,6 +161,7 @@ def train_flow(config: TrainFlowConfig) -> TrainSummary:
             time.perf_counter() - start,
             config.val_split,
             config.recipe,
+            outcome.world_size,
         )
     (output / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     (output / "summary.md").write_text(summary.to_markdown() + "\n")

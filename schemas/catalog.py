@@ -22,12 +22,14 @@ class CommitCheckError(RuntimeError):
 
 @dataclass(frozen=True)
 class MergeOutcome:
-    """What one merge commit did to a table."""
+    """What one merge commit did to a table, and in how many attempts (more than one: it conflicted with a
+    concurrent writer's commit and was retried on top of it)."""
 
     table: str
     inserted: int
     updated: int
     version: int
+    attempts: int = 1
 
 
 class Catalog:
@@ -118,7 +120,9 @@ class Catalog:
                 f"table {spec.name!r}: {before} rows + {result.num_inserted_rows} inserted should give "
                 f"{before + result.num_inserted_rows}, found {after}"
             )
-        return MergeOutcome(spec.name, result.num_inserted_rows, result.num_updated_rows, result.version)
+        return MergeOutcome(
+            spec.name, result.num_inserted_rows, result.num_updated_rows, result.version, result.num_attempts
+        )
 
 
 def stored_version(schema: pa.Schema) -> str:

@@ -68,3 +68,13 @@ def test_backbone_naming_and_refusals():
     assert (real.model_id, real.image_size, real.embed_dim) == ("ViT-B-32-quickgelu@openai", 224, 512)
     with pytest.raises(ValueError, match="unknown open_clip model 'no-such-model'"):
         _ = BackboneConfig("no-such-model").image_size
+
+
+def test_random_backbone_comes_from_its_seed_and_leaves_the_callers_rng_alone(backbone):
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    again = Backbone(BackboneConfig())
+    assert torch.equal(torch.rand(3), expected)
+    state = again.model.state_dict()
+    assert all(torch.equal(tensor, state[name]) for name, tensor in backbone.model.state_dict().items())

@@ -22,7 +22,7 @@ from conftest import make_video
 
 from pipelines.configs import IngestConfig
 from pipelines.ingest import ingest_flow
-from schemas.catalog import Catalog
+from schemas.catalog import Catalog, MergeOutcome
 from schemas.store import StoreConfig
 from schemas.tables import FRAMES, RUNS, VIDEOS
 from workers.rows import videos_table
@@ -75,17 +75,23 @@ def test_concurrent_commits_store_each_key_once(tmp_path):
     Catalog(store).open(VIDEOS)
     start = threading.Barrier(2)
 
-    def writer(offset: int) -> None:
+    def writer(offset: int) -> list[MergeOutcome]:
+        """15 rounds of 4 keys, 2 of them new and 2 the other writer's, both writers starting each round at once."""
         catalog = Catalog(store)
-        start.wait()
+        outcomes = []
         for round_ in range(15):
-            catalog.merge(VIDEOS, video_rows([f"v{offset + 2 * round_ + j}" for j in range(4)]))
+            start.wait()
+            outcomes.append(catalog.merge(VIDEOS, video_rows([f"v{offset + 2 * round_ + j}" for j in range(4)])))
+        return outcomes
 
     with ThreadPoolExecutor(2) as pool:
-        for future in [pool.submit(writer, 0), pool.submit(writer, 1)]:
-            future.result()
+        outcomes = [o for future in [pool.submit(writer, 0), pool.submit(writer, 1)] for o in future.result()]
     ids = Counter(Catalog(store).scan(VIDEOS, ["video_id"]).column("video_id").to_pylist())
     assert len(ids) == 33 and set(ids.values()) == {1}
+    # The writers did collide: commits that met the other's were retried on top of it (every round in practice),
+    # and each key was inserted by exactly one of them.
+    assert sum(o.attempts > 1 for o in outcomes) >= 5, [o.attempts for o in outcomes]
+    assert sum(o.inserted for o in outcomes) == 33
 
 
 @pytest.mark.usefixtures("ray_local", "prefect_server")
@@ -106,12 +112,14 @@ def test_two_ingest_runs_on_overlapping_inputs(tmp_path):
     assert len(videos) == 6 and set(videos.values()) == {1}
     assert frames == videos
     assert sorted(r["status"] for r in runs) == ["completed", "completed"]
-    assert sum(s.counts.get("ok", 0) + s.counts.get("already_ingested", 0) for s in summaries) == 8
+    # The runs overlapped: each found the two shared clips still pending and encoded them, yet the merges on the
+    # key stored each video's frames once (one run's commit of a shared clip inserted nothing).
+    assert [s.counts["ok"] for s in summaries] == [4, 4]
+    assert sum(s.counts["frames_rows_written"] for s in summaries) == 6
 
 
-def descendants_named(root: int, fragment: str) -> list[int]:
-    """Pids of `root`'s descendant processes whose command line contains `fragment` (Ray names its worker
-    processes after what they run, e.g. `ray::MapWorker(MapBatches(FrameEncoder))`)."""
+def process_tree() -> tuple[dict[int, int], dict[int, str]]:
+    """One snapshot of /proc: each live process's parent, and its command line."""
     parents, commands = {}, {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -122,6 +130,13 @@ def descendants_named(root: int, fragment: str) -> list[int]:
         except OSError:
             continue
         parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    return parents, commands
+
+
+def descendants_named(tree: tuple[dict[int, int], dict[int, str]], root: int, fragments: tuple[str, ...]) -> list[int]:
+    """Pids of `root`'s descendant processes in `tree` whose command line contains one of `fragments` (Ray names
+    its worker processes after what they run, e.g. `ray::MapWorker(Map(decode_item)->MapBatches(FrameEncoder))`)."""
+    parents, commands = tree
 
     def under_root(pid: int) -> bool:
         while pid > 1:
@@ -130,7 +145,7 @@ def descendants_named(root: int, fragment: str) -> list[int]:
                 return True
         return False
 
-    return [pid for pid, command in commands.items() if fragment in command and under_root(pid)]
+    return [pid for pid, command in commands.items() if any(f in command for f in fragments) and under_root(pid)]
 
 
 @pytest.mark.slow
@@ -140,12 +155,15 @@ def test_ray_worker_killed_mid_ingest_is_retried(tmp_path):
     command += ["--shard-size", "2", "--json"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        # The first shard's encode actor holds decoded videos once it exists; SIGKILL it as a lost worker would be.
+        # SIGKILL an encode actor, as a lost worker would be, once it holds a batch: Ray Data fuses the decode stage
+        # into the actor, so an ffprobe/ffmpeg process under it is decoding one of the batch's videos.
         deadline, killed = time.monotonic() + 240, []
         while not killed and process.poll() is None and time.monotonic() < deadline:
-            killed = descendants_named(process.pid, "FrameEncoder")
-            time.sleep(0.05)
-        assert killed, "no encode actor process appeared under the ingest run"
+            tree = process_tree()
+            actors = descendants_named(tree, process.pid, ("FrameEncoder",))
+            killed = [pid for pid in actors if descendants_named(tree, pid, ("ffprobe", "ffmpeg"))]
+            time.sleep(0.02)
+        assert killed, "no encode actor was seen decoding a video under the ingest run"
         for pid in killed:
             os.kill(pid, signal.SIGKILL)
         output, errors = process.communicate(timeout=600)

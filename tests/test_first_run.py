@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,11 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import lancedb
 import pytest
 from conftest import make_video
 
 from pipelines.failures import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_ERROR, report
 from pipelines.local_server import LocalServer, ServerState
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
+from schemas.tables import VIDEOS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Waits until the time in argv[2], then asks for the local server of the home in argv[1] and prints its pid.
@@ -200,6 +205,48 @@ def test_each_flow_command_reuses_the_local_server(user, demo, tmp_path, command
     done = glscl(user.env, *args)
     assert_ran_on_the_local_server(done, demo.state, flows + Counter({f"glscl-{command.split()[0]}": 1}))
     assert user.server.running() == demo.state, "the command started another server instead of reusing it"
+
+
+def test_train_writes_a_checkpoint_and_a_json_summary(user, demo, tmp_path):
+    args = ["train", "--db", demo.db, "--head", "tiny", "--epochs", "2", "--batch-size", "8", "--log-every", "1"]
+    done = glscl(user.env, *args, "--output", str(tmp_path / "run"), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary == json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["steps"] == 2 * (32 // 8) and summary["world_size"] == 1 and summary["val_split"] == "val_1"
+    checkpoint = Path(summary["checkpoint"])
+    assert checkpoint.parent == tmp_path / "run" and (checkpoint / "model.safetensors").stat().st_size > 10_000
+    assert json.loads((checkpoint / "config.json").read_text())["extra"]["step"] in range(1, 9)
+
+
+def test_index_builds_the_ivf_flat_vector_index_from_min_rows(user, demo, tmp_path):
+    db = tmp_path / "db"
+    shutil.copytree(demo.db, db)  # the demo's own index stays a scan (36 videos, below the default 1000)
+    done = glscl(user.env, "index", "--checkpoint", demo.checkpoint, "--db", str(db), "--min-rows", "8", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    tables = glscl(user.env, "tables", "--db", str(db), "--json")
+    assert tables.returncode == 0, tables.stderr[-3000:]
+    (index,) = json.loads(tables.stdout)["video_indexes"]
+    assert index["rows"] == 36 and len(index["vector_indexes"]) == 4  # one per time segment (the default 4)
+    assert not any(index["unindexed_rows"].values())
+    table = lancedb.connect(str(db)).open_table(index["name"])
+    types = {column: str(i.index_type) for i in table.list_indices() for column in i.columns}
+    assert {types[column] for column in index["vector_indexes"]} == {"IvfFlat"}
+
+
+def test_query_exact_with_combined_filters(user, demo):
+    videos = Catalog(StoreConfig(demo.db)).scan(VIDEOS, ["video_id", "split"]).to_pylist()
+    val = sorted(v["video_id"] for v in videos if v["split"] == "val_1")[:2]
+    train = sorted(v["video_id"] for v in videos if v["split"] == "train")[:1]
+    filters = ["--where", "split=val_1", "--where", f"video_id in {','.join(val + train)}"]
+    args = ["query", "a red square", "--checkpoint", demo.checkpoint, "--db", demo.db, "--exact", *filters]
+    done = glscl(user.env, *args, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert result["mode"] == "exact" and result["timings_ms"]["ann"] == 0
+    assert sorted(hit["video_id"] for hit in result["hits"]) == val  # both filters hold: the train video is out
+    assert [hit["rank"] for hit in result["hits"]] == [1, 2]
+    assert result["hits"][0]["score"] >= result["hits"][1]["score"]
 
 
 def test_failures_end_in_one_line_with_their_exit_code(user, tmp_path):

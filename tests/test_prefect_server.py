@@ -252,6 +252,8 @@ def test_server_stopped_mid_run_then_restarted(stack, tmp_path):
     deadline = time.monotonic() + FLOW_RUN_TIMEOUT
     while sum(stored_ids(db)[1].values()) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
+    _, frames, runs = stored_ids(db)
+    assert [r["status"] for r in runs] == ["running"] and len(frames) < len(COLOURS), "the kill must come mid-run"
     stack.kill_server()
     ok, frames, _ = stored_ids(db)
     assert len(frames) >= 2 and set(frames.values()) == {1}, "the first shard should be committed, once"

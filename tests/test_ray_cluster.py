@@ -128,3 +128,4 @@ def test_ingest_and_evaluate_through_a_two_node_cluster(cluster, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["shards"] == 3 and report["videos"] == report["texts"] == 24
+    assert report["nodes"] == 2, "the shard actors are spread over both nodes of the cluster"

@@ -172,3 +172,23 @@ def test_index_and_query_on_s3(s3_server, ingested, tmp_path, capsys):
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert sorted(h["video_id"] for h in hits) == sorted(catalog.scan(VIDEOS, ["video_id"])["video_id"].to_pylist())
     assert any(key.startswith("db/video_index_") for key in s3_server.object_keys())
+
+
+def test_tables_reads_s3_configured_by_aws_environment_variables(s3_server, ingested):
+    """The user's other way to reach object storage: the standard AWS_* variables, no --storage-option."""
+    uri, _ = ingested
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env |= {
+        "AWS_ENDPOINT": s3_server.endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+        "AWS_REGION": CREDENTIALS["aws_region"],
+    }
+    command = [sys.executable, "-m", "pipelines.cli", "tables", "--db", uri, "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    overview = json.loads(done.stdout)
+    rows = {table["name"]: table["rows"] for table in overview["tables"]}
+    assert (rows["videos"], rows["frames"], rows["captions"]) == (2, 2, 2)
+    assert [(s["split"], s["videos_ok"], s["frames_rows"]) for s in overview["splits"]] == [("train", 2, 2)]

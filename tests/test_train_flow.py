@@ -4,19 +4,27 @@ unbroken run, 2-worker Ray Train (DDP over gloo), reports and refusals."""
 import json
 import math
 import shutil
+from pathlib import Path
 
 import lancedb
+import numpy as np
 import pytest
 import torch
 from conftest import ingest_synthetic
 from safetensors.torch import load_file
 
+from glscl.backbone import Backbone
+from glscl.backbone_config import TINY_MODEL, BackboneConfig
 from glscl.config import TrainConfig
 from pipelines.cli import main
-from pipelines.configs import DEMO_MAX_WORDS, TrainFlowConfig
+from pipelines.configs import DEMO_FRAMES, DEMO_MAX_WORDS, IngestConfig, TrainFlowConfig
+from pipelines.ingest import ingest_flow
 from pipelines.train import train_flow
 from schemas.catalog import Catalog
 from schemas.tables import CAPTIONS
+from workers.features import FeatureQuery, read_split
+from workers.sampling import SamplingConfig
+from workers.sources import SourceOptions
 from workers.train_worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, order_negative_texts
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
@@ -37,6 +45,11 @@ def flow_config(store, output, **train) -> TrainFlowConfig:
         train=TrainConfig(**settings),
         output_dir=str(output),
     )
+
+
+def read_history(output) -> list[dict]:
+    """The records rank 0 wrote to the run's history."""
+    return [json.loads(line) for line in (output / HISTORY_FILE).read_text().splitlines()]
 
 
 def test_head_only_training_reports_against_baselines(store, tmp_path):
@@ -72,19 +85,52 @@ def test_stopped_run_resumes_to_the_unbroken_result(store, tmp_path):
     assert all((unbroken[k] == resumed[k]).all() for k in unbroken)
 
 
-@pytest.mark.slow
-def test_two_ray_train_workers(store, tmp_path):
-    config = flow_config(store, tmp_path / "ddp", epochs=2)
-    summary = train_flow(TrainFlowConfig(**{**config.__dict__, "workers": 2}))
-    assert summary.steps == 4
-    history = [json.loads(line) for line in (tmp_path / "ddp" / HISTORY_FILE).read_text().splitlines()]
-    assert len([r for r in history if r["event"] == "step"]) == 4  # rank 0 alone writes the history
+@pytest.mark.slow  # Ray Train starts two worker processes that each load the data and build the head
+def test_two_ray_train_workers_follow_the_single_process_run(store, tmp_path):
+    # Each rank encodes its half of every global batch; the halves are gathered before the loss and the gradients
+    # averaged, so with dropout off the 2-worker run follows a 1-worker run on the same global batches. Ranks that
+    # skipped the gather would score 4 pairs each instead of 8, and ranks out of sync would drift apart.
+    config = flow_config(store, tmp_path / "one", epochs=2)
+    config = TrainFlowConfig(**{**config.__dict__, "head_overrides": {"dropout": 0.0}})
+    one = train_flow(config)
+    two = train_flow(TrainFlowConfig(**{**config.__dict__, "workers": 2, "output_dir": str(tmp_path / "two")}))
+    assert (one.world_size, two.world_size) == (1, 2) and one.steps == two.steps == 4
+    losses = {run: [r["total"] for r in read_history(tmp_path / run) if r["event"] == "step"] for run in ("one", "two")}
+    assert len(losses["two"]) == 4  # rank 0 alone writes the history
+    np.testing.assert_allclose(losses["two"], losses["one"], rtol=1e-4)
+    assert "on 2 worker(s)" in (tmp_path / "two" / "summary.md").read_text()
 
 
-def test_full_fine_tuning_decodes_frames_and_saves_the_backbone(store, tmp_path):
-    summary = train_flow(flow_config(store, tmp_path / "full", epochs=1, mode="full"))
+def test_full_fine_tuning_changes_the_backbone_and_its_weights_ingest_again(store, tmp_path):
+    config = flow_config(store, tmp_path / "full", epochs=1, mode="full")
+    summary = train_flow(TrainFlowConfig(**{**config.__dict__, "head_overrides": {"clip_lr": 1e-3}}))
     assert summary.steps == 2
-    assert (tmp_path / "full" / LATEST_DIR / "backbone.safetensors").stat().st_size > 1_000_000
+    weights = tmp_path / "full" / LATEST_DIR / "backbone.safetensors"
+    random = BackboneConfig()
+    tuned = BackboneConfig(TINY_MODEL, pretrained=str(weights))
+    before, after = Backbone(random).model.state_dict(), Backbone(tuned).model.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert "visual.transformer.resblocks.0.mlp.c_fc.weight" in changed and "token_embedding.weight" in changed
+    assert "visual.conv1.weight" not in changed  # frozen, as in the paper
+    # The saved weights are a backbone the pipeline takes as --pretrained: ingesting val again with them stores
+    # features under their own model id, and those differ from the random backbone's for the same frames.
+    root = Path(store.uri).parent
+    again = IngestConfig(
+        sources=(str(root / "val_1.json"),),
+        store=store,
+        backbone=tuned,
+        sampling=SamplingConfig("uniform", DEMO_FRAMES),
+        source_options=SourceOptions(video_root=str(root / "videos"), dataset="synthetic"),
+        max_words=DEMO_MAX_WORDS,
+    )
+    assert ingest_flow(again).exit_code == 0
+    catalog = Catalog(store)
+    old = read_split(catalog, FeatureQuery("val_1", random.model_id, DEMO_MAX_WORDS))
+    new = read_split(catalog, FeatureQuery("val_1", tuned.model_id, DEMO_MAX_WORDS))
+    assert tuned.model_id != random.model_id and new.video_ids == old.video_ids and len(new.video_ids) == 8
+    assert (new.video_mask == old.video_mask).all()
+    shift = np.abs(new.video_feats[new.video_mask] - old.video_feats[old.video_mask]).max()
+    assert shift > 0.05 * np.abs(old.video_feats[old.video_mask]).max(), shift
 
 
 def test_unknown_split_is_a_clear_error(store, tmp_path, capsys):
@@ -160,9 +206,15 @@ def test_order_negatives_reverse_each_video_and_train(store, tmp_path):
     for vid in several:
         assert negatives[vid] == " ".join(text for _, text in sorted(told[vid], reverse=True))
     summary = train_flow(flow_config(store, tmp_path / "negatives", order_negatives=True))
-    history = [json.loads(line) for line in (tmp_path / "negatives" / HISTORY_FILE).read_text().splitlines()]
-    losses = [r["contrastive"] for r in history if r["event"] == "step"]
-    assert summary.steps == 6 and len(losses) == 6 and all(math.isfinite(loss) for loss in losses)
+    steps = [r for r in read_history(tmp_path / "negatives") if r["event"] == "step"]
+    assert summary.steps == 6 and len(steps) == 6 and all(math.isfinite(r["contrastive"]) for r in steps)
+    # The same seed without negatives: the same first batch and the same initial head (the ICL and IDL terms, which
+    # never see the negatives, agree), and the negatives can only add to the video-to-text softmax's denominators.
+    plain_config = flow_config(store, tmp_path / "plain", eval_every=1)
+    train_flow(TrainFlowConfig(**{**plain_config.__dict__, "max_steps": 1}))
+    plain = next(r for r in read_history(tmp_path / "plain") if r["event"] == "step")
+    assert (steps[0]["icl"], steps[0]["idl"]) == (plain["icl"], plain["idl"])
+    assert steps[0]["contrastive"] > plain["contrastive"] + 1e-3, (steps[0], plain)
 
 
 def test_authors_recipe_from_the_cli_starts_the_temporal_transformer_from_clip(store, tmp_path):

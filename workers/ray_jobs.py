@@ -127,7 +127,8 @@ def scoring_job(
 ) -> tuple[dict[str, RankAccumulator], dict]:
     """Score every text of `query` against the gallery `ids` in shards of about `shard_videos` videos, one
     ShardScorer actor each, in two rounds (true scores, then rank counts against them), and merge the shards'
-    counts; also returns the shard count and the slowest shard's seconds per phase."""
+    counts; also returns the shard count, how many Ray nodes the shards ran on, and the slowest shard's seconds
+    per phase."""
     gpu = cluster_has_gpu()
     shards = max(1, math.ceil(len(ids) / shard_videos))
     bounds = np.linspace(0, len(ids), shards + 1).round().astype(int)
@@ -159,12 +160,13 @@ def scoring_job(
         update(description="evaluate: rank shards")
         partials = _get_counted([s.count.remote(true_scores) for s in scorers], update)
     stats = ray.get([s.stats.remote() for s in scorers])
+    nodes = set(ray.get([s.node_id.remote() for s in scorers]))
     merged = partials[0]
     for partial in partials[1:]:
         for name, accumulator in partial.items():
             merged[name].merge(accumulator)
     timings = {key: max(s.get(key, 0.0) for s in stats) for key in sorted({key for s in stats for key in s})}
-    return merged, {"shards": shards, **{f"slowest_shard_{k}": v for k, v in timings.items()}}
+    return merged, {"shards": shards, "nodes": len(nodes), **{f"slowest_shard_{k}": v for k, v in timings.items()}}
 
 
 def _get_counted(refs: list[ray.ObjectRef], update: Update) -> list:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import ray
 import torch
 
 from glscl.checkpoint import load_checkpoint
@@ -128,3 +129,7 @@ class ShardScorer:
     def stats(self) -> dict[str, float]:
         """Seconds spent per phase in this shard."""
         return dict(self.timings)
+
+    def node_id(self) -> str:
+        """The Ray node this shard's actor runs on."""
+        return ray.get_runtime_context().get_node_id()

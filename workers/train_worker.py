@@ -260,16 +260,18 @@ def ray_train(job: TrainJob, num_workers: int, use_gpu: bool, max_failures: int 
 @dataclass(frozen=True)
 class RunOutcome:
     """What a finished run's history and folder say: its best held-out evaluation (None without any), training
-    throughput, last step, and the checkpoint to use (the best one, else the latest)."""
+    throughput, last step, the checkpoint to use (the best one, else the latest) and how many ranks trained."""
 
     best_eval: dict | None
     pairs_per_s: float
     steps: int
     checkpoint: Path
+    world_size: int
 
 
 def run_outcome(output_dir: str, history: list[dict]) -> RunOutcome:
-    """The outcome of the run in `output_dir` whose records are `history`."""
+    """The outcome of the run in `output_dir` whose records are `history` (world size: the most ranks any of its
+    epochs ran on, as the trainer recorded them)."""
     out = Path(output_dir)
     evals = [r for r in history if r.get("event") == "eval"]
     epochs = [r for r in history if r.get("event") == "epoch"]
@@ -278,6 +280,7 @@ def run_outcome(output_dir: str, history: list[dict]) -> RunOutcome:
         pairs_per_s=sum(r["pairs"] for r in epochs) / max(sum(r["seconds"] for r in epochs), 1e-9),
         steps=max((r["step"] for r in history), default=0),
         checkpoint=out / BEST_DIR if (out / BEST_DIR).exists() else out / LATEST_DIR,
+        world_size=max((r["world_size"] for r in epochs), default=1),
     )
 
 
