@@ -252,7 +252,9 @@ class Trainer:
         the step training ends at). `on_log` gets step records every `log_every` steps and an epoch record (with
         pairs/s) at each epoch end.
         At each epoch end and every `eval_every` steps, `val_data` (if any) is evaluated and passed to `on_eval`,
-        then `on_checkpoint` gets {step, epoch, metrics}. Callbacks run on every rank.
+        then `on_checkpoint` gets {step, epoch, metrics}; a run stopped by `max_steps` between those points gets one
+        at its last step too, so it always leaves a checkpoint to evaluate or resume from. Callbacks run on every
+        rank.
         """
         if data.mode != self.train_config.mode:
             raise ValueError(f"data is in {data.mode!r} mode, the trainer in {self.train_config.mode!r} mode")
@@ -264,7 +266,7 @@ class Trainer:
         stop = self.schedule.total_steps if max_steps is None else min(max_steps, self.schedule.total_steps)
         per_rank = cfg.batch_size // self.world_size
         local = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
-        seconds, steps = 0.0, 0
+        seconds, steps, checkpointed = 0.0, 0, self.step
         while self.step < stop:
             epoch, index = divmod(self.step, sampler.steps_per_epoch)
             videos, texts = sampler.batch(epoch, index)
@@ -281,6 +283,9 @@ class Trainer:
                 seconds, steps = 0.0, 0
             if epoch_end or (cfg.eval_every and self.step % cfg.eval_every == 0):
                 self._checkpoint_point(epoch, val_data, on_eval, on_checkpoint)
+                checkpointed = self.step
+        if checkpointed != self.step:  # stopped by max_steps between points: leave a checkpoint where it stopped
+            self._checkpoint_point((self.step - 1) // sampler.steps_per_epoch, val_data, on_eval, on_checkpoint)
         return self.epoch_stats
 
     def _record_epoch(self, epoch: int, steps: int, seconds: float, on_log: Callback | None) -> None:

@@ -72,6 +72,13 @@ def test_training_lowers_the_loss_and_raises_train_recall() -> None:
     assert [r["epoch"] for r in logs if r["event"] == "epoch"] == list(range(15))
 
 
+def test_a_run_stopped_between_checkpoints_leaves_one_where_it_stopped() -> None:
+    data, val = synthetic_pairs(), synthetic_pairs(16, seed=1)
+    checkpoints: list[dict] = []
+    make_trainer().fit(data, val, on_checkpoint=checkpoints.append, max_steps=2)  # epochs end at steps 3, 6, 9
+    assert [(c["step"], c["epoch"]) for c in checkpoints] == [(2, 0)] and checkpoints[0]["metrics"] is not None
+
+
 def test_resume_reaches_bit_identical_parameters(tmp_path: Path) -> None:
     data, val = synthetic_pairs(), synthetic_pairs(16, seed=1)
     unbroken = make_trainer(eval_every=2)
