@@ -45,7 +45,7 @@ from pipelines.local_server import prefect_api
 from pipelines.server_command import add_server_parser, run_server
 from schemas.store import StoreConfig
 from workers.sampling import SamplingConfig
-from workers.search.config import VECTOR_INDEX_TYPES, AnnConfig, SearchConfig
+from workers.search.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig, SearchConfig
 from workers.sources import SourceOptions
 
 SERVE_TOKEN_ENV = "GLSCL_SERVE_TOKEN"
@@ -397,6 +397,7 @@ BENCHMARKS = {
     "ingest": ("benchmarks.ingest_bench", "ingest stages on one clip: probe, decode, encode"),
     "ablation": ("benchmarks.ablation", "training ablations (ICL form, temporal init, recipes) on the demo data"),
     "search": ("benchmarks.search_bench", "two-stage search vs exhaustive exact GLSCL: recall and per-stage latency"),
+    "hard-search": ("benchmarks.hard_gallery", "the search benchmark on hard galleries scored by a trained head"),
     "startup": ("benchmarks.startup_bench", "flow command start-up: glscl's local Prefect server vs temporary ones"),
     "serve": ("benchmarks.serve_load", "load test of glscl serve on loopback: 1-32 clients, throughput, p50/p95/p99"),
     "gallery": ("benchmarks.synthetic_gallery", "write a synthetic ActivityNet-sized gallery for `glscl evaluate`"),
@@ -450,6 +451,12 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
         "--segments", type=int, default=ann.segments, help=f"ANN vectors per video, by time (default {ann.segments})"
     )
     parser.add_argument(
+        "--segment-kind",
+        choices=SEGMENT_KINDS,
+        default=ann.segment_kind,
+        help=f"time: segment means; peaks: single frames of distinct content (default {ann.segment_kind})",
+    )
+    parser.add_argument(
         "--index-type",
         choices=VECTOR_INDEX_TYPES,
         default=ann.index_type,
@@ -478,6 +485,7 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
         ann=AnnConfig(
             vector_dim=args.vector_dim,
             segments=args.segments,
+            segment_kind=args.segment_kind,
             index_type=args.index_type,
             min_rows=args.min_rows,
             num_partitions=args.partitions,
