@@ -10,7 +10,10 @@ Galleries are synthetic *encoded* video_index tables written straight to LanceDB
 encoder): each video has two events drawn around shared topics; its encoded frames (CLIP-like norm 10) show
 the first event in the first half and the second in the second half, its K concept vectors are noisy random
 rotations of the events. A query describes one event of a target video. The exact top-k is computed while
-the gallery is written, with the same scorer the search uses, on the same float16 values.
+the gallery is written, with the same scorer the search uses, on the same float16 values. These galleries suit the
+candidate stage (events aligned to its time segments, a random head); `benchmarks/hard_gallery.py` builds hard ones
+(events anywhere, 1-8 per video, F = 64 with frame masks, a trained head) through the same `build` and `sweep`, from
+a `GallerySource`.
 
 Usage: python -m benchmarks.search_bench --root DIR [--sizes 5000 100000 1000000] [--queries 100]
        python -m benchmarks.search_bench --text-only [--max-words 32]
@@ -25,6 +28,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +38,7 @@ from benchmarks.scoring import cpu_name
 from glscl.backbone import Backbone
 from glscl.backbone_config import BackboneConfig
 from glscl.baselines import XPoolHead
-from glscl.checkpoint import checkpoint_hash, save_checkpoint
+from glscl.checkpoint import checkpoint_hash, load_checkpoint, save_checkpoint
 from glscl.config import HEAD_PRESETS, GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.search_vectors import fill_absent_segments, video_segment_vectors
@@ -43,9 +47,9 @@ from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.plots import new_figure, save_figure
 from workers.rows import multivector_array, vector_array
-from workers.search.config import AnnConfig, SearchConfig
+from workers.search.config import SEGMENT_KINDS, AnnConfig, SearchConfig
 from workers.search.indexes import ensure_indexes, index_health
-from workers.search.packed_encodings import pack_encodings
+from workers.search.packed_encodings import pack_encodings, packed_slots, unpack_encodings
 from workers.search.projection import Projection, save_projection
 from workers.search.searcher import ALL_PARTITIONS, Searcher
 from workers.video_index import SEARCH_VECTOR, project_rows
@@ -130,17 +134,94 @@ def _noisy(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     return _unit(x + scale * rng.standard_normal(x.shape, dtype=np.float32))
 
 
-def _queries(config: SearchBenchConfig, generator: Generator, size: int) -> tuple[TextEncoding, np.ndarray]:
-    rng = np.random.default_rng((config.seed, size, 2))
-    targets = np.sort(rng.choice(size, config.queries, replace=False))
-    sentences, locals_ = [], []
-    for target in targets:
-        chunk, offset = divmod(int(target), config.chunk)
-        events = generator.events(chunk, min(config.chunk, size - chunk * config.chunk))[offset]
-        sentence, local = generator.query(events, rng)
-        sentences.append(sentence)
-        locals_.append(local)
-    return TextEncoding(torch.from_numpy(np.stack(sentences)), torch.from_numpy(np.stack(locals_))), targets
+class GallerySource(Protocol):
+    """What `build` needs from a gallery generator: the head that scores it, queries and encoded videos."""
+
+    name: str
+
+    def head(self) -> GLSCL:
+        """The GLSCL head (in eval mode) whose checkpoint the gallery is indexed under and scored with."""
+        ...
+
+    def queries(self, size: int) -> tuple[TextEncoding, np.ndarray, np.ndarray]:
+        """Encoded queries about videos of a `size`-video gallery, their target video ids and kinds (str)."""
+        ...
+
+    def videos(self, size: int, chunk: int, low: int, high: int) -> VideoEncoding:
+        """Encoded videos `low`..`high` (chunk `chunk` of `size`), deterministic for a seed, with frames and concepts
+        rounded through float16 as the table stores them (the exact reference is computed on these values)."""
+        ...
+
+
+class FriendlySource:
+    """The friendly gallery: `Generator`'s two half-video events, scored by a randomly initialised head."""
+
+    name = "friendly"
+
+    def __init__(self, config: SearchBenchConfig) -> None:
+        self.config = config
+        self.generator = Generator(config)
+
+    def head(self) -> GLSCL:
+        """A paper-size head with this config's widths, randomly initialised from the seed."""
+        config = self.config
+        torch.manual_seed(config.seed)
+        return GLSCL(GLSCLConfig(embed_dim=config.dim, num_queries=config.num_queries, max_frames=config.frames)).eval()
+
+    def queries(self, size: int) -> tuple[TextEncoding, np.ndarray, np.ndarray]:
+        """One sentence query (about one event) per random target video."""
+        config, generator = self.config, self.generator
+        rng = np.random.default_rng((config.seed, size, 2))
+        targets = np.sort(rng.choice(size, config.queries, replace=False))
+        sentences, locals_ = [], []
+        for target in targets:
+            chunk, offset = divmod(int(target), config.chunk)
+            events = generator.events(chunk, min(config.chunk, size - chunk * config.chunk))[offset]
+            sentence, local = generator.query(events, rng)
+            sentences.append(sentence)
+            locals_.append(local)
+        text = TextEncoding(torch.from_numpy(np.stack(sentences)), torch.from_numpy(np.stack(locals_)))
+        return text, targets, np.full(len(targets), "sentence")
+
+    def videos(self, size: int, chunk: int, low: int, high: int) -> VideoEncoding:
+        """The chunk's frames (every one valid) and concepts."""
+        frames, local = self.generator.videos(chunk, self.generator.events(chunk, high - low))
+        mask = torch.ones(frames.shape[:2], dtype=torch.bool)
+        return VideoEncoding(torch.from_numpy(frames), mask, torch.from_numpy(local))
+
+
+class StoredSource:
+    """The galleries under another root read back (head, queries, stored encodings), to index the same videos
+    another way (another segment kind or count) without generating and encoding them again."""
+
+    def __init__(self, root: str, name: str) -> None:
+        self.root, self.name = Path(root), name
+        model, _, _ = load_checkpoint(next(self.root.glob("n*/checkpoint")))
+        self.model = model.eval()
+
+    def _built(self, size: int) -> dict:
+        return json.loads((self.root / f"n{size}" / "build.json").read_text())
+
+    def head(self) -> GLSCL:
+        """The head the stored galleries were scored with (every size has the same one)."""
+        return self.model
+
+    def queries(self, size: int) -> tuple[TextEncoding, np.ndarray, np.ndarray]:
+        """The stored gallery's queries, targets and kinds."""
+        with np.load(self.root / f"n{size}" / "reference.npz") as data:
+            text = TextEncoding(torch.from_numpy(data["sentence"]), torch.from_numpy(data["local"]))
+            return text, data["targets"], data["kinds"]
+
+    def videos(self, size: int, chunk: int, low: int, high: int) -> VideoEncoding:
+        """Rows `low`..`high` of the stored table (written in id order, checked), unpacked."""
+        built = self._built(size)
+        table = Catalog(StoreConfig(built["store"])).open_table(built["table"])
+        rows = table.search().select(["video_id", "encodings"]).offset(low).limit(high - low).to_arrow()
+        if rows["video_id"].to_pylist() != [f"syn{i:09d}" for i in range(low, high)]:
+            raise ValueError(f"{built['table']} does not hold videos {low}..{high} in order")
+        concepts, dim = self.model.config.num_queries, self.model.config.embed_dim
+        slots = packed_slots(table.schema.field("encodings"), concepts, dim)
+        return unpack_encodings(rows["encodings"], slots, concepts, dim)
 
 
 def _rows(ids: range, video: VideoEncoding, segments: torch.Tensor) -> pa.Table:
@@ -165,14 +246,14 @@ def _rows(ids: range, video: VideoEncoding, segments: torch.Tensor) -> pa.Table:
     return pa.table(columns)
 
 
-def load_or_build(config: SearchBenchConfig, size: int) -> dict:
+def load_or_build(config: SearchBenchConfig, size: int, source: GallerySource) -> dict:
     """The gallery of `size` videos under `root`, written once (later runs reuse its tables and reference), with
     its indexes brought to `config.ann` (a vector index of another type is rebuilt, and the build timed)."""
     folder = Path(config.root) / f"n{size}"
     facts, arrays = folder / "build.json", folder / "reference.npz"
     if not (facts.exists() and arrays.exists()):
-        built = build(config, size, folder)
-        reference = {key: built.pop(key) for key in ("sentence", "local", "targets", "exact_top10")}
+        built = build(config, size, folder, source)
+        reference = {key: built.pop(key) for key in ("sentence", "local", "targets", "kinds", "exact_top10")}
         np.savez(arrays, **reference)
         facts.write_text(json.dumps(built, indent=2))
     built = json.loads(facts.read_text())
@@ -186,50 +267,52 @@ def load_or_build(config: SearchBenchConfig, size: int) -> dict:
     with np.load(arrays) as data:
         built["text"] = TextEncoding(torch.from_numpy(data["sentence"]), torch.from_numpy(data["local"]))
         built["exact_top10"] = data["exact_top10"]
+        built["kinds"] = data["kinds"]
     return built
 
 
-def build(config: SearchBenchConfig, size: int, folder: Path) -> dict:
-    """Write a gallery of `size` videos with its checkpoint; return the queries and their exact top-10.
+def build(config: SearchBenchConfig, size: int, folder: Path, source: GallerySource) -> dict:
+    """Write `source`'s gallery of `size` videos with its checkpoint; return the queries and their exact top-10.
 
     The table is new and every id is written once, so chunks are appended (`add`) rather than merged on the key
     as the index flow does, which re-reads the growing table's keys at every chunk (slower at 1M videos, see
     benchmarks/RESULTS.md)."""
-    model_config = GLSCLConfig(embed_dim=config.dim, num_queries=config.num_queries, max_frames=config.frames)
-    torch.manual_seed(config.seed)
-    model = GLSCL(model_config).eval()
+    model = source.head()
+    model_config = model.config
     extra = {"backbone_model_id": MODEL_ID, "sampling_hash": "synthetic", "max_words": 32, "kind": "paragraph"}
     checkpoint = save_checkpoint(folder / "checkpoint", model, model_config, extra)
-    width = min(config.vector_dim, (1 + config.num_queries) * config.dim)
-    spec = video_index_spec(
-        checkpoint_hash(checkpoint), MODEL_ID, config.num_queries, width, config.ann.segments, config.frames
-    )
+    dim, concepts, slots = model_config.embed_dim, model_config.num_queries, model_config.max_frames
+    width = min(config.vector_dim, (1 + concepts) * dim)
+    spec = video_index_spec(checkpoint_hash(checkpoint), MODEL_ID, concepts, width, config.ann.segments, slots)
     catalog = Catalog(StoreConfig(str(folder / "db")))
-    table = catalog.open(spec, config.dim)
-    generator = Generator(config)
-    text, targets = _queries(config, generator, size)
-    best_scores = torch.full((config.queries, 10), -math.inf)
-    best_ids = torch.zeros((config.queries, 10), dtype=torch.long)
+    table = catalog.open(spec, dim)
+    text, targets, kinds = source.queries(size)
+    queries = len(targets)
+    best_scores = torch.full((queries, 10), -math.inf)
+    best_ids = torch.zeros((queries, 10), dtype=torch.long)
     projection, start = None, time.perf_counter()
     with torch.inference_mode():
         for chunk, low in enumerate(range(0, size, config.chunk)):
             high = min(low + config.chunk, size)
-            frames, local = generator.videos(chunk, generator.events(chunk, high - low))
-            mask = torch.ones(frames.shape[:2], dtype=torch.bool)
-            video = VideoEncoding(torch.from_numpy(frames), mask, torch.from_numpy(local))
+            video = source.videos(size, chunk, low, high)
             scores = model.score(text, video)
             merged = torch.cat([best_scores, scores], 1)
-            ids = torch.cat([best_ids, torch.arange(low, high).expand(config.queries, -1)], 1)
+            ids = torch.cat([best_ids, torch.arange(low, high).expand(queries, -1)], 1)
             best_scores, order = merged.topk(10, dim=1)
             best_ids = ids.gather(1, order)
             vectors, present = video_segment_vectors(
-                video.frames, video.mask, video.local, config.ann.segments, model_config.local_weight
+                video.frames,
+                video.mask,
+                video.local,
+                config.ann.segments,
+                model_config.local_weight,
+                config.ann.segment_kind,
             )
             if projection is None:
                 projection = Projection.fit(vectors[present], width, config.ann)
                 save_projection(catalog, spec.name, projection)
             rows = _rows(range(low, high), video, fill_absent_segments(vectors, present))
-            table.add(project_rows(rows, projection.basis, spec, config.dim))
+            table.add(project_rows(rows, projection.basis, spec, dim))
             print(f"  n={size}: {high}/{size} videos written ({time.perf_counter() - start:.0f} s)", flush=True)
     return {
         "checkpoint": str(checkpoint),
@@ -238,6 +321,7 @@ def build(config: SearchBenchConfig, size: int, folder: Path) -> dict:
         "sentence": text.sentence.numpy(),
         "local": text.local.numpy(),
         "targets": targets,
+        "kinds": kinds,
         "exact_top10": best_ids.numpy(),
         "write_s": time.perf_counter() - start,
         "captured_energy": projection.captured_energy,
@@ -296,7 +380,8 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
     text side of each query timed before its search (`QUERY`, trimmed), as `Searcher.search` runs them."""
     text, exact = built["text"], built["exact_top10"]
     store = StoreConfig(built["store"])
-    single = [TextEncoding(text.sentence[i : i + 1], text.local[i : i + 1]) for i in range(config.queries)]
+    single = [TextEncoding(text.sentence[i : i + 1], text.local[i : i + 1]) for i in range(len(exact))]
+    kinds = built["kinds"]
     rows, seen = [], set()
     grid = [(c, n, r) for r in config.refine_factors for n in config.nprobes for c in config.candidates]
     for candidates, nprobes, refine in grid:
@@ -342,6 +427,14 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             "refine_factor": refine,
             "recall@1": statistics.mean(recall1),
             "recall@10": statistics.mean(recall10),
+            "by_kind": {
+                str(kind): {
+                    "queries": int((kinds == kind).sum()),
+                    "recall@1": float(np.mean(np.asarray(recall1)[kinds == kind])),
+                    "recall@10": float(np.mean(np.asarray(recall10)[kinds == kind])),
+                }
+                for kind in np.unique(kinds)
+            },
             "p50_ms": _percentile(latencies, 50),
             "p95_ms": _percentile(latencies, 95),
             "text_p50_ms": _percentile(texts, 50),
@@ -395,16 +488,19 @@ def plot_sweep(report: dict, path: Path) -> Path:
     axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
     axis.axvline(50, color="grey", linestyle="--", linewidth=0.8)
     axis.set(xlabel="p50 latency per query (ms)", ylabel="recall@10 of the exact GLSCL top-10", xscale="log")
-    axis.set_title("two-stage search (ANN + exact re-rank): candidates x nprobes")
+    axis.set_title(f"{report['gallery']} galleries, two-stage search (ANN + exact re-rank): candidates x nprobes")
     return save_figure(figure, path)
 
 
-def run_search_bench(config: SearchBenchConfig) -> dict:
-    """Build each gallery, sweep the grid, time the baselines; write JSON and return it."""
+def run_search_bench(config: SearchBenchConfig, source: GallerySource | None = None) -> dict:
+    """Build each gallery of `source` (the friendly one by default), sweep the grid, time the baselines; write JSON
+    and return it."""
+    source = source or FriendlySource(config)
     torch.manual_seed(config.seed)
     xpool_per_video = xpool_ms_per_video(config)
     text_side = TextSide(config.text_model, config.max_words)
     report: dict = {
+        "gallery": source.name,
         "machine": {"cpu": cpu_name(), "threads": torch.get_num_threads(), "torch": torch.__version__},
         "config": {k: v for k, v in asdict(config).items() if k != "ann"} | {"ann": asdict(config.ann)},
         "text_side_ms": text_side_ms(text_side),
@@ -413,7 +509,7 @@ def run_search_bench(config: SearchBenchConfig) -> dict:
     }
     for size in config.sizes:
         print(f"gallery of {size} videos", flush=True)
-        built = load_or_build(config, size)
+        built = load_or_build(config, size, source)
         entry = {
             "videos": size,
             "write_s": built["write_s"],
@@ -465,6 +561,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.index_cache_gb,
         help=f"searcher's LanceDB index cache (default {d.index_cache_gb})",
     )
+    parser.add_argument(
+        "--segments",
+        type=int,
+        default=d.ann.segments,
+        help=f"time segments per video, one ANN vector column each (default {d.ann.segments})",
+    )
+    parser.add_argument(
+        "--segment-kind",
+        choices=SEGMENT_KINDS,
+        default=d.ann.segment_kind,
+        help=f"time: segment means; peaks: single frames of distinct content (default {d.ann.segment_kind})",
+    )
+    parser.add_argument(
+        "--xpool-slice",
+        type=int,
+        default=d.xpool_slice,
+        help=f"videos the X-Pool-style baseline is timed on (default {d.xpool_slice})",
+    )
     parser.add_argument("--build-only", action="store_true", help="write the galleries and stop")
     parser.add_argument("--text-only", action="store_true", help="time the text side only and print it")
     parser.add_argument(
@@ -488,7 +602,19 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.root:
         parser.error("--root is required unless --text-only")
-    config = SearchBenchConfig(
+    config = config_from_args(args)
+    if args.build_only:
+        source = FriendlySource(config)
+        for size in config.sizes:
+            load_or_build(config, size, source)
+        return
+    report = run_search_bench(config)
+    print(json.dumps({k: v for k, v in report.items() if k != "sizes"}, indent=2))
+
+
+def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
+    """The benchmark config `build_parser`'s options ask for."""
+    return SearchBenchConfig(
         root=args.root,
         sizes=tuple(args.sizes),
         queries=args.queries,
@@ -499,13 +625,9 @@ def main(argv: list[str] | None = None) -> None:
         index_cache_gb=args.index_cache_gb,
         output=args.output,
         max_words=args.max_words,
+        xpool_slice=args.xpool_slice,
+        ann=replace(SearchBenchConfig(root="").ann, segments=args.segments, segment_kind=args.segment_kind),
     )
-    if args.build_only:
-        for size in config.sizes:
-            load_or_build(config, size)
-        return
-    report = run_search_bench(config)
-    print(json.dumps({k: v for k, v in report.items() if k != "sizes"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ product over a video's segments approximates its score:
 
 The local weight w / K is split evenly between the two sides, so the concept block carries the same share of
 each side's norm as it has in the score: the projection fitted on video vectors and the ANN partitions then
-follow what ranks videos, instead of the (K times larger) raw concept block. The (1 + K) * D vectors are
+follow what ranks videos, instead of the (K times larger) raw concept block. Where events start and end anywhere
+and the pooling rests on a few frames, a segment mean dilutes a short event: the "peaks" kind takes S single frames
+of distinct content instead of S time segments (benchmarks/RESULTS.md, hard galleries). The (1 + K) * D vectors are
 projected onto the top principal directions of the segment vectors (an uncentred SVD, which preserves inner
 products), so the ANN index stays small; the candidates it returns are re-ranked with the exact score.
 """
@@ -40,10 +42,41 @@ def segment_weights(mask: Tensor, segments: int) -> Tensor:
     return F.one_hot(group, segments).to(torch.float32) * valid.unsqueeze(-1)
 
 
-def video_segment_vectors(frames: Tensor, mask: Tensor, local: Tensor, segments: int, local_weight: float):
+def peak_frame_weights(frames: Tensor, mask: Tensor, segments: int) -> Tensor:
+    """[Nv, F, S] 0/1 weights picking one valid frame per group by farthest-point sampling on unit frames: first
+    the frame least like the video's mean, then each time the frame least like any picked so far. Frames of
+    distinct events are picked unaveraged, so a peaked text-conditioned pooling that rests on one or two frames of
+    a short event still finds that event's vector; a video with fewer valid frames than S fills the first groups."""
+    if segments < 1:
+        raise ValueError(f"segments must be >= 1, got {segments}")
+    valid = mask.bool()
+    unit = F.normalize(frames.float(), dim=-1, eps=_EPS)
+    rows = torch.arange(frames.shape[0])
+    mean = F.normalize((unit * valid.unsqueeze(-1)).sum(1), dim=-1, eps=_EPS)
+    distance = 1 - torch.einsum("nfd,nd->nf", unit, mean)
+    weights = torch.zeros(*valid.shape, segments)
+    available = valid.clone()
+    for group in range(segments):
+        pick = distance.masked_fill(~available, -math.inf).argmax(1)
+        chosen = available[rows, pick]
+        weights[rows[chosen], pick[chosen], group] = 1.0
+        available[rows, pick] = False
+        distance = torch.minimum(distance, 1 - torch.einsum("nfd,nd->nf", unit, unit[rows, pick]))
+    return weights
+
+
+SEGMENT_KINDS = {"time": lambda frames, mask, segments: segment_weights(mask, segments), "peaks": peak_frame_weights}
+
+
+def video_segment_vectors(
+    frames: Tensor, mask: Tensor, local: Tensor, segments: int, local_weight: float, kind: str = "time"
+) -> tuple[Tensor, Tensor]:
     """Segment vectors [Nv, S, (1+K)*D] from encoded frames [Nv, F, D], frame mask [Nv, F] and concepts
-    [Nv, K, D], and which segments hold frames [Nv, S] (a video with no valid frame keeps one, all-mean)."""
-    weights = segment_weights(mask, segments)
+    [Nv, K, D], and which segments hold frames [Nv, S] (a video with no valid frame keeps one, all-mean).
+    `kind` "time" averages contiguous time segments, "peaks" takes single frames (`peak_frame_weights`)."""
+    if kind not in SEGMENT_KINDS:
+        raise ValueError(f"segment kind must be one of {tuple(SEGMENT_KINDS)}, got {kind!r}")
+    weights = SEGMENT_KINDS[kind](frames, mask, segments)
     sums = torch.einsum("nfs,nfd->nsd", weights, frames.float())
     present = weights.sum(1) > 0
     present[:, 0] |= ~present.any(1)

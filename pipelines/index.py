@@ -84,7 +84,14 @@ def index_flow(config: IndexConfig) -> IndexSummary:
         if ids:
             ensure_ray(config.ray)
             shards = index_shards(
-                config.store, config.checkpoint, index, ids, run.run_id, config.shard_videos, config.ann.segments
+                config.store,
+                config.checkpoint,
+                index,
+                ids,
+                run.run_id,
+                config.shard_videos,
+                config.ann.segments,
+                config.ann.segment_kind,
             )
             added, projection = write_index(
                 catalog, index, index_job(shards), len(ids), projection, config.ann, _log_progress

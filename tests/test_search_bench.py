@@ -1,10 +1,14 @@
 """The search benchmark end to end on a tiny gallery: it builds the tables and index, reuses them on a second run,
 and its recall is computed against the exact reference (full candidates and probes find the exact top-10; with
-every partition probed a sixth of the gallery as candidates keeps it; probing one partition of eight loses some)."""
+every partition probed a sixth of the gallery as candidates keeps it; probing one partition of eight loses some).
+The same gallery indexed again from its stored encodings with peak-frame segments keeps its exact reference."""
 
+import dataclasses
 import json
 
-from benchmarks.search_bench import SearchBenchConfig, run_search_bench
+import numpy as np
+
+from benchmarks.search_bench import SearchBenchConfig, StoredSource, run_search_bench
 from glscl.backbone_config import TINY_MODEL
 from workers.search.config import AnnConfig
 
@@ -49,3 +53,22 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
     again = run_search_bench(config)
     assert again["sizes"][0]["write_s"] == size["write_s"]
     assert json.loads((tmp_path / "report.json").read_text())["sizes"][0]["videos"] == 600
+
+    peaks = dataclasses.replace(
+        config,
+        root=str(tmp_path / "peaks"),
+        candidates=(600,),
+        nprobes=(8,),
+        output=str(tmp_path / "peaks.json"),
+        ann=dataclasses.replace(config.ann, segments=3, segment_kind="peaks"),
+    )
+    again = run_search_bench(peaks, StoredSource(config.root, "friendly"))
+    [row] = again["sizes"][0]["sweep"]
+    assert again["gallery"] == "friendly" and row["recall@10"] == 1.0
+    with (
+        np.load(tmp_path / "galleries/n600/reference.npz") as first,
+        np.load(tmp_path / "peaks/n600/reference.npz") as second,
+    ):
+        assert np.array_equal(first["exact_top10"], second["exact_top10"])
+        assert np.array_equal(first["sentence"], second["sentence"])
+    assert any("3 segment columns" in action for action in again["sizes"][0]["actions"])

@@ -10,7 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from glscl.search_vectors import fill_absent_segments, segment_weights, text_search_vectors, video_segment_vectors
+from glscl.search_vectors import (
+    fill_absent_segments,
+    peak_frame_weights,
+    segment_weights,
+    text_search_vectors,
+    video_segment_vectors,
+)
 from glscl.similarity import local_scores
 from schemas.tables import encodings_width, segment_vector_width, stored_segment_columns, video_index_spec
 from workers.features import dense
@@ -31,6 +37,29 @@ def test_valid_frames_split_into_contiguous_nearly_equal_segments():
     assert _groups([False, True, False, True, True, False, True, False], 2) == [-1, 0, -1, 0, 1, -1, 1, -1]
     with pytest.raises(ValueError, match="segments"):
         segment_weights(torch.ones(1, 4, dtype=torch.bool), 0)
+
+
+def test_peak_frames_pick_one_frame_of_each_distinct_event_unaveraged():
+    torch.manual_seed(2)
+    background, short, long = F.normalize(torch.randn(3, 32), dim=-1)
+    # 16 frames: a long event over frames 0-11, background over 12-14, a one-frame event at frame 15 (padded after)
+    frames = torch.cat([long.expand(12, -1), background.expand(3, -1), short.expand(1, -1), torch.zeros(4, 32)])
+    frames = (frames + 0.01 * torch.randn(20, 32)).unsqueeze(0) * 10
+    mask = torch.tensor([[True] * 16 + [False] * 4])
+    weights = peak_frame_weights(frames, mask, 3)[0]
+    picked = weights.argmax(0).tolist()
+    assert weights.sum(0).tolist() == [1.0, 1.0, 1.0] and len(set(picked)) == 3
+    assert 15 in picked and any(f < 12 for f in picked) and all(mask[0, f] for f in picked)
+    local = F.normalize(torch.randn(1, 2, 32), dim=-1)
+    text = text_search_vectors(short.unsqueeze(0) * 8, local, 0.5)
+    peaks, _ = video_segment_vectors(frames, mask, local, 3, 0.5, kind="peaks")
+    means, _ = video_segment_vectors(frames, mask, local, 3, 0.5)
+    # the one-frame event scores near a full cosine through its own frame, diluted in its time segment's mean
+    assert float((peaks[0] @ text[0]).max()) > 1.49 > float((means[0] @ text[0]).max()) + 0.3
+    few = peak_frame_weights(frames[:, :20], torch.tensor([[True] * 2 + [False] * 18]), 3)[0]
+    assert few.sum(0).tolist() == [1.0, 1.0, 0.0] and few[2:].sum() == 0
+    with pytest.raises(ValueError, match="segment kind"):
+        video_segment_vectors(frames, mask, local, 3, 0.5, kind="clusters")
 
 
 def test_segment_inner_product_is_sentence_cosine_plus_weighted_local_score():

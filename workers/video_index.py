@@ -113,6 +113,7 @@ class IndexShard:
     video_ids: tuple[str, ...]
     run_id: str
     segments: int
+    segment_kind: str = "time"
 
 
 def index_shards(
@@ -123,11 +124,19 @@ def index_shards(
     run_id: str,
     shard_videos: int,
     segments: int,
+    segment_kind: str = "time",
 ) -> list[IndexShard]:
     """The videos `ids` in shards of at most `shard_videos`, each one unit of index work."""
     return [
         IndexShard(
-            store, checkpoint, index.model_id, index.sampling_hash, tuple(ids[i : i + shard_videos]), run_id, segments
+            store,
+            checkpoint,
+            index.model_id,
+            index.sampling_hash,
+            tuple(ids[i : i + shard_videos]),
+            run_id,
+            segments,
+            segment_kind,
         )
         for i in range(0, len(ids), shard_videos)
     ]
@@ -157,7 +166,7 @@ def index_rows(shard: IndexShard) -> pa.Table:
     videos = read_videos(catalog, query, shard.sampling_hash, ids)
     encoded = encode_videos(model, videos.feats, videos.mask, torch.device("cpu"))
     vectors, present = video_segment_vectors(
-        encoded.frames, encoded.mask, encoded.local, shard.segments, config.local_weight
+        encoded.frames, encoded.mask, encoded.local, shard.segments, config.local_weight, shard.segment_kind
     )
     meta = catalog.scan(VIDEOS, list(INDEX_FILTER_COLUMNS), sql_in("video_id", ids))
     order = {vid: i for i, vid in enumerate(meta["video_id"].to_pylist())}

@@ -17,6 +17,7 @@ BENCHMARKS = {
     "ingest": ("benchmarks.ingest_bench", "ingest stages on one clip: probe, decode, encode"),
     "ablation": ("benchmarks.ablation", "training ablations (ICL form, temporal init, recipes) on the demo data"),
     "search": ("benchmarks.search_bench", "two-stage search vs exhaustive exact GLSCL: recall and per-stage latency"),
+    "hard-search": ("benchmarks.hard_gallery", "the search benchmark on hard galleries scored by a trained head"),
     "startup": ("benchmarks.startup_bench", "flow command start-up: glscl's local Prefect server vs temporary ones"),
     "serve": ("benchmarks.serve_load", "load test of glscl serve on loopback: 1-32 clients, throughput, p50/p95/p99"),
     "gallery": ("benchmarks.synthetic_gallery", "write a synthetic ActivityNet-sized gallery for `glscl evaluate`"),

@@ -17,7 +17,7 @@ from pipelines.commands import Command
 from pipelines.configs import (
     IndexConfig,
 )
-from workers.search.config import VECTOR_INDEX_TYPES, AnnConfig
+from workers.search.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig
 
 
 def add_index_parser(commands: argparse._SubParsersAction) -> None:
@@ -41,6 +41,12 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--segments", type=int, default=ann.segments, help=f"ANN vectors per video, by time (default {ann.segments})"
+    )
+    parser.add_argument(
+        "--segment-kind",
+        choices=SEGMENT_KINDS,
+        default=ann.segment_kind,
+        help=f"time: segment means; peaks: single frames of distinct content (default {ann.segment_kind})",
     )
     parser.add_argument(
         "--index-type",
@@ -71,6 +77,7 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
         ann=AnnConfig(
             vector_dim=args.vector_dim,
             segments=args.segments,
+            segment_kind=args.segment_kind,
             index_type=args.index_type,
             min_rows=args.min_rows,
             num_partitions=args.partitions,

@@ -9,6 +9,7 @@ from glscl.backbone_config import BackboneConfig
 from schemas.store import StoreConfig
 
 VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ", "none")
+SEGMENT_KINDS = ("time", "peaks")
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,9 @@ class AnnConfig:
     slower and missed some exact neighbours. Below `min_rows` videos no vector index is built and queries scan
     every vector. Each video gets `segments` vectors (contiguous parts of its frames, see glscl.search_vectors),
     one plain vector column per segment with its own index, searched concurrently for row ids only (faster than
-    one multivector column); a video ranks by its best segment. `num_partitions` defaults to about sqrt(rows) per
+    one multivector column); a video ranks by its best segment. `segment_kind` "time" averages contiguous time
+    segments, "peaks" takes single frames of distinct content (glscl.search_vectors.peak_frame_weights); a table's
+    rows should share one kind. `num_partitions` defaults to about sqrt(rows) per
     column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions. Measurements: benchmarks/RESULTS.md.
     """
 
@@ -33,6 +36,7 @@ class AnnConfig:
     max_iterations: int = 50
     projection_sample: int = 20_000
     segments: int = 4
+    segment_kind: str = "time"
 
     def __post_init__(self) -> None:
         if self.index_type not in VECTOR_INDEX_TYPES:
@@ -41,6 +45,8 @@ class AnnConfig:
             raise ValueError(f"vector_dim must be >= 1, got {self.vector_dim}")
         if self.segments < 1:
             raise ValueError(f"segments must be >= 1, got {self.segments}")
+        if self.segment_kind not in SEGMENT_KINDS:
+            raise ValueError(f"segment_kind must be one of {SEGMENT_KINDS}, got {self.segment_kind!r}")
 
 
 @dataclass(frozen=True)
