@@ -49,6 +49,7 @@ from glscl.data import PairData
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.similarity import pooling_weights
 from glscl.training import Trainer, TrainModule
+from workers.plots import new_figure, save_figure
 
 TRAIN_SPLIT, VAL_SPLIT, GALLERY_SPLIT = 1, 2, 3
 KINDS = ("sentence", "paragraph")
@@ -307,6 +308,27 @@ class HardSource:
         return VideoEncoding(*(torch.cat(field) for field in zip(*parts, strict=True)))
 
 
+def plot_reports(paths: list[str], output: Path) -> Path:
+    """Recall@10 against p50 latency of every swept setting in the benchmark reports `paths`, one series per
+    candidate stage (segment kind, count, width) and gallery size, as a PNG."""
+    figure, axis = new_figure(size=(8, 5))
+    series: dict[str, list[dict]] = {}
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        ann, width = report["config"]["ann"], report["config"]["vector_dim"]
+        stage = f"{ann['segments']} {ann.get('segment_kind', 'time')} segments, {width}-d"
+        for entry in report["sizes"]:
+            series.setdefault(f"{entry['videos']:,} videos, {stage}", []).extend(entry["sweep"])
+    for label, rows in sorted(series.items()):
+        rows = sorted(rows, key=lambda r: r["p50_ms"])
+        axis.plot([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], "o", label=label)
+    axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
+    axis.axvline(50, color="grey", linestyle="--", linewidth=0.8)
+    axis.set(xlabel="p50 latency per query (ms)", ylabel="recall@10 of the exact GLSCL top-10", xscale="log")
+    axis.set_title(f"{report['gallery']} galleries, two-stage search: candidates x nprobes per candidate stage")
+    return save_figure(figure, output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The search benchmark's options (F = 64 and another report by default) plus how the head is trained."""
     parser = search_parser()
@@ -315,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--head", choices=tuple(HEAD_PRESETS), default=defaults.head, help="head preset trained")
     parser.add_argument("--train-videos", type=int, default=defaults.train_videos, help="videos the head trains on")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="training epochs")
+    parser.add_argument("--plot", nargs="+", help="only plot these reports together, into --output's PNG")
     parser.add_argument(
         "--from-galleries",
         help="root of hard galleries built before: index their stored encodings again (e.g. another --segment-kind) "
@@ -328,6 +351,9 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry: train (or load) the head, then build, sweep and report the hard galleries."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.plot:
+        plot_reports(args.plot, Path(args.output).with_suffix(".png"))
+        return
     if not args.root or args.text_only:
         parser.error("--root is required, and --text-only belongs to benchmarks.search_bench")
     bench = replace(config_from_args(args), chunk=10_000, exact_mode_max=5_000)

@@ -568,6 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"time segments per video, one ANN vector column each (default {d.ann.segments})",
     )
     parser.add_argument(
+        "--vector-dim",
+        type=int,
+        default=d.vector_dim,
+        help=f"ANN vector width after projection (default {d.vector_dim})",
+    )
+    parser.add_argument(
         "--segment-kind",
         choices=SEGMENT_KINDS,
         default=d.ann.segment_kind,
@@ -626,6 +632,7 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
         output=args.output,
         max_words=args.max_words,
         xpool_slice=args.xpool_slice,
+        vector_dim=args.vector_dim,
         ann=replace(SearchBenchConfig(root="").ann, segments=args.segments, segment_kind=args.segment_kind),
     )
 

@@ -61,7 +61,8 @@ def peak_frame_weights(frames: Tensor, mask: Tensor, segments: int) -> Tensor:
         chosen = available[rows, pick]
         weights[rows[chosen], pick[chosen], group] = 1.0
         available[rows, pick] = False
-        distance = torch.minimum(distance, 1 - torch.einsum("nfd,nd->nf", unit, unit[rows, pick]))
+        to_pick = 1 - torch.einsum("nfd,nd->nf", unit, unit[rows, pick])
+        distance = to_pick if group == 0 else torch.minimum(distance, to_pick)
     return weights
 
 
