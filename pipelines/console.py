@@ -121,6 +121,24 @@ class _LogFile(logging.FileHandler):
 
 
 @contextmanager
+def _root_console() -> Iterator[None]:
+    """A console handler on the root logger while the command runs, when it has none: a library's module-level
+    `logging.warning(...)` would otherwise add one itself (logging.basicConfig) after the quiet filter was applied,
+    and print past it (open_clip announces random weights that way)."""
+    root = logging.getLogger()
+    if root.handlers:
+        yield
+        return
+    console = logging.StreamHandler(CURRENT_STDERR)
+    console.setFormatter(logging.Formatter(logging.BASIC_FORMAT))
+    root.addHandler(console)
+    try:
+        yield
+    finally:
+        root.removeHandler(console)
+
+
+@contextmanager
 def console_policy(verbose: bool, bars: bool, log_file: str | None = None) -> Iterator[None]:
     """The terminal policy of one command: quiet unless `verbose`, progress bars on standard error when `bars`,
     every record from INFO up (and, when quiet, native standard error) appended to `log_file` when given."""
@@ -139,6 +157,7 @@ def console_policy(verbose: bool, bars: bool, log_file: str | None = None) -> It
         if not verbose:
             stack.enter_context(native_stderr_to(log_file))
         stack.enter_context(_warnings_to_logging())
+        stack.enter_context(_root_console())
         stack.enter_context(
             configured(Terminal(quiet=not verbose, log_file=handler, bars=Console(stderr=True) if bars else None))
         )

@@ -44,6 +44,7 @@ def test_demo_generates_and_ingests_both_splits(tmp_path):
     console_script = str(Path(sys.executable).parent / command[0])  # the venv's `glscl`, as the user runs it
     done = subprocess.run([console_script, *command[1:], "--json"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == "", "a query prints its result and nothing else (open_clip's notice stays off)"
     hits = json.loads(done.stdout)["hits"]
     assert len(hits) == 9 and {hit["split"] for hit in hits} == {"train", "val_1"}
     assert any(line.startswith("glscl serve ") for line in printed.splitlines())
