@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
+from pipelines.cli_options import emit
 from pipelines.commands import Command
 
 
@@ -64,7 +64,7 @@ def run_server(args: argparse.Namespace) -> int:
                 "  stop it with `glscl server stop`",
             ]
         )
-    print(text, file=args.report_stream or sys.stdout, flush=True)
+    emit(text, args)
     return 0
 
 
