@@ -47,7 +47,7 @@ from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.plots import new_figure, save_figure
 from workers.rows import multivector_array, vector_array
-from workers.search.config import SEGMENT_KINDS, AnnConfig, SearchConfig
+from workers.search.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig, SearchConfig
 from workers.search.indexes import ensure_indexes, index_health
 from workers.search.packed_encodings import pack_encodings, packed_slots, unpack_encodings
 from workers.search.projection import Projection, save_projection
@@ -75,6 +75,7 @@ class SearchBenchConfig:
     candidates: tuple[int, ...] = (50, 100, 200)
     nprobes: tuple[int, ...] = (16, 32, 64)
     refine_factors: tuple[int, ...] = (0,)
+    efs: tuple[int, ...] = (0,)
     probe_all_below: int = SearchConfig.probe_all_below
     index_cache_gb: float = 10.0
     chunk: int = 20_000
@@ -383,14 +384,21 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
     single = [TextEncoding(text.sentence[i : i + 1], text.local[i : i + 1]) for i in range(len(exact))]
     kinds = built["kinds"]
     rows, seen = [], set()
-    grid = [(c, n, r) for r in config.refine_factors for n in config.nprobes for c in config.candidates]
-    for candidates, nprobes, refine in grid:
+    grid = [
+        (c, n, r, ef)
+        for ef in config.efs
+        for r in config.refine_factors
+        for n in config.nprobes
+        for c in config.candidates
+    ]
+    for candidates, nprobes, refine, ef in grid:
         settings = SearchConfig(
             built["checkpoint"],
             store,
             candidates=candidates,
             nprobes=nprobes,
             refine_factor=refine or None,
+            ef=ef or None,
             encode_text=False,
         )
         searcher = Searcher(
@@ -402,9 +410,10 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             )
         )
         probes = "all" if searcher.nprobes == ALL_PARTITIONS else nprobes
-        if (candidates, probes, refine) in seen:
+        ef_used = max(candidates, ef or 2 * candidates) if searcher.hnsw else None
+        if (candidates, probes, refine, ef_used) in seen:
             continue
-        seen.add((candidates, probes, refine))
+        seen.add((candidates, probes, refine, ef_used))
         searcher.search_encoded(single[0], 10)
         latencies, texts, totals, recall1, recall10, stages = [], [], [], [], [], []
         for i, encoding in enumerate(single):
@@ -425,6 +434,8 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             "candidates": candidates,
             "nprobes": probes,
             "refine_factor": refine,
+            "index_type": config.ann.index_type,
+            "ef": ef_used,
             "recall@1": statistics.mean(recall1),
             "recall@10": statistics.mean(recall10),
             "by_kind": {
@@ -556,6 +567,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="LanceDB refine factors swept; 0: no refine step (default 0)",
     )
     parser.add_argument(
+        "--efs",
+        type=int,
+        nargs="+",
+        default=list(d.efs),
+        help="HNSW candidate lists swept; 0: twice the candidates (default 0)",
+    )
+    parser.add_argument(
+        "--index-type",
+        choices=VECTOR_INDEX_TYPES[:-1],
+        default=d.ann.index_type,
+        help=f"vector index of each segment column; another type than a gallery's is rebuilt (default "
+        f"{d.ann.index_type})",
+    )
+    parser.add_argument(
         "--index-cache-gb",
         type=float,
         default=d.index_cache_gb,
@@ -628,12 +653,18 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
         candidates=tuple(args.candidates),
         nprobes=tuple(args.nprobes),
         refine_factors=tuple(args.refine_factors),
+        efs=tuple(args.efs),
         index_cache_gb=args.index_cache_gb,
         output=args.output,
         max_words=args.max_words,
         xpool_slice=args.xpool_slice,
         vector_dim=args.vector_dim,
-        ann=replace(SearchBenchConfig(root="").ann, segments=args.segments, segment_kind=args.segment_kind),
+        ann=replace(
+            SearchBenchConfig(root="").ann,
+            segments=args.segments,
+            segment_kind=args.segment_kind,
+            index_type=args.index_type,
+        ),
     )
 
 

@@ -24,6 +24,7 @@ from conftest import ingest_synthetic, reported_port
 from glscl.backbone_config import BackboneConfig
 from glscl.checkpoint import load_checkpoint, save_checkpoint
 from glscl.config import TrainConfig
+from glscl.search_vectors import text_search_vectors
 from pipelines.cli import main
 from pipelines.configs import DEMO_MAX_WORDS, IndexConfig, TrainFlowConfig
 from pipelines.index import index_flow
@@ -84,8 +85,11 @@ def test_incremental_index_covers_new_videos_with_every_index(indexed):
 
 def test_two_stage_equals_exact_when_candidates_cover_the_gallery(indexed):
     store, checkpoint, _ = indexed
-    engine = searcher(store, checkpoint, candidates=24, nprobes=2, index_cache_gb=0.25, prewarm=True)
-    assert engine.has_vector_index
+    engine = searcher(
+        store, checkpoint, candidates=24, nprobes=2, ef=24, index_cache_gb=0.25, prewarm=True, in_memory_below=0
+    )
+    assert engine.has_vector_index and engine.hnsw, "SMALL_ANN builds HNSW graphs, searched with an ef"
+    assert engine.flat is None and engine.describe()["candidate_stage"] == "vector index"
     for text in ("a red circle moves left", "a blue square appears then a green triangle"):
         two_stage = engine.search(text, k=10)
         exact = engine.search(text, k=10, exact=True)
@@ -95,6 +99,26 @@ def test_two_stage_equals_exact_when_candidates_cover_the_gallery(indexed):
         assert_stage_timings(two_stage.timings_ms)
         assert_stage_timings(exact.timings_ms, ran=("text", "fetch", "rerank", "metadata"))
         assert exact.timings_ms["ann"] == 0.0
+
+
+def test_a_small_gallery_ranks_candidates_in_memory_by_their_best_segment(indexed):
+    store, checkpoint, _ = indexed
+    engine = searcher(store, checkpoint, candidates=5)
+    assert engine.flat is not None and engine.flat.vectors.shape == (24, SMALL_ANN.segments, 64)
+    assert engine.describe()["candidate_stage"] == "in-memory scan"
+    for text in ("a red circle moves left", "a blue square appears then a green triangle", "shapes"):
+        encoding = engine.encode(text)
+        query = (
+            text_search_vectors(encoding.sentence, encoding.local, engine.model_config.local_weight) @ engine.basis
+        )[0]
+        best: dict[int, float] = {}
+        for column in engine.segment_columns:  # LanceDB's exact scan of each column, bypassing the (8-bit) index
+            rows = engine.table.search(query.numpy(), vector_column_name=column).distance_type("dot").limit(24)
+            hits = rows.bypass_vector_index().with_row_id(True).select(["_rowid", "_distance"]).to_arrow()
+            for row_id, distance in zip(hits["_rowid"].to_pylist(), hits["_distance"].to_pylist(), strict=True):
+                best[row_id] = min(distance, best.get(row_id, distance))
+        assert engine._candidates(encoding, 5, None).tolist() == sorted(best, key=best.get)[:5]
+        assert engine.search(text, k=3).hits[0].video_id == engine.search(text, k=3, exact=True).hits[0].video_id
 
 
 def assert_stage_timings(timings: dict[str, float], ran: tuple[str, ...] = STAGES) -> None:

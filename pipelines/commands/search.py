@@ -46,6 +46,12 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         "--refine-factor", type=int, default=search.refine_factor, help="LanceDB refine factor (default off)"
     )
     parser.add_argument(
+        "--ef",
+        type=int,
+        default=search.ef,
+        help="HNSW indexes: candidate list kept while searching the graph (default twice --candidates)",
+    )
+    parser.add_argument(
         "--index-cache-gb",
         type=float,
         default=search.index_cache_gb,
@@ -63,6 +69,7 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
         candidates=args.candidates,
         nprobes=args.nprobes,
         refine_factor=args.refine_factor,
+        ef=args.ef,
         index_cache_gb=args.index_cache_gb,
         prewarm=getattr(args, "prewarm", False),
     )

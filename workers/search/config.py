@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from glscl.backbone_config import BackboneConfig
 from schemas.store import StoreConfig
 
-VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_HNSW_SQ", "none")
+VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_HNSW_FLAT", "IVF_HNSW_SQ", "none")
+HNSW_INDEX_TYPES = ("IVF_HNSW_FLAT", "IVF_HNSW_SQ")
 SEGMENT_KINDS = ("time", "peaks")
 
 
@@ -16,15 +17,19 @@ SEGMENT_KINDS = ("time", "peaks")
 class AnnConfig:
     """How the approximate stage is built: vector width after projection, index type and its sizes.
 
-    IVF_FLAT is the default: it builds fastest and scores the probed partitions exactly. IVF_PQ trades that for
-    32x less index memory (one byte per 8 dims) on galleries whose vectors do not fit in RAM; IVF_SQ measured
-    slower and missed some exact neighbours. Below `min_rows` videos no vector index is built and queries scan
-    every vector. Each video gets `segments` vectors (contiguous parts of its frames, see glscl.search_vectors),
-    one plain vector column per segment with its own index, searched concurrently for row ids only (faster than
-    one multivector column); a video ranks by its best segment. `segment_kind` "time" averages contiguous time
-    segments, "peaks" takes single frames of distinct content (glscl.search_vectors.peak_frame_weights); a table's
-    rows should share one kind. `num_partitions` defaults to about sqrt(rows) per
-    column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions. Measurements: benchmarks/RESULTS.md.
+    IVF_FLAT is the default: it builds fastest and scores the probed partitions exactly. IVF_PQ trades that for 32x
+    less index memory (one byte per 8 dims) on galleries whose vectors do not fit in RAM; IVF_SQ measured slower and
+    missed some exact neighbours. The HNSW types (a graph per IVF partition, exact float distances with
+    IVF_HNSW_FLAT, 8-bit with IVF_HNSW_SQ) find near neighbours without scanning whole partitions, which matters
+    where the vectors do not cluster by topic (hard galleries); they default to one partition per
+    `hnsw_partition_rows` rows and are searched with `SearchConfig.ef`. Below `min_rows` videos no vector index is
+    built and queries scan every vector. Each video gets `segments` vectors (contiguous parts of its frames, see
+    glscl.search_vectors), one plain vector column per segment with its own index, searched concurrently for row ids
+    only (faster than one multivector column); a video ranks by its best segment. `segment_kind` "time" averages
+    contiguous time segments, "peaks" takes single frames of distinct content
+    (glscl.search_vectors.peak_frame_weights); a table's rows should share one kind. `num_partitions` defaults to
+    about sqrt(rows) per column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions. Measurements:
+    benchmarks/RESULTS.md.
     """
 
     vector_dim: int = 512
@@ -37,6 +42,7 @@ class AnnConfig:
     projection_sample: int = 20_000
     segments: int = 4
     segment_kind: str = "time"
+    hnsw_partition_rows: int = 1_000_000
 
     def __post_init__(self) -> None:
         if self.index_type not in VECTOR_INDEX_TYPES:
@@ -56,13 +62,19 @@ class SearchConfig:
     settings.
 
     Galleries of at most `probe_all_below` videos probe every IVF partition: on few videos a partition holds
-    loosely related ones, so partial probing loses neighbours, while probing all stays cheap. A searcher follows
+    loosely related ones, so partial probing loses neighbours, while probing all stays cheap. Galleries of at most
+    `in_memory_below` videos keep every segment vector in memory (workers.search.flat, 4 x 512 float32 per video:
+    160 MB at 20,000) and score all of them for an unfiltered query, which is exact on the segment proxy and
+    cheaper than one LanceDB search per segment column; filtered queries still go through LanceDB. A searcher follows
     its table to the newest version at most every `refresh_s` seconds, so a running server sees videos indexed
     after it started.
 
     A query reads the IVF partitions it probes from LanceDB's index cache, or else from disk. `index_cache_gb`
     sizes that cache (None: LanceDB's default), which should hold every segment index, and `prewarm` loads them
     all when the searcher starts, as a server should; a one-off query skips it.
+
+    `ef` is the candidate list an HNSW index keeps while it walks its graph (None: twice the candidates asked
+    for; never fewer than them): larger finds more of the true nearest vectors, slower. IVF indexes ignore it.
 
     `torch_threads` sets torch's intra-op threads for the process when the searcher is built (None: leave them).
     One by default: a query's torch work is small, and idle torch worker threads keep spinning on the cores
@@ -76,8 +88,10 @@ class SearchConfig:
     candidates: int = 200
     nprobes: int = 32
     refine_factor: int | None = None
+    ef: int | None = None
     exact_batch: int = 4096
     probe_all_below: int = 20_000
+    in_memory_below: int = 20_000
     refresh_s: float = 5.0
     index_cache_gb: float | None = None
     prewarm: bool = False

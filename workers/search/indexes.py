@@ -8,13 +8,13 @@ import math
 from dataclasses import dataclass, replace
 
 import lancedb
-from lancedb.index import FTS, Bitmap, BTree, IvfFlat, IvfHnswSq, IvfPq
+from lancedb.index import FTS, Bitmap, BTree, IvfFlat, IvfHnswFlat, IvfHnswSq, IvfPq
 
 from schemas.tables import stored_segment_columns
-from workers.search.config import AnnConfig
+from workers.search.config import HNSW_INDEX_TYPES, AnnConfig
 
 # LanceDB's names in list_indices() for the types above.
-_STORED_TYPE = {"IVF_FLAT": "IvfFlat", "IVF_PQ": "IvfPq", "IVF_HNSW_SQ": "IvfHnswSq"}
+_STORED_TYPE = {"IVF_FLAT": "IvfFlat", "IVF_PQ": "IvfPq", "IVF_HNSW_FLAT": "IvfHnswFlat", "IVF_HNSW_SQ": "IvfHnswSq"}
 SCALAR_INDEXES = {"video_id": "btree", "dataset": "bitmap", "split": "bitmap", "duration_s": "btree"}
 _BITMAP = "bitmap"
 
@@ -32,15 +32,24 @@ class IndexHealth:
 DISTANCE = "dot"
 
 
+def _default_partitions(config: AnnConfig, rows: int) -> int:
+    """About sqrt(rows) IVF partitions, scanned whole when probed; one HNSW graph per `hnsw_partition_rows`."""
+    if config.index_type in HNSW_INDEX_TYPES:
+        return max(1, round(rows / config.hnsw_partition_rows))
+    return max(1, round(math.sqrt(rows)))
+
+
 def _vector_index(config: AnnConfig, rows: int, dim: int):
     ivf = {
         "distance_type": DISTANCE,
-        "num_partitions": config.num_partitions or max(1, round(math.sqrt(rows))),
+        "num_partitions": config.num_partitions or _default_partitions(config, rows),
         "sample_rate": config.sample_rate,
         "max_iterations": config.max_iterations,
     }
     if config.index_type == "IVF_FLAT":
         return IvfFlat(**ivf)
+    if config.index_type == "IVF_HNSW_FLAT":
+        return IvfHnswFlat(**ivf)
     if config.index_type == "IVF_HNSW_SQ":
         return IvfHnswSq(**ivf)
     sub_vectors = config.num_sub_vectors or max(1, dim // 8)
@@ -111,6 +120,13 @@ def indexed_columns(table: lancedb.table.Table) -> dict[str, list[str]]:
 def vector_index_name(column: str) -> str:
     """LanceDB's name for the index it builds on `column`."""
     return f"{column}_idx"
+
+
+def has_hnsw_index(table: lancedb.table.Table) -> bool:
+    """Whether the segment columns' vector indexes are HNSW graphs (searched with an `ef`)."""
+    indexed = _index_types(table)
+    hnsw = {_STORED_TYPE[kind] for kind in HNSW_INDEX_TYPES}
+    return any(indexed.get(column) in hnsw for column in stored_segment_columns(table.schema))
 
 
 def has_vector_index(table: lancedb.table.Table) -> bool:

@@ -42,7 +42,8 @@ from schemas.tables import (
 from workers.features import dense
 from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
-from workers.search.indexes import DISTANCE, has_vector_index, vector_index_name
+from workers.search.flat import FlatSegments
+from workers.search.indexes import DISTANCE, has_hnsw_index, has_vector_index, vector_index_name
 from workers.search.packed_encodings import packed_slots, unpack_encodings
 from workers.search.projection import load_projection
 
@@ -217,12 +218,15 @@ class Searcher:
                 self.table.prewarm_index(vector_index_name(column))
 
     def _read_index_state(self) -> None:
-        """Whether the table has a vector index yet, how many videos it holds and how many partitions a query
-        probes."""
+        """Whether the table has a vector index yet, how many videos it holds, how many partitions a query
+        probes, and a small gallery's segment vectors in memory."""
         self.has_vector_index = has_vector_index(self.table)
+        self.hnsw = self.has_vector_index and has_hnsw_index(self.table)
         self.videos = self.table.count_rows()
         small = self.videos <= self.config.probe_all_below
         self.nprobes = ALL_PARTITIONS if small else self.config.nprobes
+        in_memory = self.videos <= self.config.in_memory_below
+        self.flat = FlatSegments.load(self.table, self.segment_columns) if in_memory else None
 
     def _follow_latest(self) -> None:
         """Move to the table's newest version (at most every `refresh_s` seconds) and re-read its index state; a
@@ -240,8 +244,10 @@ class Searcher:
             self._refreshing.release()
 
     def describe(self) -> dict[str, str | int]:
-        """What is served: the video index table and how many videos it holds."""
-        return {"index": self.table.name, "videos": self.table.count_rows()}
+        """What is served: the video index table, how many videos it holds and how unfiltered queries find their
+        candidates."""
+        stage = "in-memory scan" if self.flat is not None else "vector index" if self.has_vector_index else "scan"
+        return {"index": self.table.name, "videos": self.table.count_rows(), "candidate_stage": stage}
 
     def video_file(self, video_id: str) -> VideoFile | None:
         """The source file and duration of an indexed video, or None for a video not in the index."""
@@ -336,6 +342,8 @@ class Searcher:
         query = self.table.search(vector, vector_column_name=column).distance_type(DISTANCE).limit(limit)
         if self.has_vector_index:
             query = query.nprobes(self.nprobes)
+            if self.hnsw:
+                query = query.ef(max(limit, self.config.ef or 2 * limit))
             if self.config.refine_factor:
                 query = query.refine_factor(self.config.refine_factor)
         if where:
@@ -346,6 +354,9 @@ class Searcher:
         """Row ids of the `limit` videos whose best segment is nearest the query, best first."""
         vector = text_search_vectors(encoding.sentence, encoding.local, self.model_config.local_weight) @ self.basis
         query = vector[0].numpy()
+        flat = self.flat
+        if flat is not None and where is None:
+            return flat.nearest(query, limit)
         parts = list(
             self.pool.map(lambda column: self._segment_hits(query, column, limit, where), self.segment_columns)
         )
