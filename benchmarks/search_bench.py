@@ -77,6 +77,7 @@ class SearchBenchConfig:
     refine_factors: tuple[int, ...] = (0,)
     efs: tuple[int, ...] = (0,)
     probe_all_below: int = SearchConfig.probe_all_below
+    in_memory_below: int = SearchConfig.in_memory_below
     index_cache_gb: float = 10.0
     chunk: int = 20_000
     xpool_slice: int = 10_000
@@ -405,6 +406,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             replace(
                 settings,
                 probe_all_below=config.probe_all_below,
+                in_memory_below=config.in_memory_below,
                 index_cache_gb=config.index_cache_gb,
                 prewarm=True,
             )
@@ -435,6 +437,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             "nprobes": probes,
             "refine_factor": refine,
             "index_type": config.ann.index_type,
+            "candidate_stage": searcher.describe()["candidate_stage"],
             "ef": ef_used,
             "recall@1": statistics.mean(recall1),
             "recall@10": statistics.mean(recall10),
@@ -574,6 +577,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="HNSW candidate lists swept; 0: twice the candidates (default 0)",
     )
     parser.add_argument(
+        "--in-memory-below",
+        type=int,
+        default=d.in_memory_below,
+        help=f"galleries of at most this many videos find candidates in memory; 0: always through the vector index "
+        f"(default {d.in_memory_below})",
+    )
+    parser.add_argument(
         "--index-type",
         choices=VECTOR_INDEX_TYPES[:-1],
         default=d.ann.index_type,
@@ -654,6 +664,7 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
         nprobes=tuple(args.nprobes),
         refine_factors=tuple(args.refine_factors),
         efs=tuple(args.efs),
+        in_memory_below=args.in_memory_below,
         index_cache_gb=args.index_cache_gb,
         output=args.output,
         max_words=args.max_words,

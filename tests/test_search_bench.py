@@ -27,6 +27,7 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
         nprobes=(1, 8),
         refine_factors=(0,),
         probe_all_below=0,
+        in_memory_below=0,
         chunk=250,
         xpool_slice=100,
         output=str(tmp_path / "report.json"),
@@ -45,6 +46,7 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
     assert sweep[100, 8]["recall@10"] >= 0.95
     assert sweep[600, 1]["recall@10"] < 1.0
     assert all(0.0 <= r["recall@10"] <= 1.0 and r["p95_ms"] >= r["p50_ms"] > 0 for r in size["sweep"])
+    assert {r["candidate_stage"] for r in size["sweep"]} == {"vector index"}
     assert size["exact_mode_ms_per_query"] > 0 and size["xpool_exhaustive_ms_per_query"] > 0
     assert all(r["total_p50_ms"] > 0 and r["text_p95_ms"] >= r["text_p50_ms"] > 0 for r in size["sweep"])
     text = report["text_side_ms"]
@@ -61,11 +63,12 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
         candidates=(600,),
         nprobes=(8,),
         output=str(tmp_path / "peaks.json"),
+        in_memory_below=600,
         ann=dataclasses.replace(config.ann, segments=3, segment_kind="peaks"),
     )
     again = run_search_bench(peaks, StoredSource(config.root, "friendly"))
     [row] = again["sizes"][0]["sweep"]
-    assert again["gallery"] == "friendly" and row["recall@10"] == 1.0
+    assert again["gallery"] == "friendly" and row["recall@10"] == 1.0 and row["candidate_stage"] == "in-memory scan"
     with (
         np.load(tmp_path / "galleries/n600/reference.npz") as first,
         np.load(tmp_path / "peaks/n600/reference.npz") as second,
