@@ -412,7 +412,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             )
         )
         probes = "all" if searcher.nprobes == ALL_PARTITIONS else nprobes
-        ef_used = max(candidates, ef or 2 * candidates) if searcher.hnsw else None
+        ef_used = max(candidates, ef or 2 * candidates) if searcher.hnsw and searcher.flat is None else None
         if (candidates, probes, refine, ef_used) in seen:
             continue
         seen.add((candidates, probes, refine, ef_used))

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from glscl.backbone_config import BackboneConfig, open_clip_registry
+from glscl.text_tower import OneDnnTextTower
 
 
 class Backbone:
@@ -49,6 +50,7 @@ class Backbone:
                 f"open_clip model {config.model_name!r} has a custom text tower; glscl needs the CLIP text "
                 "transformer for per-token features"
             )
+        self.fast_tower = OneDnnTextTower(model) if OneDnnTextTower.supports(model) else None
 
     def pixels(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 frames [N, S, S, 3] (already resized and centre-cropped) to normalised model input [N, 3, S, S]."""
@@ -89,12 +91,20 @@ class Backbone:
 
     def tower(self, tokens: torch.Tensor) -> torch.Tensor:
         """Projected per-token features [N, L, D] of token ids [N, L]: CLIP's text transformer over L positions,
-        with the first L positional embeddings and the causal mask cut to L x L (open_clip's modules, unpatched)."""
+        with the first L positional embeddings and the causal mask cut to L x L (open_clip's modules, unpatched).
+        Without gradients on CPU the blocks' products run in oneDNN (glscl.text_tower), same fp32 features."""
         model = self.model
         length = tokens.shape[1]
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
-        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+        mask = model.attn_mask[:length, :length]
+        fast = self.fast_tower
+        if fast is not None and not torch.is_grad_enabled():
+            if not fast.current():
+                fast = self.fast_tower = OneDnnTextTower(model)
+            x = fast(x, mask)
+        else:
+            x = model.transformer(x, attn_mask=mask)
         x = model.ln_final(x)
         projection = model.text_projection
         return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection

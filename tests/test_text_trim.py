@@ -40,7 +40,7 @@ def test_clip_text_tower_trimmed_to_the_real_length_gives_the_full_length_featur
     backbone, _ = towers
     tokens = backbone.tokenize(TEXTS, MAX_WORDS)
     eot = tokens.argmax(dim=-1)
-    seen = lengths_seen(backbone.model.transformer)
+    seen = lengths_seen(backbone.model.ln_final)
     sentence, features, mask = backbone.text_features(tokens)
     full_sentence, full_features, full_mask = backbone.text_features(tokens, trim=False)
     assert seen == [int(eot.max()) + 1, MAX_WORDS] and seen[0] < MAX_WORDS
@@ -54,6 +54,29 @@ def test_clip_text_tower_trimmed_to_the_real_length_gives_the_full_length_featur
     for row, text in enumerate(TEXTS):
         alone = backbone.text_features(backbone.tokenize([text], MAX_WORDS))[1][0]
         torch.testing.assert_close(features[row], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_text_tower_in_onednn_gives_open_clips_features_and_follows_weight_changes(towers):
+    backbone, _ = towers
+    assert backbone.fast_tower is not None, "open_clip's plain CPU text blocks take the oneDNN path"
+    tokens = backbone.tokenize(TEXTS, MAX_WORDS)
+    seen = lengths_seen(backbone.model.transformer)
+    with torch.no_grad():
+        fast = backbone.text_features(tokens)
+    assert seen == [], "without gradients open_clip's transformer forward is not run"
+    with torch.enable_grad():
+        reference = backbone.text_features(tokens)
+    assert len(seen) == 1
+    for ours, theirs in zip(fast, reference, strict=True):
+        torch.testing.assert_close(ours, theirs.detach(), rtol=1e-4, atol=1e-5)
+    fc = backbone.model.transformer.resblocks[0].mlp.c_fc
+    with torch.no_grad():
+        fc.weight.mul_(1.5)  # as a fine-tune's optimizer step does, in place
+        changed = backbone.text_features(tokens)
+        assert not torch.allclose(changed[0], fast[0], atol=1e-3)
+        with torch.enable_grad():
+            torch.testing.assert_close(changed[0], backbone.text_features(tokens)[0].detach(), rtol=1e-4, atol=1e-5)
+        fc.weight.div_(1.5)
 
 
 @torch.inference_mode()
