@@ -98,11 +98,8 @@ class Backbone:
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
         mask = model.attn_mask[:length, :length]
-        fast = self.fast_tower
-        if fast is not None and not torch.is_grad_enabled():
-            if not fast.current():
-                fast = self.fast_tower = OneDnnTextTower(model)
-            x = fast(x, mask)
+        if self.fast_tower is not None and not torch.is_grad_enabled():
+            x = self.fast_tower(x, mask)
         else:
             x = model.transformer(x, attn_mask=mask)
         x = model.ln_final(x)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glscl.config import DEFAULT_BLOCK, GLSCLConfig
+from glscl.local_decoder import OneDnnDecoder
 from glscl.similarity import global_pair_scores, global_scores, local_pair_scores, local_scores
 
 
@@ -173,10 +174,14 @@ class SharedLocalInteraction(nn.Module):
         self.decoder = nn.TransformerDecoder(layer, config.decoder_layers)
 
     def forward(self, memory: Tensor, valid: Tensor) -> Tensor:
-        """memory [B, M, D], valid [B, M] bool -> normalised concept vectors [B, K, D]."""
+        """memory [B, M, D], valid [B, M] bool -> normalised concept vectors [B, K, D]. In eval mode without
+        gradients on CPU the decoder's products run in oneDNN (glscl.local_decoder), same fp32 result."""
         queries = self.queries.unsqueeze(0).expand(memory.shape[0], -1, -1)
         padding = _key_padding(valid) if self.padding_mask else None
-        out = self.decoder(queries, memory, memory_key_padding_mask=padding)
+        if not self.training and not torch.is_grad_enabled() and OneDnnDecoder.supports(self.decoder):
+            out = OneDnnDecoder.of(self.decoder)(queries, memory, padding)
+        else:
+            out = self.decoder(queries, memory, memory_key_padding_mask=padding)
         return F.normalize(out, dim=-1)
 
 

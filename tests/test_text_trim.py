@@ -9,6 +9,7 @@ import torch
 from glscl.backbone import Backbone
 from glscl.backbone_config import TINY_MODEL, BackboneConfig
 from glscl.config import HEAD_PRESETS, GLSCLConfig
+from glscl.local_decoder import OneDnnDecoder
 from glscl.model import GLSCL
 
 TEXTS = [
@@ -77,6 +78,22 @@ def test_text_tower_in_onednn_gives_open_clips_features_and_follows_weight_chang
         with torch.enable_grad():
             torch.testing.assert_close(changed[0], backbone.text_features(tokens)[0].detach(), rtol=1e-4, atol=1e-5)
         fc.weight.div_(1.5)
+
+
+def test_glscl_text_side_in_onednn_gives_the_decoders_result(towers):
+    backbone, model = towers
+    decoder = model.local_interaction.decoder
+    assert OneDnnDecoder.supports(decoder)
+    with torch.no_grad():
+        sentence, features, mask = backbone.text_features(backbone.tokenize(TEXTS, MAX_WORDS))
+    mask[2] = False  # a text with no valid token attends to every position
+    calls = lengths_seen(decoder)
+    with torch.no_grad():
+        fast = model.encode_text(sentence, features, mask).local
+    assert calls == [], "without gradients nn.TransformerDecoder's forward is not run"
+    with torch.enable_grad():
+        reference = model.encode_text(sentence, features, mask).local.detach()
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-5)
 
 
 @torch.inference_mode()
