@@ -22,6 +22,7 @@ Usage: python -m benchmarks.search_bench --root DIR [--sizes 5000 100000 1000000
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -35,6 +36,7 @@ import pyarrow as pa
 import torch
 
 from benchmarks.scoring import cpu_name
+from glscl import onednn
 from glscl.backbone import Backbone
 from glscl.backbone_config import BackboneConfig
 from glscl.baselines import XPoolHead
@@ -360,19 +362,22 @@ class TextSide:
 def text_side_ms(text_side: TextSide, repeats: int = 30) -> dict:
     """p50/p95 milliseconds of the text tower, the GLSCL text side and both, for `QUERY` one at a time, over the
     real length (trimmed) and over all `max_words` positions (full), with 1 torch thread (the searcher's default)
-    and with 2; the process's thread count is restored afterwards."""
+    and with 2, with the products in oneDNN (as the searcher runs them) and, under `_pytorch_linear` keys, in
+    PyTorch's own modules (`glscl.onednn.disabled`); the process's thread count is restored afterwards."""
     threads_before = torch.get_num_threads()
     tokens = int(text_side.backbone.tokenize([QUERY], text_side.max_words).argmax()) + 1
     report: dict = {"query": QUERY, "words": len(QUERY.split()), "tokens": tokens, "max_words": text_side.max_words}
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        for trim in (False, True):
-            runs = [text_side(QUERY, trim) for _ in range(repeats + 3)][3:]
-            report[f"{'trimmed' if trim else 'full'}_{threads}_threads"] = {
-                "tower": _p50_p95([tower for tower, _ in runs]),
-                "glscl_text_side": _p50_p95([side for _, side in runs]),
-                "text": _p50_p95([tower + side for tower, side in runs]),
-            }
+    for engine, suffix in ((contextlib.nullcontext, ""), (onednn.disabled, "_pytorch_linear")):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for trim in (False, True):
+                with engine():
+                    runs = [text_side(QUERY, trim) for _ in range(repeats + 3)][3:]
+                report[f"{'trimmed' if trim else 'full'}_{threads}_threads{suffix}"] = {
+                    "tower": _p50_p95([tower for tower, _ in runs]),
+                    "glscl_text_side": _p50_p95([side for _, side in runs]),
+                    "text": _p50_p95([tower + side for tower, side in runs]),
+                }
     torch.set_num_threads(threads_before)
     return report
 

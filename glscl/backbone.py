@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glscl import onednn
 from glscl.backbone_config import BackboneConfig, open_clip_registry
 from glscl.text_tower import OneDnnTextTower
 
@@ -98,7 +99,7 @@ class Backbone:
         cast = model.transformer.get_cast_dtype()
         x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:length].to(cast)
         mask = model.attn_mask[:length, :length]
-        if self.fast_tower is not None and not torch.is_grad_enabled():
+        if self.fast_tower is not None and not torch.is_grad_enabled() and onednn.available(model.positional_embedding):
             x = self.fast_tower(x, mask)
         else:
             x = model.transformer(x, attn_mask=mask)

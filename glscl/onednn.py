@@ -8,15 +8,35 @@ serve stale weights."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
 WeightBias = tuple[Tensor, Tensor]
+_switch = {"on": True}
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Run PyTorch's own modules instead within the block (process-wide), e.g. to time one against the other."""
+    before = _switch["on"]
+    _switch["on"] = False
+    try:
+        yield
+    finally:
+        _switch["on"] = before
 
 
 def available(weight: Tensor) -> bool:
-    """Whether products with `weight` can go through oneDNN: fp32 on a CPU with oneDNN built in."""
-    return torch.backends.mkldnn.is_available() and weight.dtype == torch.float32 and weight.device.type == "cpu"
+    """Whether products with `weight` go through oneDNN: fp32 on a CPU with oneDNN built in, not `disabled()`."""
+    return (
+        _switch["on"]
+        and torch.backends.mkldnn.is_available()
+        and weight.dtype == torch.float32
+        and weight.device.type == "cpu"
+    )
 
 
 def linear(x: Tensor, weight_bias: WeightBias) -> Tensor:

@@ -51,7 +51,7 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
     assert all(r["total_p50_ms"] > 0 and r["text_p95_ms"] >= r["text_p50_ms"] > 0 for r in size["sweep"])
     text = report["text_side_ms"]
     assert text["words"] == 12 and text["tokens"] < text["max_words"] == 32
-    for mode in ("full_1_threads", "trimmed_1_threads", "full_2_threads", "trimmed_2_threads"):
+    for mode in ("full_1_threads", "trimmed_1_threads", "trimmed_2_threads", "trimmed_1_threads_pytorch_linear"):
         assert text[mode]["text"]["p95"] >= text[mode]["text"]["p50"] > 0
     again = run_search_bench(config)
     assert again["sizes"][0]["write_s"] == size["write_s"]

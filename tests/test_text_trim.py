@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from glscl import onednn
 from glscl.backbone import Backbone
 from glscl.backbone_config import TINY_MODEL, BackboneConfig
 from glscl.config import HEAD_PRESETS, GLSCLConfig
@@ -68,6 +69,9 @@ def test_text_tower_in_onednn_gives_open_clips_features_and_follows_weight_chang
     with torch.enable_grad():
         reference = backbone.text_features(tokens)
     assert len(seen) == 1
+    with torch.no_grad(), onednn.disabled():
+        backbone.text_features(tokens)
+    assert len(seen) == 2, "onednn.disabled() runs open_clip's own forward"
     for ours, theirs in zip(fast, reference, strict=True):
         torch.testing.assert_close(ours, theirs.detach(), rtol=1e-4, atol=1e-5)
     fc = backbone.model.transformer.resblocks[0].mlp.c_fc
