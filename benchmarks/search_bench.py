@@ -43,17 +43,18 @@ from glscl.baselines import XPoolHead
 from glscl.checkpoint import checkpoint_hash, load_checkpoint, save_checkpoint
 from glscl.config import HEAD_PRESETS, GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
-from glscl.search_vectors import fill_absent_segments, video_segment_vectors
+from glscl.search_vectors import fill_absent_segments
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.plots import new_figure, save_figure
 from workers.rows import multivector_array, vector_array
+from workers.search.ann_vectors import segment_vectors
 from workers.search.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig, SearchConfig
 from workers.search.indexes import ensure_indexes, index_health
 from workers.search.packed_encodings import pack_encodings, packed_slots, unpack_encodings
 from workers.search.projection import Projection, save_projection
-from workers.search.searcher import ALL_PARTITIONS, Searcher
+from workers.search.searcher import ALL_PARTITIONS, Searcher, torch_threads
 from workers.video_index import SEARCH_VECTOR, project_rows
 
 MODEL_ID = "synthetic-encodings"
@@ -80,6 +81,7 @@ class SearchBenchConfig:
     efs: tuple[int, ...] = (0,)
     probe_all_below: int = SearchConfig.probe_all_below
     in_memory_below: int = SearchConfig.in_memory_below
+    text_threads: int | None = None
     index_cache_gb: float = 10.0
     chunk: int = 20_000
     xpool_slice: int = 10_000
@@ -304,14 +306,7 @@ def build(config: SearchBenchConfig, size: int, folder: Path, source: GallerySou
             ids = torch.cat([best_ids, torch.arange(low, high).expand(queries, -1)], 1)
             best_scores, order = merged.topk(10, dim=1)
             best_ids = ids.gather(1, order)
-            vectors, present = video_segment_vectors(
-                video.frames,
-                video.mask,
-                video.local,
-                config.ann.segments,
-                model_config.local_weight,
-                config.ann.segment_kind,
-            )
+            vectors, present = segment_vectors(video, model_config.local_weight, config.ann)
             if projection is None:
                 projection = Projection.fit(vectors[present], width, config.ann)
                 save_projection(catalog, spec.name, projection)
@@ -425,7 +420,8 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
         latencies, texts, totals, recall1, recall10, stages = [], [], [], [], [], []
         for i, encoding in enumerate(single):
             start = time.perf_counter()
-            text_side(QUERY)
+            with torch_threads(config.text_threads):
+                text_side(QUERY)
             middle = time.perf_counter()
             result = searcher.search_encoded(encoding, 10)
             end = time.perf_counter()
@@ -582,6 +578,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="HNSW candidate lists swept; 0: twice the candidates (default 0)",
     )
     parser.add_argument(
+        "--text-threads",
+        type=int,
+        default=d.text_threads,
+        help="torch threads for each query's text side in the sweep (default: the searcher's, 1)",
+    )
+    parser.add_argument(
         "--in-memory-below",
         type=int,
         default=d.in_memory_below,
@@ -618,6 +620,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SEGMENT_KINDS,
         default=d.ann.segment_kind,
         help=f"time: segment means; peaks: single frames of distinct content (default {d.ann.segment_kind})",
+    )
+    parser.add_argument(
+        "--concept-weight",
+        type=float,
+        default=d.ann.concept_weight,
+        help=f"concept block weight in the ANN vectors, against the score's (default {d.ann.concept_weight})",
     )
     parser.add_argument(
         "--xpool-slice",
@@ -670,6 +678,7 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
         refine_factors=tuple(args.refine_factors),
         efs=tuple(args.efs),
         in_memory_below=args.in_memory_below,
+        text_threads=args.text_threads,
         index_cache_gb=args.index_cache_gb,
         output=args.output,
         max_words=args.max_words,
@@ -679,6 +688,7 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
             SearchBenchConfig(root="").ann,
             segments=args.segments,
             segment_kind=args.segment_kind,
+            concept_weight=args.concept_weight,
             index_type=args.index_type,
         ),
     )

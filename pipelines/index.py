@@ -90,8 +90,7 @@ def index_flow(config: IndexConfig) -> IndexSummary:
                 ids,
                 run.run_id,
                 config.shard_videos,
-                config.ann.segments,
-                config.ann.segment_kind,
+                config.ann,
             )
             added, projection = write_index(
                 catalog, index, index_job(shards), len(ids), projection, config.ann, _log_progress

@@ -24,7 +24,6 @@ from conftest import ingest_synthetic, reported_port
 from glscl.backbone_config import BackboneConfig
 from glscl.checkpoint import load_checkpoint, save_checkpoint
 from glscl.config import TrainConfig
-from glscl.search_vectors import text_search_vectors
 from pipelines.cli import main
 from pipelines.configs import DEMO_MAX_WORDS, IndexConfig, TrainFlowConfig
 from pipelines.index import index_flow
@@ -32,6 +31,7 @@ from pipelines.serve import create_app
 from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
 from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS
+from workers.search.ann_vectors import query_vectors
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.projection import load_projection
@@ -108,9 +108,7 @@ def test_a_small_gallery_ranks_candidates_in_memory_by_their_best_segment(indexe
     assert engine.describe()["candidate_stage"] == "in-memory scan"
     for text in ("a red circle moves left", "a blue square appears then a green triangle", "shapes"):
         encoding = engine.encode(text)
-        query = (
-            text_search_vectors(encoding.sentence, encoding.local, engine.model_config.local_weight) @ engine.basis
-        )[0]
+        query = (query_vectors(encoding, engine.model_config.local_weight, engine.ann) @ engine.basis)[0]
         best: dict[int, float] = {}
         for column in engine.segment_columns:  # LanceDB's exact scan of each column, bypassing the (8-bit) index
             rows = engine.table.search(query.numpy(), vector_column_name=column).distance_type("dot").limit(24)
@@ -119,6 +117,15 @@ def test_a_small_gallery_ranks_candidates_in_memory_by_their_best_segment(indexe
                 best[row_id] = min(distance, best.get(row_id, distance))
         assert engine._candidates(encoding, 5, None).tolist() == sorted(best, key=best.get)[:5]
         assert engine.search(text, k=3).hits[0].video_id == engine.search(text, k=3, exact=True).hits[0].video_id
+
+
+def test_the_query_text_is_encoded_with_its_own_thread_count(indexed):
+    store, checkpoint, _ = indexed
+    engine = searcher(store, checkpoint, torch_threads=1, text_threads=2)
+    seen: list[int] = []
+    engine.backbone.model.ln_final.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    engine.search("a red circle moves left", k=3)
+    assert seen == [2] and torch.get_num_threads() == 1
 
 
 def assert_stage_timings(timings: dict[str, float], ran: tuple[str, ...] = STAGES) -> None:

@@ -16,7 +16,7 @@ import torch
 from lancedb.table import Table
 
 from glscl.checkpoint import load_checkpoint, recorded_extras
-from glscl.search_vectors import fill_absent_segments, video_segment_vectors
+from glscl.search_vectors import fill_absent_segments
 from schemas.catalog import Catalog, sql_in, sql_string
 from schemas.store import StoreConfig
 from schemas.tables import (
@@ -34,6 +34,7 @@ from schemas.tables import (
 from workers.features import FeatureQuery, dense, read_videos
 from workers.glscl_encode import encode_videos
 from workers.rows import multivector_array, now_utc, vector_array
+from workers.search.ann_vectors import segment_vectors
 from workers.search.config import AnnConfig
 from workers.search.indexes import IndexUpdate, ensure_indexes
 from workers.search.packed_encodings import pack_encodings
@@ -112,8 +113,7 @@ class IndexShard:
     sampling_hash: str
     video_ids: tuple[str, ...]
     run_id: str
-    segments: int
-    segment_kind: str = "time"
+    ann: AnnConfig
 
 
 def index_shards(
@@ -123,8 +123,7 @@ def index_shards(
     ids: list[str],
     run_id: str,
     shard_videos: int,
-    segments: int,
-    segment_kind: str = "time",
+    ann: AnnConfig,
 ) -> list[IndexShard]:
     """The videos `ids` in shards of at most `shard_videos`, each one unit of index work."""
     return [
@@ -135,8 +134,7 @@ def index_shards(
             index.sampling_hash,
             tuple(ids[i : i + shard_videos]),
             run_id,
-            segments,
-            segment_kind,
+            ann,
         )
         for i in range(0, len(ids), shard_videos)
     ]
@@ -165,9 +163,7 @@ def index_rows(shard: IndexShard) -> pa.Table:
     query = FeatureQuery(split="", model_id=shard.model_id, max_words=0, sampling_hash=shard.sampling_hash)
     videos = read_videos(catalog, query, shard.sampling_hash, ids)
     encoded = encode_videos(model, videos.feats, videos.mask, torch.device("cpu"))
-    vectors, present = video_segment_vectors(
-        encoded.frames, encoded.mask, encoded.local, shard.segments, config.local_weight, shard.segment_kind
-    )
+    vectors, present = segment_vectors(encoded, config.local_weight, shard.ann)
     meta = catalog.scan(VIDEOS, list(INDEX_FILTER_COLUMNS), sql_in("video_id", ids))
     order = {vid: i for i, vid in enumerate(meta["video_id"].to_pylist())}
     meta = meta.take(pa.array([order[vid] for vid in ids], pa.int64()))

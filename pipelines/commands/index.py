@@ -49,6 +49,13 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
         help=f"time: segment means; peaks: single frames of distinct content (default {ann.segment_kind})",
     )
     parser.add_argument(
+        "--concept-weight",
+        type=float,
+        default=ann.concept_weight,
+        help="weight of the concept block in the ANN vectors against its weight in the score: 1 as scored, 0 "
+        f"frames only (default {ann.concept_weight})",
+    )
+    parser.add_argument(
         "--index-type",
         choices=VECTOR_INDEX_TYPES,
         default=ann.index_type,
@@ -78,6 +85,7 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
             vector_dim=args.vector_dim,
             segments=args.segments,
             segment_kind=args.segment_kind,
+            concept_weight=args.concept_weight,
             index_type=args.index_type,
             min_rows=args.min_rows,
             num_partitions=args.partitions,

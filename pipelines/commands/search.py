@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 
@@ -117,7 +118,8 @@ def run_query(args: argparse.Namespace) -> int:
     from workers.search.searcher import Searcher
 
     filters = [parse_filter(text) for text in args.where]
-    result = Searcher(search_config(args)).search(args.text, args.k, filters, exact=args.exact, hybrid=args.hybrid)
+    one_off = dataclasses.replace(search_config(args), text_threads=os.cpu_count())  # nothing else runs beside it
+    result = Searcher(one_off).search(args.text, args.k, filters, exact=args.exact, hybrid=args.hybrid)
     emit(json.dumps(result.to_dict(), indent=2) if args.json else _result_markdown(result), args)
     return 0
 

@@ -27,7 +27,9 @@ class AnnConfig:
     glscl.search_vectors), one plain vector column per segment with its own index, searched concurrently for row ids
     only (faster than one multivector column); a video ranks by its best segment. `segment_kind` "time" averages
     contiguous time segments, "peaks" takes single frames of distinct content
-    (glscl.search_vectors.peak_frame_weights); a table's rows should share one kind. `num_partitions` defaults to
+    (glscl.search_vectors.peak_frame_weights); a table's rows should share one kind. `concept_weight` scales the
+    concept (local) block of both sides' vectors against its weight in the score: 1 as in the score, 0 frames
+    only, which lets IVF partitions follow single events where a video's concepts mix many. `num_partitions` defaults to
     about sqrt(rows) per column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions. Measurements:
     benchmarks/RESULTS.md.
     """
@@ -43,6 +45,7 @@ class AnnConfig:
     segments: int = 4
     segment_kind: str = "time"
     hnsw_partition_rows: int = 1_000_000
+    concept_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.index_type not in VECTOR_INDEX_TYPES:
@@ -51,6 +54,8 @@ class AnnConfig:
             raise ValueError(f"vector_dim must be >= 1, got {self.vector_dim}")
         if self.segments < 1:
             raise ValueError(f"segments must be >= 1, got {self.segments}")
+        if self.concept_weight < 0:
+            raise ValueError(f"concept_weight must be >= 0, got {self.concept_weight}")
         if self.segment_kind not in SEGMENT_KINDS:
             raise ValueError(f"segment_kind must be one of {SEGMENT_KINDS}, got {self.segment_kind!r}")
 
@@ -78,7 +83,10 @@ class SearchConfig:
 
     `torch_threads` sets torch's intra-op threads for the process when the searcher is built (None: leave them).
     One by default: a query's torch work is small, and idle torch worker threads keep spinning on the cores
-    LanceDB's searches and reads need; a server answers concurrent queries on its other threads. The measurements
+    LanceDB's searches and reads need; a server answers concurrent queries on its other threads. `text_threads`
+    (None: torch_threads) is the thread count for encoding the query text alone, the one step that gains from a
+    second core (a one-off `glscl query` takes every core there; a server, answering queries side by side, keeps
+    one). The measurements
     behind these defaults are in benchmarks/RESULTS.md (two-stage search).
     """
 
@@ -96,4 +104,5 @@ class SearchConfig:
     index_cache_gb: float | None = None
     prewarm: bool = False
     torch_threads: int | None = 1
+    text_threads: int | None = None
     encode_text: bool = True

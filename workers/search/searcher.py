@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import lancedb
@@ -27,7 +29,6 @@ from glscl.backbone import Backbone
 from glscl.backbone_config import recorded_backbone
 from glscl.checkpoint import load_checkpoint
 from glscl.model import TextEncoding, VideoEncoding
-from glscl.search_vectors import text_search_vectors
 from glscl.similarity import pooling_weights
 from schemas.catalog import Catalog, sql_string, stored_version
 from schemas.tables import (
@@ -40,6 +41,7 @@ from schemas.tables import (
     video_index_name,
 )
 from workers.features import dense
+from workers.search.ann_vectors import query_vectors, stored_ann
 from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
 from workers.search.flat import FlatSegments
@@ -198,6 +200,7 @@ class Searcher:
         if projection is None:
             raise SearchError(f"video index {name} has no projection: run `glscl index` again")
         self.basis = torch.from_numpy(np.array(projection.basis))
+        self.ann = stored_ann(projection.ann)
         self.segment_columns = stored_segment_columns(self.table.schema)
         self.slots = packed_slots(
             self.table.schema.field(_ENCODINGS), self.model_config.num_queries, self.model_config.embed_dim
@@ -265,8 +268,9 @@ class Searcher:
             raise SearchError("the query text is empty")
         if self.backbone is None:
             raise SearchError("this searcher has no text backbone: it only takes encoded queries")
-        sentence, tokens, mask = self.backbone.text_features(self.backbone.tokenize([text.strip()], self.max_words))
-        return self.model.encode_text(sentence, tokens, mask)
+        with torch_threads(self.config.text_threads):
+            sentence, tokens, mask = self.backbone.text_features(self.backbone.tokenize([text.strip()], self.max_words))
+            return self.model.encode_text(sentence, tokens, mask)
 
     def search(
         self, text: str, k: int = 10, filters: tuple[Filter, ...] | list[Filter] = (), exact=False, hybrid=False
@@ -352,7 +356,7 @@ class Searcher:
 
     def _candidates(self, encoding: TextEncoding, limit: int, where: str | None) -> np.ndarray:
         """Row ids of the `limit` videos whose best segment is nearest the query, best first."""
-        vector = text_search_vectors(encoding.sentence, encoding.local, self.model_config.local_weight) @ self.basis
+        vector = query_vectors(encoding, self.model_config.local_weight, self.ann) @ self.basis
         query = vector[0].numpy()
         flat = self.flat
         if flat is not None and where is None:
@@ -449,6 +453,20 @@ class Searcher:
                 )
             )
         return hits
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` within the block (None: unchanged), restored after."""
+    before = torch.get_num_threads()
+    if threads is None or threads == before:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _union(vector_ids: np.ndarray, text_ids: np.ndarray) -> np.ndarray:
