@@ -185,6 +185,10 @@ def test_pair_scores_match_full_matrix_diagonal() -> None:
     qv = torch.nn.functional.normalize(torch.randn(6, QUERIES, DIM), dim=-1)
     torch.testing.assert_close(local_scores(qt, qv).double(), reference_local(qt, qv), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(local_pair_scores(qt, qv), local_scores(qt, qv).diagonal())
+    one = t[:1].expand(6, -1)  # one text over every video, as a re-rank passes it (the matrix-vector path)
+    assert one.stride(0) == 0
+    torch.testing.assert_close(global_pair_scores(one, v, mask, 3.0), full[0])
+    torch.testing.assert_close(global_pair_scores(one, v, mask, 3.0), global_pair_scores(one.clone(), v, mask, 3.0))
 
 
 def test_model_score_matches_reference_and_block_size() -> None:

@@ -25,15 +25,16 @@ def pack_encodings(video: VideoEncoding) -> pa.FixedSizeListArray:
 
 
 def unpack_encodings(column: pa.ChunkedArray | pa.Array, slots: int, num_queries: int, dim: int) -> VideoEncoding:
-    """The VideoEncoding (float32 frames and concepts, bool mask) of packed rows."""
+    """The VideoEncoding (float32 frames and concepts, bool mask) of packed rows. Each part is converted from
+    float16 on its own, in torch (several times faster than numpy's conversion), into a contiguous tensor."""
     n = len(column)
-    values = torch.from_numpy(dense(column, n, encodings_width(slots, num_queries, dim)))
+    values = torch.from_numpy(dense(column, n, encodings_width(slots, num_queries, dim), dtype=np.float16))
     frames_end = slots * dim
     local_end = frames_end + num_queries * dim
     return VideoEncoding(
-        values[:, :frames_end].reshape(n, slots, dim),
+        values[:, :frames_end].float().reshape(n, slots, dim),
         values[:, local_end:] > 0.5,
-        values[:, frames_end:local_end].reshape(n, num_queries, dim),
+        values[:, frames_end:local_end].float().reshape(n, num_queries, dim),
     )
 
 
