@@ -1,7 +1,8 @@
 """Load test of `glscl serve` on loopback: for each query-worker count, start a server over an indexed checkpoint,
-then run 1, 2, 8 and 32 concurrent clients (keep-alive connections, one thread each) through a bounded number of
-POST /search requests, and report throughput, latency percentiles of the answered queries and errors (503s, the
-server's bounded queue turning work away, counted apart).
+then run 1, 2, 8 and 32 concurrent clients (keep-alive connections on one asyncio loop, light enough to leave the
+cores to the server) through a bounded number of POST /search requests, and report throughput, latency
+percentiles of the answered queries, errors (503s, the server's bounded queue turning work away, counted apart)
+and the server's CPU time per answered query.
 
 Build a gallery with `glscl demo --out /tmp/demo --train-videos 40 --val-videos 10 --epochs 5` (it indexes itself),
 then `glscl bench serve --checkpoint /tmp/demo/train/best --db /tmp/demo/lancedb`.
@@ -10,18 +11,18 @@ then `glscl bench serve --checkpoint /tmp/demo/train/best --db /tmp/demo/lancedb
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
 import numpy as np
 
 TEXTS = (
@@ -48,6 +49,7 @@ class Level:
     errors: int
     seconds: float
     latencies_ms: list[float] = field(repr=False)
+    server_cpu_s: float = 0.0
 
     @property
     def throughput(self) -> float:
@@ -60,8 +62,9 @@ class Level:
 
 
 @contextlib.contextmanager
-def server(checkpoint: str, db: str, workers: int, queue: int, log: Path) -> Iterator[str]:
-    """A `glscl serve` process on 127.0.0.1 (any free port) with `workers` query threads; yields its URL."""
+def server(checkpoint: str, db: str, workers: int, queue: int, log: Path) -> Iterator[tuple[str, int]]:
+    """A `glscl serve` process on 127.0.0.1 (any free port) with `workers` query threads; yields its URL and
+    process id."""
     command = [sys.executable, "-m", "pipelines.cli", "serve", "--checkpoint", checkpoint, "--db", db, "--port", "0"]
     command += ["--workers", str(workers), "--queue", str(queue)]
     with log.open("w") as stderr:
@@ -73,59 +76,98 @@ def server(checkpoint: str, db: str, workers: int, queue: int, log: Path) -> Ite
                 url = found.group(1) if found else time.sleep(0.2)
             if url is None:
                 raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
-            yield url
+            yield url, process.pid
         finally:
             process.send_signal(2)
             process.wait(timeout=60)
 
 
+class _Connection:
+    """One keep-alive HTTP/1.1 connection that posts a query and reads the status and body: a few lines of
+    asyncio instead of a client library, so the load generator spends little of the CPU it shares with the
+    server."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, payload: dict) -> int:
+        """The status of one POST (0 when the connection failed; it is opened again for the next)."""
+        body = json.dumps(payload).encode()
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+        try:
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            await self.writer.drain()
+            status = int((await self.reader.readline()).split()[1])
+            length, closing = 0, False
+            while (line := await self.reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.lower() == "content-length":
+                    length = int(value)
+                closing |= name.lower() == "connection" and value.strip().lower() == "close"
+            await self.reader.readexactly(length)
+        except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
+            status, closing = 0, True
+        if closing:
+            self.close()
+        return status
+
+    def close(self) -> None:
+        """Drop the connection (the next post opens a new one)."""
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 def run_level(url: str, workers: int, clients: int, requests: int, max_seconds: float, k: int) -> Level:
-    """`requests` queries (fewer if `max_seconds` runs out) from `clients` concurrent threads."""
-    lock, latencies, counts = threading.Lock(), [], {"sent": 0, "ok": 0, "busy": 0, "errors": 0}
-    deadline = time.monotonic() + max_seconds
+    """`requests` queries (fewer if `max_seconds` runs out) from `clients` concurrent keep-alive connections."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    latencies, counts = [], {"sent": 0, "ok": 0, "busy": 0, "errors": 0}
 
-    def client(index: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as session:
-            while time.monotonic() < deadline:
-                with lock:
-                    if counts["sent"] >= requests:
-                        return
-                    counts["sent"] += 1
-                    text = TEXTS[(counts["sent"] + index) % len(TEXTS)]
-                started = time.perf_counter()
-                try:
-                    status = session.post("/search", json={"text": text, "k": k}).status_code
-                except httpx.HTTPError:
-                    status = 0
-                elapsed = (time.perf_counter() - started) * 1000
-                with lock:
-                    if status == 200:
-                        counts["ok"] += 1
-                        latencies.append(elapsed)
-                    else:
-                        counts["busy" if status == 503 else "errors"] += 1
+    async def client(index: int, deadline: float) -> None:
+        connection = _Connection(host, int(port))
+        while time.monotonic() < deadline and counts["sent"] < requests:
+            counts["sent"] += 1
+            text = TEXTS[(counts["sent"] + index) % len(TEXTS)]
+            started = time.perf_counter()
+            status = await connection.post("/search", {"text": text, "k": k})
+            if status == 200:
+                counts["ok"] += 1
+                latencies.append((time.perf_counter() - started) * 1000)
+            else:
+                counts["busy" if status == 503 else "errors"] += 1
+        connection.close()
 
-    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    async def level() -> None:
+        deadline = time.monotonic() + max_seconds
+        await asyncio.gather(*(client(index, deadline) for index in range(clients)))
+
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    asyncio.run(level())
     seconds = time.perf_counter() - started
     return Level(workers, clients, counts["sent"], counts["ok"], counts["busy"], counts["errors"], seconds, latencies)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def markdown(levels: list[Level]) -> str:
     """The results as a Markdown table."""
     lines = [
-        "| workers | clients | requests | answered/s | p50 ms | p95 ms | p99 ms | 503 busy | errors |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| workers | clients | requests | answered/s | p50 ms | p95 ms | p99 ms | 503 busy | errors | server cores |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for level in levels:
         lines.append(
             f"| {level.workers} | {level.clients} | {level.sent} | {level.throughput:.1f} | "
             f"{level.percentile(50):.0f} | {level.percentile(95):.0f} | {level.percentile(99):.0f} | {level.busy} | "
-            f"{level.errors} |"
+            f"{level.errors} | {level.server_cpu_s / level.seconds:.2f} |"
         )
     return "\n".join(lines)
 
@@ -141,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--clients", type=int, nargs="+", default=[1, 2, 8, 32], help="concurrent clients (default 1 2 8 32)"
     )
-    parser.add_argument("--requests", type=int, default=200, help="queries per level (default 200)")
-    parser.add_argument("--max-seconds", type=float, default=30.0, help="time cap per level (default 30)")
+    parser.add_argument("--requests", type=int, default=100_000, help="queries per level at most (default 100000)")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="time per level at most (default 60)")
     parser.add_argument("--queue", type=int, default=32, help="server's query queue (default 32)")
     parser.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument("--out", default=None, help="also write the levels to this JSON file")
@@ -155,10 +197,13 @@ def main(argv: list[str] | None = None) -> None:
     levels = []
     for workers in args.workers:
         log = Path(f"/tmp/glscl-serve-load-{workers}.log")
-        with server(args.checkpoint, args.db, workers, args.queue, log) as url:
+        with server(args.checkpoint, args.db, workers, args.queue, log) as (url, pid):
             run_level(url, workers, 2, 16, 60, args.k)  # warm-up: first queries load pages and kernels
             for clients in args.clients:
-                levels.append(run_level(url, workers, clients, args.requests, args.max_seconds, args.k))
+                before = cpu_seconds(pid)
+                level = run_level(url, workers, clients, args.requests, args.max_seconds, args.k)
+                level.server_cpu_s = cpu_seconds(pid) - before
+                levels.append(level)
                 print(markdown(levels[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
         log.unlink(missing_ok=True)
     print(markdown(levels))

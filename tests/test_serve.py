@@ -435,3 +435,12 @@ def test_page_with_a_token_plays_the_best_hit_from_its_span(guarded_server):
     started, now = float(attributes["started-at"]), float(attributes["current-time"])
     assert start - 0.01 <= started <= end + 0.01, attributes  # the span is float32 seconds
     assert now > started, attributes
+
+
+def test_the_load_generator_counts_every_answer(open_server):
+    """`glscl bench serve`'s asyncio client over keep-alive connections: every query sent is answered and timed."""
+    from benchmarks.serve_load import run_level
+
+    level = run_level(open_server, 1, 4, 24, 60, 5)
+    assert (level.sent, level.ok, level.busy, level.errors) == (24, 24, 0, 0)
+    assert len(level.latencies_ms) == 24 and level.throughput > 0 and level.percentile(95) >= level.percentile(50) > 0
