@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ class Level:
     seconds: float
     latencies_ms: list[float] = field(repr=False)
     server_cpu_s: float = 0.0
+    processes: int = 1
 
     @property
     def throughput(self) -> float:
@@ -62,11 +64,12 @@ class Level:
 
 
 @contextlib.contextmanager
-def server(checkpoint: str, db: str, workers: int, queue: int, log: Path) -> Iterator[tuple[str, int]]:
-    """A `glscl serve` process on 127.0.0.1 (any free port) with `workers` query threads; yields its URL and
-    process id."""
+def server(checkpoint: str, db: str, layout: tuple[int, int], queue: int, log: Path) -> Iterator[tuple[str, int]]:
+    """A `glscl serve` on 127.0.0.1 (any free port) with `layout` = (processes, query threads per process); yields
+    its URL, once every process answers, and the main process id."""
+    processes, workers = layout
     command = [sys.executable, "-m", "pipelines.cli", "serve", "--checkpoint", checkpoint, "--db", db, "--port", "0"]
-    command += ["--workers", str(workers), "--queue", str(queue)]
+    command += ["--processes", str(processes), "--workers", str(workers), "--queue", str(queue)]
     with log.open("w") as stderr:
         process = subprocess.Popen(command, stderr=stderr)
         try:
@@ -74,12 +77,22 @@ def server(checkpoint: str, db: str, workers: int, queue: int, log: Path) -> Ite
             while url is None and process.poll() is None and time.monotonic() < deadline:
                 found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
                 url = found.group(1) if found else time.sleep(0.2)
-            if url is None:
+            while url and not _healthy(url) and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)  # several processes: the port is bound before they load their searchers
+            if url is None or not _healthy(url):
                 raise RuntimeError(f"the server did not start: {log.read_text()[-2000:]}")
             yield url, process.pid
         finally:
             process.send_signal(2)
             process.wait(timeout=60)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=30) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 class _Connection:
@@ -151,25 +164,49 @@ def run_level(url: str, workers: int, clients: int, requests: int, max_seconds: 
     return Level(workers, clients, counts["sent"], counts["ok"], counts["busy"], counts["errors"], seconds, latencies)
 
 
+def _stat(pid: int | str) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User plus system CPU time a process and its child processes (a multi-process server's workers) have used
+    so far (Linux /proc)."""
+    ticks = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = _stat(entry.name)
+                if int(entry.name) == pid or int(fields[1]) == pid:
+                    ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def markdown(levels: list[Level]) -> str:
     """The results as a Markdown table."""
     lines = [
-        "| workers | clients | requests | answered/s | p50 ms | p95 ms | p99 ms | 503 busy | errors | server cores |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| processes | workers | clients | requests | answered/s | p50 ms | p95 ms | p99 ms | 503 busy | errors "
+        "| server cores |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for level in levels:
         lines.append(
-            f"| {level.workers} | {level.clients} | {level.sent} | {level.throughput:.1f} | "
+            f"| {level.processes} | {level.workers} | {level.clients} | {level.sent} | {level.throughput:.1f} | "
             f"{level.percentile(50):.0f} | {level.percentile(95):.0f} | {level.percentile(99):.0f} | {level.busy} | "
             f"{level.errors} | {level.server_cpu_s / level.seconds:.2f} |"
         )
     return "\n".join(lines)
+
+
+def _layout(text: str) -> tuple[int, int]:
+    """'2x1' -> (2 processes, 1 query thread each)."""
+    processes, _, workers = text.partition("x")
+    try:
+        layout = int(processes), int(workers)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PROCESSESxTHREADS such as 2x1, got {text!r}") from None
+    if min(layout) < 1:
+        raise argparse.ArgumentTypeError(f"processes and threads must be at least 1, got {text!r}")
+    return layout
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--checkpoint", required=True, help="checkpoint folder whose video index to serve")
     parser.add_argument("--db", required=True, help="LanceDB folder holding the index")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="query worker counts (default 1 2)")
+    parser.add_argument(
+        "--layouts",
+        type=_layout,
+        nargs="+",
+        default=[(1, 1), (1, 2), (2, 1)],
+        help="server layouts as PROCESSESxTHREADS, query threads per process (default 1x1 1x2 2x1)",
+    )
     parser.add_argument(
         "--clients", type=int, nargs="+", default=[1, 2, 8, 32], help="concurrent clients (default 1 2 8 32)"
     )
@@ -192,17 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run every (workers, clients) level and print the table."""
+    """Run every (layout, clients) level and print the table."""
     args = build_parser().parse_args(argv)
     levels = []
-    for workers in args.workers:
-        log = Path(f"/tmp/glscl-serve-load-{workers}.log")
-        with server(args.checkpoint, args.db, workers, args.queue, log) as (url, pid):
-            run_level(url, workers, 2, 16, 60, args.k)  # warm-up: first queries load pages and kernels
+    for processes, workers in args.layouts:
+        log = Path(f"/tmp/glscl-serve-load-{processes}x{workers}.log")
+        with server(args.checkpoint, args.db, (processes, workers), args.queue, log) as (url, pid):
+            # warm-up: first queries load pages and kernels, and give every process time to start accepting
+            run_level(url, workers, 2 * processes, 32 * processes, 60, args.k)
             for clients in args.clients:
                 before = cpu_seconds(pid)
                 level = run_level(url, workers, clients, args.requests, args.max_seconds, args.k)
-                level.server_cpu_s = cpu_seconds(pid) - before
+                level.server_cpu_s, level.processes = cpu_seconds(pid) - before, processes
                 levels.append(level)
                 print(markdown(levels[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
         log.unlink(missing_ok=True)

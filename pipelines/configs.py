@@ -198,7 +198,11 @@ class ServeConfig:
     needs one unless `insecure`. CORS is off unless `cors_origins` lists the origins allowed. Queries run on
     `workers` threads (None: one per core) with at most `queue` more waiting; beyond that a request gets 503 with
     Retry-After. At most `thumbnail_processes` ffmpeg processes cut thumbnails at once, each killed after
-    `thumbnail_timeout_s`; a thumbnail request waits `busy_wait_s` for a slot before its 503. Exact mode is refused
+    `thumbnail_timeout_s`; a thumbnail request waits `busy_wait_s` for a slot before its 503. `processes` > 1 runs
+    that many server processes on one port, each with its own searcher (model, tables, index cache: memory times
+    `processes`) and its own pool, queue and thumbnail slots: Python runs one thread's code at a time per process,
+    so queries whose work is mostly Python (a small gallery, a small text tower) only scale across processes;
+    `workers` then defaults to the cores shared among them. Exact mode is refused
     on galleries of more than `exact_max_videos` videos (None: never), where one query would hold a worker for
     seconds; the offline `glscl query --exact` is the way there.
     """
@@ -215,6 +219,7 @@ class ServeConfig:
     busy_wait_s: float = 1.0
     retry_after_s: int = 1
     exact_max_videos: int | None = 10_000
+    processes: int = 1
 
     def __post_init__(self) -> None:
         """Refuse an open host without a token, and sizes that cannot serve anything."""
@@ -223,12 +228,16 @@ class ServeConfig:
                 f"refusing to serve on {self.host} without a token: anyone who can reach it could query the index "
                 "and read every indexed video; set GLSCL_SERVE_TOKEN (or --token), or pass --insecure"
             )
-        if (self.workers is not None and self.workers < 1) or self.queue < 0 or self.thumbnail_processes < 1:
-            raise ValueError("--workers and --thumbnail-processes must be at least 1, --queue at least 0")
+        if (
+            (self.workers is not None and self.workers < 1)
+            or self.queue < 0
+            or min(self.thumbnail_processes, self.processes) < 1
+        ):
+            raise ValueError("--workers, --processes and --thumbnail-processes must be at least 1, --queue at least 0")
         if self.thumbnail_timeout_s <= 0 or self.busy_wait_s < 0 or self.retry_after_s < 0:
             raise ValueError("--thumbnail-timeout must be positive, the waits 0 or more")
 
     @property
     def worker_count(self) -> int:
-        """Query threads: `workers`, or one per core."""
-        return self.workers or os.cpu_count() or 1
+        """Query threads per process: `workers`, or the cores shared among the processes."""
+        return self.workers or max(1, (os.cpu_count() or 1) // self.processes)

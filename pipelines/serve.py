@@ -14,10 +14,12 @@ import asyncio
 import hmac
 import json
 import math
+import os
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -31,7 +33,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from glscl.backbone_config import BackboneConfig
 from pipelines.configs import ServeConfig
+from schemas.store import StoreConfig
 from workers.search.config import SearchConfig
 from workers.search.filters import OPERATORS, Filter
 from workers.search.searcher import MAX_K, Searcher, SearchError, SearchResult, VideoFile
@@ -46,6 +50,7 @@ MAX_FILTER_VALUES = 256
 MAX_ID_CHARS = 256
 TOKEN_COOKIE = "glscl_token"
 OPEN_PATHS = ("/health",)
+PROCESS_CONFIG_ENV = "GLSCL_SERVE_PROCESS_CONFIG"  # the configs a multi-process server passes its workers
 T = TypeVar("T")
 
 
@@ -309,5 +314,28 @@ def create_app(searcher: Searcher, config: ServeConfig | None = None) -> FastAPI
 
 
 def serve(search: SearchConfig, config: ServeConfig) -> None:
-    """Load the searcher once and serve HTTP until interrupted."""
-    uvicorn.run(create_app(Searcher(search), config), host=config.host, port=config.port, log_level="info")
+    """Load the searcher once (in each of `config.processes` processes) and serve HTTP until interrupted."""
+    if config.processes == 1:
+        uvicorn.run(create_app(Searcher(search), config), host=config.host, port=config.port, log_level="info")
+        return
+    os.environ[PROCESS_CONFIG_ENV] = json.dumps({"search": asdict(search), "serve": asdict(config)})
+    uvicorn.run(
+        f"{__name__}:{app_from_environment.__name__}",
+        factory=True,
+        workers=config.processes,
+        host=config.host,
+        port=config.port,
+        log_level="info",
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one of several server processes, from the configs its parent put in the environment."""
+    settings = json.loads(os.environ[PROCESS_CONFIG_ENV])
+    search, serve_settings = settings["search"], settings["serve"]
+    backbone = search.pop("backbone")
+    search = SearchConfig(
+        **search | {"store": StoreConfig(**search["store"]), "backbone": backbone and BackboneConfig(**backbone)}
+    )
+    config = ServeConfig(**serve_settings | {"cors_origins": tuple(serve_settings["cors_origins"])})
+    return create_app(Searcher(search), config)

@@ -59,6 +59,13 @@ def gallery(tmp_path_factory) -> tuple[str, str]:
     return checkpoint, store.uri
 
 
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=30).status_code == 200
+    except httpx.ConnectError:
+        return False
+
+
 @contextlib.contextmanager
 def glscl_serve(gallery: tuple[str, str], log: Path, *options: str, env: dict | None = None) -> Iterator[str]:
     """A `glscl serve` process on 127.0.0.1 and a free port (port 0: the log names the one bound); yields its URL
@@ -73,7 +80,9 @@ def glscl_serve(gallery: tuple[str, str], log: Path, *options: str, env: dict | 
                 found = re.search(r"Uvicorn running on (http://127\.0\.0\.1:\d+)", log.read_text())
                 url = found.group(1) if found else time.sleep(0.2)
             assert url is not None, log.read_text()[-3000:]
-            assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+            while not _healthy(url) and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)  # with --processes the port is bound before the processes load their searchers
+            assert _healthy(url), log.read_text()[-3000:]
             yield url
         finally:
             process.send_signal(2)
@@ -444,3 +453,17 @@ def test_the_load_generator_counts_every_answer(open_server):
     level = run_level(open_server, 1, 4, 24, 60, 5)
     assert (level.sent, level.ok, level.busy, level.errors) == (24, 24, 0, 0)
     assert len(level.latencies_ms) == 24 and level.throughput > 0 and level.percentile(95) >= level.percentile(50) > 0
+
+
+def test_several_server_processes_share_the_port(gallery, tmp_path):
+    """--processes 2: two processes, each with its own searcher, answer on one port alike; SIGINT stops both."""
+    log = tmp_path / "serve.log"
+    body = {"text": "a red circle moves left", "k": 5}
+    with glscl_serve(gallery, log, "--processes", "2", "--workers", "1") as url:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: httpx.post(f"{url}/search", json=body, timeout=60), range(24)))
+    assert {answer.status_code for answer in answers} == {200}
+    assert len({tuple(hit["video_id"] for hit in answer.json()["hits"]) for answer in answers}) == 1
+    assert len(set(re.findall(r"Terminated child process \[(\d+)\]", log.read_text()))) == 2

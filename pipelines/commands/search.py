@@ -153,7 +153,15 @@ def add_serve_parser(commands: argparse._SubParsersAction) -> None:
         metavar="ORIGIN",
         help="allow browser pages from this origin, e.g. https://app.example (repeatable; default: no CORS)",
     )
-    parser.add_argument("--workers", type=int, default=serve.workers, help="query threads (default: one per core)")
+    parser.add_argument(
+        "--workers", type=int, default=serve.workers, help="query threads per process (default: one per core)"
+    )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=serve.processes,
+        help=f"server processes on the port, each with its own searcher (memory x N) (default {serve.processes})",
+    )
     parser.add_argument(
         "--queue",
         type=int,
@@ -195,6 +203,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         insecure=args.insecure,
         cors_origins=tuple(args.cors_origin),
         workers=args.workers,
+        processes=args.processes,
         queue=args.queue,
         thumbnail_processes=args.thumbnail_processes,
         thumbnail_timeout_s=args.thumbnail_timeout,
