@@ -70,7 +70,7 @@ def dense(column: pa.ChunkedArray | pa.Array, rows: int, *shape: int, dtype=np.f
     values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
         values = pc.list_flatten(values)
-    return values.to_numpy(zero_copy_only=False).astype(dtype, copy=False).reshape(rows, *shape)
+    return values.to_numpy(zero_copy_only=False).astype(dtype).reshape(rows, *shape)
 
 
 def video_sentences(catalog: Catalog, where: str) -> dict[str, list[str]]:
