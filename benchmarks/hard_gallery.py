@@ -310,17 +310,20 @@ class HardSource:
 
 def plot_reports(paths: list[str], output: Path) -> Path:
     """Recall@10 against p50 latency of every swept setting in the benchmark reports `paths`, one series per
-    candidate stage (segment kind, count, width, index type, concept weight) and gallery size, as a PNG."""
+    candidate stage (segment kind, count, width, concept weight, index type or in memory) and gallery size, as a
+    PNG."""
     figure, axis = new_figure(size=(8, 5))
     series: dict[str, list[dict]] = {}
     for path in paths:
         report = json.loads(Path(path).read_text())
         ann, width = report["config"]["ann"], report["config"]["vector_dim"]
-        stage = f"{ann['segments']} {ann.get('segment_kind', 'time')} segments, {width}-d, {ann['index_type']}"
+        stage = f"{ann['segments']} {ann.get('segment_kind', 'time')} segments, {width}-d"
         if ann.get("concept_weight", 1.0) != 1.0:
             stage += f", concepts x{ann['concept_weight']:g}"
         for entry in report["sizes"]:
-            series.setdefault(f"{entry['videos']:,} videos, {stage}", []).extend(entry["sweep"])
+            for row in entry["sweep"]:
+                found = "in memory" if row.get("candidate_stage") == "in-memory scan" else ann["index_type"]
+                series.setdefault(f"{entry['videos']:,} videos, {stage}, {found}", []).append(row)
     for label, rows in sorted(series.items()):
         rows = sorted(rows, key=lambda r: r["p50_ms"])
         axis.plot([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], "o", label=label)
