@@ -105,8 +105,9 @@ class _Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, payload: dict) -> int:
-        """The status of one POST (0 when the connection failed; it is opened again for the next)."""
+    async def post(self, path: str, payload: dict) -> tuple[int, float]:
+        """The status of one POST (0 when the connection failed; it is opened again for the next) and its
+        Retry-After in seconds (0 when absent)."""
         body = json.dumps(payload).encode()
         head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
         try:
@@ -115,18 +116,19 @@ class _Connection:
             self.writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
             await self.writer.drain()
             status = int((await self.reader.readline()).split()[1])
-            length, closing = 0, False
+            length, closing, retry_after = 0, False, 0.0
             while (line := await self.reader.readline()) not in (b"\r\n", b""):
                 name, _, value = line.decode("latin-1").partition(":")
                 if name.lower() == "content-length":
                     length = int(value)
+                retry_after = float(value) if name.lower() == "retry-after" else retry_after
                 closing |= name.lower() == "connection" and value.strip().lower() == "close"
             await self.reader.readexactly(length)
         except (OSError, ValueError, IndexError, asyncio.IncompleteReadError):
-            status, closing = 0, True
+            status, closing, retry_after = 0, True, 0.0
         if closing:
             self.close()
-        return status
+        return status, retry_after
 
     def close(self) -> None:
         """Drop the connection (the next post opens a new one)."""
@@ -136,7 +138,8 @@ class _Connection:
 
 
 def run_level(url: str, workers: int, clients: int, requests: int, max_seconds: float, k: int) -> Level:
-    """`requests` queries (fewer if `max_seconds` runs out) from `clients` concurrent keep-alive connections."""
+    """`requests` queries (fewer if `max_seconds` runs out) from `clients` concurrent keep-alive connections; a
+    client turned away waits the Retry-After the server asks for before its next query."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
     latencies, counts = [], {"sent": 0, "ok": 0, "busy": 0, "errors": 0}
 
@@ -146,12 +149,13 @@ def run_level(url: str, workers: int, clients: int, requests: int, max_seconds: 
             counts["sent"] += 1
             text = TEXTS[(counts["sent"] + index) % len(TEXTS)]
             started = time.perf_counter()
-            status = await connection.post("/search", {"text": text, "k": k})
+            status, retry_after = await connection.post("/search", {"text": text, "k": k})
             if status == 200:
                 counts["ok"] += 1
                 latencies.append((time.perf_counter() - started) * 1000)
             else:
                 counts["busy" if status == 503 else "errors"] += 1
+                await asyncio.sleep(min(retry_after, max(0.0, deadline - time.monotonic())))  # as a polite client
         connection.close()
 
     async def level() -> None:
