@@ -201,6 +201,13 @@ def markdown(levels: list[Level]) -> str:
     return "\n".join(lines)
 
 
+def summary(level: Level) -> dict:
+    """A level's counts, throughput and latency percentiles, without the per-query latencies."""
+    counts = {key: value for key, value in asdict(level).items() if key != "latencies_ms"}
+    percentiles = {f"p{q}_ms": level.percentile(q) for q in (50, 95, 99)}
+    return counts | percentiles | {"throughput": level.throughput}
+
+
 def _layout(text: str) -> tuple[int, int]:
     """'2x1' -> (2 processes, 1 query thread each)."""
     processes, _, workers = text.partition("x")
@@ -256,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         log.unlink(missing_ok=True)
     print(markdown(levels))
     if args.out:
-        rows = [asdict(level) | {"throughput": level.throughput} for level in levels]
+        rows = [summary(level) for level in levels]
         Path(args.out).write_text(json.dumps(rows, indent=2))
 
 
