@@ -430,11 +430,13 @@ def _page_dom(url: str) -> str:
 def test_page_with_a_token_plays_the_best_hit_from_its_span(guarded_server):
     url = f"{guarded_server}/?token={TOKEN}&q=a+red+circle+moves&k=3"
     # Virtual time runs ahead of a loaded machine's real fetches and decoding, so a load may end before playback
-    # starts: look again (thumbnails are cached by then), a bounded number of times.
+    # starts or before its first frame advances: look again (thumbnails are cached by then), a bounded number of
+    # times.
     for _ in range(4):
         dom = _page_dom(url)
         video = re.search(r"<video[^>]*>", dom)
-        if video is not None and "data-started-at" in video.group(0):
+        seen = dict(re.findall(r'data-([\w-]+)="([^"]*)"', video.group(0))) if video is not None else {}
+        if "started-at" in seen and float(seen.get("current-time", "-1")) > float(seen["started-at"]):
             break
     assert len(re.findall(r'<li data-video-id="', dom)) == 3, dom[-3000:]
     assert dom.count('data-loaded="1"') == 3, dom[-3000:]
