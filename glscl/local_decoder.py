@@ -72,9 +72,7 @@ class OneDnnDecoder:
         for index, layer in enumerate(self.layers):
             self_qkv, self_out, cross_q, cross_kv, cross_out, fc1, fc2 = weights[7 * index : 7 * index + 7]
             heads = layer.self_attn.num_heads
-            q, k, v = (onednn.split_heads(part, heads) for part in onednn.linear(x, self_qkv).split(width, -1))
-            attended = onednn.merge_heads(F.scaled_dot_product_attention(q, k, v))
-            x = layer.norm1(x + onednn.linear(attended, self_out))
+            x = layer.norm1(x + onednn.self_attention(x, self_qkv, self_out, heads))
             q = onednn.split_heads(onednn.linear(x, cross_q), heads)
             k, v = (onednn.split_heads(part, heads) for part in onednn.linear(memory, cross_kv).split(width, -1))
             attended = onednn.merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=keep))

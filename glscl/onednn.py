@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 WeightBias = tuple[Tensor, Tensor]
@@ -56,6 +57,13 @@ def merge_heads(x: Tensor) -> Tensor:
     """[N, heads, L, d] -> [N, L, heads * d]."""
     count, heads, length, width = x.shape
     return x.transpose(1, 2).reshape(count, length, heads * width)
+
+
+def self_attention(x: Tensor, qkv: WeightBias, out: WeightBias, heads: int, mask: Tensor | None = None) -> Tensor:
+    """Multi-head self-attention of x [N, L, D] with packed query/key/value and output projections (converted),
+    as `nn.MultiheadAttention` computes it; `mask` is additive [L, L] or boolean (True = attend)."""
+    q, k, v = (split_heads(part, heads) for part in linear(x, qkv).split(x.shape[-1], -1))
+    return linear(merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), out)
 
 
 def _version(tensor: Tensor) -> int | None:

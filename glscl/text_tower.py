@@ -6,7 +6,6 @@ equal open_clip's within float rounding (tests/test_text_trim.py). Only open_cli
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from glscl import onednn
@@ -53,14 +52,10 @@ class OneDnnTextTower:
 
     def __call__(self, x: Tensor, attn_mask: Tensor) -> Tensor:
         """The blocks over embedded tokens x [N, L, D] with an additive attention mask [L, L]."""
-        width = x.shape[-1]
         mask = attn_mask.to(x.dtype)
         weights = self.weights.current()
         for index, block in enumerate(self.blocks):
             qkv, out, fc, proj = weights[4 * index : 4 * index + 4]
-            heads = block.attn.num_heads
-            q, k, v = (onednn.split_heads(part, heads) for part in onednn.linear(block.ln_1(x), qkv).split(width, -1))
-            attended = onednn.merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-            x = x + block.ls_1(onednn.linear(attended, out))
+            x = x + block.ls_1(onednn.self_attention(block.ln_1(x), qkv, out, block.attn.num_heads, mask))
             x = x + block.ls_2(onednn.linear(block.mlp.gelu(onednn.linear(block.ln_2(x), fc)), proj))
         return x
