@@ -13,17 +13,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-import logging
 import math
-import multiprocessing
 import os
-import signal
-import socket
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
@@ -37,9 +32,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from glscl.backbone_config import BackboneConfig
 from pipelines.configs import ServeConfig
-from schemas.store import StoreConfig
 from workers.search.config import SearchConfig
 from workers.search.filters import OPERATORS, Filter
 from workers.search.searcher import MAX_K, Searcher, SearchError, SearchResult, VideoFile
@@ -54,7 +47,6 @@ MAX_FILTER_VALUES = 256
 MAX_ID_CHARS = 256
 TOKEN_COOKIE = "glscl_token"
 OPEN_PATHS = ("/health",)
-PROCESS_CONFIG_ENV = "GLSCL_SERVE_PROCESS_CONFIG"  # the configs a multi-process server passes its workers
 T = TypeVar("T")
 
 
@@ -322,58 +314,6 @@ def serve(search: SearchConfig, config: ServeConfig) -> None:
     if config.processes == 1:
         uvicorn.run(create_app(Searcher(search), config), host=config.host, port=config.port, log_level="info")
         return
-    os.environ[PROCESS_CONFIG_ENV] = json.dumps({"search": asdict(search), "serve": asdict(config)})
-    uvicorn.Config(app_from_environment, factory=True, log_level="info")  # sets up uvicorn's loggers, as run() does
-    with _port_socket(config.host, config.port) as reserved:
-        port = reserved.getsockname()[1]
-        url = f"http://[{config.host}]" if ":" in config.host else f"http://{config.host}"
-        logging.getLogger("uvicorn.error").info("Uvicorn running on %s:%d (Press CTRL+C to quit)", url, port)
-        spawn = multiprocessing.get_context("spawn")
-        processes = [spawn.Process(target=_serve_process, args=(config.host, port)) for _ in range(config.processes)]
-        for process in processes:
-            process.start()
-        logging.getLogger("uvicorn.error").info(
-            "Started %d server processes [%s]", len(processes), ", ".join(str(p.pid) for p in processes)
-        )
+    from pipelines.serve_processes import serve_processes
 
-        def forward(signum: int, _: object) -> None:
-            for process in processes:
-                if process.is_alive():
-                    os.kill(process.pid, signum)
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, forward)
-        for process in processes:
-            process.join()
-
-
-def _port_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to (host, port) with SO_REUSEPORT, so that every server process binds its own listening
-    socket to the same port and the kernel spreads new connections over them. One socket accepted by all
-    processes went, connection after connection, to whichever process woke first (measured: all load on one).
-    The protocol is given so that asyncio turns Nagle's algorithm off for the connections; without it a keep-alive
-    client waited about 50 ms (a delayed ACK) for each answer sent in two writes."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
-
-
-def _serve_process(host: str, port: int) -> None:
-    """One of several server processes: its own searcher and app, listening on the shared port."""
-    sock = _port_socket(host, port)
-    uvicorn.Server(uvicorn.Config(app_from_environment(), log_level="info")).run(sockets=[sock])
-
-
-def app_from_environment() -> FastAPI:
-    """The app of one of several server processes, from the configs its parent put in the environment."""
-    settings = json.loads(os.environ[PROCESS_CONFIG_ENV])
-    search, serve_settings = settings["search"], settings["serve"]
-    backbone = search.pop("backbone")
-    search = SearchConfig(
-        **search | {"store": StoreConfig(**search["store"]), "backbone": backbone and BackboneConfig(**backbone)}
-    )
-    config = ServeConfig(**serve_settings | {"cors_origins": tuple(serve_settings["cors_origins"])})
-    return create_app(Searcher(search), config)
+    serve_processes(search, config)

@@ -458,7 +458,8 @@ def test_the_load_generator_counts_every_answer(open_server):
 
 
 def test_several_server_processes_share_the_port(gallery, tmp_path):
-    """--processes 2: two processes, each with its own searcher, answer on one port alike; SIGINT stops both."""
+    """--processes 2: two processes, each with its own searcher, answer on one port alike; two keep-alive clients
+    are served by different processes, each by the same one throughout; SIGINT stops both."""
     log = tmp_path / "serve.log"
     body = {"text": "a red circle moves left", "k": 5}
     with glscl_serve(gallery, log, "--processes", "2", "--workers", "1") as url:
@@ -467,7 +468,10 @@ def test_several_server_processes_share_the_port(gallery, tmp_path):
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda _: httpx.post(f"{url}/search", json=body, timeout=60), range(24)))
         pids = {httpx.get(f"{url}/health").json()["pid"] for _ in range(24)}  # a new connection each
+        with httpx.Client(base_url=url) as first, httpx.Client(base_url=url) as second:
+            kept = [[client.get("/health").json()["pid"] for _ in range(4)] for client in (first, second, first)]
     assert {answer.status_code for answer in answers} == {200}
     assert len({tuple(hit["video_id"] for hit in answer.json()["hits"]) for answer in answers}) == 1
     started = re.search(r"Started 2 server processes \[(\d+), (\d+)\]", log.read_text())
-    assert started and pids == {int(pid) for pid in started.groups()}, "the kernel spreads connections over both"
+    assert started and pids == {int(pid) for pid in started.groups()}, "connections are dealt to both"
+    assert len(set(kept[0] + kept[2])) == len(set(kept[1])) == 1 and kept[0][0] != kept[1][0], kept
