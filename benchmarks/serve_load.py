@@ -1,6 +1,7 @@
-"""Load test of `glscl serve` on loopback: for each query-worker count, start a server over an indexed checkpoint,
-then run 1, 2, 8 and 32 concurrent clients (keep-alive connections on one asyncio loop, light enough to leave the
-cores to the server) through a bounded number of POST /search requests, and report throughput, latency
+"""Load test of `glscl serve` on loopback: start a server over an indexed checkpoint for each layout (processes x
+query threads), then run 1, 2, 8 and 32 concurrent clients (keep-alive connections on one asyncio loop, light enough
+to leave the cores to the server) through a bounded number of POST /search requests, the layouts taking turns in
+slices of each level, and report throughput, latency
 percentiles of the answered queries, errors (503s, the server's bounded queue turning work away, counted apart)
 and the server's CPU time per answered query.
 
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import uvloop
 
 TEXTS = (
     "a red circle moves left",
@@ -163,7 +165,8 @@ def run_level(url: str, workers: int, clients: int, requests: int, max_seconds: 
         await asyncio.gather(*(client(index, deadline) for index in range(clients)))
 
     started = time.perf_counter()
-    asyncio.run(level())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # uvloop: less of the cores for the client
+        runner.run(level())
     seconds = time.perf_counter() - started
     return Level(workers, clients, counts["sent"], counts["ok"], counts["busy"], counts["errors"], seconds, latencies)
 
@@ -239,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--requests", type=int, default=100_000, help="queries per level at most (default 100000)")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="time per level at most (default 60)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="split each level into this many slices, alternating the layouts between slices (default 3)",
+    )
     parser.add_argument("--queue", type=int, default=32, help="server's query queue (default 32)")
     parser.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument("--out", default=None, help="also write the levels to this JSON file")
@@ -246,25 +255,45 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run every (layout, clients) level and print the table."""
+    """Start a server per layout, then run every clients level on each layout in turn, `--rounds` times, so that
+    a machine that gets faster or slower over minutes affects every layout alike; print the table."""
     args = build_parser().parse_args(argv)
-    levels = []
-    for processes, workers in args.layouts:
-        log = Path(f"/tmp/glscl-serve-load-{processes}x{workers}.log")
-        with server(args.checkpoint, args.db, (processes, workers), args.queue, log) as (url, pid):
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for processes, workers in args.layouts:
+            log = Path(f"/tmp/glscl-serve-load-{processes}x{workers}.log")
+            stack.callback(log.unlink, missing_ok=True)
+            url, pid = stack.enter_context(server(args.checkpoint, args.db, (processes, workers), args.queue, log))
             # warm-up: first queries load pages and kernels, and give every process time to start accepting
             run_level(url, workers, 2 * processes, 32 * processes, 60, args.k)
-            for clients in args.clients:
-                before = cpu_seconds(pid)
-                level = run_level(url, workers, clients, args.requests, args.max_seconds, args.k)
-                level.server_cpu_s, level.processes = cpu_seconds(pid) - before, processes
-                levels.append(level)
-                print(markdown(levels[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
-        log.unlink(missing_ok=True)
+            servers.append((processes, workers, url, pid))
+        slices: dict[tuple[int, int, int], list[Level]] = {}
+        for clients in args.clients:
+            for _ in range(args.rounds):
+                for processes, workers, url, pid in servers:
+                    before = cpu_seconds(pid)
+                    level = run_level(
+                        url, workers, clients, args.requests // args.rounds, args.max_seconds / args.rounds, args.k
+                    )
+                    level.server_cpu_s, level.processes = cpu_seconds(pid) - before, processes
+                    slices.setdefault((processes, workers, clients), []).append(level)
+                    print(markdown([level]).splitlines()[-1], file=sys.stderr, flush=True)
+    levels = [combined(slices[key]) for key in sorted(slices)]
     print(markdown(levels))
     if args.out:
-        rows = [summary(level) for level in levels]
-        Path(args.out).write_text(json.dumps(rows, indent=2))
+        Path(args.out).write_text(json.dumps([summary(level) for level in levels], indent=2))
+
+
+def combined(parts: list[Level]) -> Level:
+    """One level from the rounds of one (layout, clients): counts, seconds and CPU time added, latencies pooled."""
+    first = parts[0]
+    total = Level(first.workers, first.clients, 0, 0, 0, 0, 0.0, [], 0.0, first.processes)
+    for part in parts:
+        total.sent, total.ok, total.busy = total.sent + part.sent, total.ok + part.ok, total.busy + part.busy
+        total.errors, total.seconds = total.errors + part.errors, total.seconds + part.seconds
+        total.server_cpu_s += part.server_cpu_s
+        total.latencies_ms += part.latencies_ms
+    return total
 
 
 if __name__ == "__main__":

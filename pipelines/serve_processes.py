@@ -10,12 +10,14 @@ N or more connections."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 from dataclasses import asdict
 from functools import partial
@@ -147,8 +149,10 @@ class HandedConnectionsServer(uvicorn.Server):
 
 
 def _serve_process(pipe: Connection) -> None:
-    """One of several server processes: its own searcher and app, serving the connections its parent deals it."""
-    HandedConnectionsServer(uvicorn.Config(app_from_environment(), log_level="info"), pipe).run()
+    """One of several server processes: its own searcher and app, serving the connections its parent deals it. Its
+    log lines go to standard error, as those of the `glscl` process that started it."""
+    with contextlib.redirect_stdout(sys.stderr):
+        HandedConnectionsServer(uvicorn.Config(app_from_environment(), log_level="info"), pipe).run()
 
 
 def app_from_environment() -> FastAPI:

@@ -457,6 +457,17 @@ def test_the_load_generator_counts_every_answer(open_server):
     assert len(level.latencies_ms) == 24 and level.throughput > 0 and level.percentile(95) >= level.percentile(50) > 0
 
 
+def test_the_load_generator_adds_up_the_rounds_of_a_level():
+    """A level run in slices (the layouts taking turns) reports the sum of its slices and their pooled latencies."""
+    from benchmarks.serve_load import Level, combined
+
+    parts = [Level(1, 8, 10, 9, 1, 0, 2.0, [5.0] * 9, 1.5, 2), Level(1, 8, 6, 4, 0, 2, 1.0, [7.0] * 4, 0.5, 2)]
+    level = combined(parts)
+    assert (level.sent, level.ok, level.busy, level.errors, level.seconds) == (16, 13, 1, 2, 3.0)
+    assert (level.server_cpu_s, level.processes, level.clients) == (2.0, 2, 8)
+    assert level.throughput == 13 / 3.0 and sorted(level.latencies_ms) == [5.0] * 9 + [7.0] * 4
+
+
 def test_several_server_processes_share_the_port(gallery, tmp_path):
     """--processes 2: two processes, each with its own searcher, answer on one port alike; two keep-alive clients
     are served by different processes, each by the same one throughout; SIGINT stops both."""
