@@ -57,7 +57,7 @@ from workers.search.projection import Projection, save_projection
 from workers.search.searcher import ALL_PARTITIONS, Searcher, torch_threads
 from workers.video_index import SEARCH_VECTOR, project_rows
 
-MODEL_ID = "synthetic-encodings"
+MODEL_ID = "ViT-B-32@random-seed0"  # a real text tower (random weights): `glscl serve` can take text over a gallery
 FRAME_NORM = 10.0
 TEXT_NORM = 8.0
 QUERY = "a man in a red jacket climbs a steep wall then waves"
