@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -466,6 +467,37 @@ def test_the_load_generator_adds_up_the_rounds_of_a_level():
     assert (level.sent, level.ok, level.busy, level.errors, level.seconds) == (16, 13, 1, 2, 3.0)
     assert (level.server_cpu_s, level.processes, level.clients) == (2.0, 2, 8)
     assert level.throughput == 13 / 3.0 and sorted(level.latencies_ms) == [5.0] * 9 + [7.0] * 4
+
+
+def test_a_server_process_that_dies_is_replaced(gallery, tmp_path):
+    """--processes 2: a server process killed outright (as the kernel's out-of-memory killer does) is replaced, and
+    every connection after is answered, by the survivor and the new process in turn."""
+    log = tmp_path / "serve.log"
+    body = {"text": "a red circle moves left", "k": 3}
+    with glscl_serve(gallery, log, "--processes", "2", "--workers", "1") as url:
+        killed, kept = map(int, re.search(r"Started 2 server processes \[(\d+), (\d+)\]", log.read_text()).groups())
+        os.kill(killed, signal.SIGKILL)
+        replaced, deadline = None, time.monotonic() + 60
+        pattern = rf"server process {killed} exited with code -9; process (\d+) takes its place"
+        while replaced is None and time.monotonic() < deadline:
+            replaced = re.search(pattern, log.read_text()) or time.sleep(0.2)
+        assert replaced, log.read_text()[-3000:]
+        answers = [httpx.post(f"{url}/search", json=body, timeout=60) for _ in range(6)]  # a new connection each
+        pids = {httpx.get(f"{url}/health", timeout=60).json()["pid"] for _ in range(6)}
+    assert {answer.status_code for answer in answers} == {200}
+    assert pids == {kept, int(replaced.group(1))}
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_server_whose_processes_cannot_start_says_why(gallery, tmp_path, processes):
+    """A database without the checkpoint's index: one process or several, the command ends with exit code 2 and
+    the searcher's own reason on its last line, instead of serving nothing or waiting."""
+    checkpoint, _ = gallery
+    command = [sys.executable, "-m", "pipelines.cli", "serve", "--checkpoint", checkpoint, "--db", str(tmp_path)]
+    command += ["--port", "0", "--processes", processes]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 2 and "no video index for checkpoint" in last, done.stderr[-3000:]
 
 
 def test_several_server_processes_share_the_port(gallery, tmp_path):
