@@ -31,6 +31,7 @@ from fastapi import FastAPI
 
 from glscl.backbone_config import BackboneConfig
 from pipelines.configs import ServeConfig
+from pipelines.failures import is_bad_input
 from pipelines.serve import create_app
 from schemas.store import StoreConfig
 from workers.search.config import SearchConfig
@@ -210,8 +211,10 @@ def _serve_process(pipe: Connection) -> None:
     with contextlib.redirect_stdout(sys.stderr):
         try:
             app = app_from_environment()
-        except (ValueError, FileNotFoundError) as error:  # a missing index, a checkpoint that does not load...
-            pipe.send_bytes(str(error).encode())
+        except Exception as error:
+            if not is_bad_input(error):  # a bug: its traceback
+                raise
+            pipe.send_bytes(str(error).encode())  # a missing index, a checkpoint that does not load...
             sys.exit(EXIT_CANNOT_START)
         HandedConnectionsServer(uvicorn.Config(app, log_level="info"), pipe).run()
 
