@@ -257,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """Start a server per layout, then run every clients level on each layout in turn, `--rounds` times, so that
     a machine that gets faster or slower over minutes affects every layout alike; print the table."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     with contextlib.ExitStack() as stack:
         servers = []
         for processes, workers in args.layouts:
