@@ -322,7 +322,9 @@ def plot_reports(paths: list[str], output: Path) -> Path:
             stage += f", concepts x{ann['concept_weight']:g}"
         for entry in report["sizes"]:
             for row in entry["sweep"]:
-                found = "in memory" if row.get("candidate_stage") == "in-memory scan" else ann["index_type"]
+                found = {"in-memory scan": "in memory", "segment rows": f"{ann['index_type']} over segment rows"}.get(
+                    row.get("candidate_stage", ""), ann["index_type"]
+                )
                 series.setdefault(f"{entry['videos']:,} videos, {stage}, {found}", []).append(row)
     for label, rows in sorted(series.items()):
         rows = sorted(rows, key=lambda r: r["p50_ms"])

@@ -55,6 +55,7 @@ from workers.search.indexes import ensure_indexes, index_health
 from workers.search.packed_encodings import pack_encodings, packed_slots, unpack_encodings
 from workers.search.projection import Projection, save_projection
 from workers.search.searcher import ALL_PARTITIONS, Searcher, torch_threads
+from workers.search.segment_rows import ensure_segment_rows
 from workers.video_index import SEARCH_VECTOR, project_rows
 
 MODEL_ID = "ViT-B-32@random-seed0"  # a real text tower (random weights): `glscl serve` can take text over a gallery
@@ -79,6 +80,7 @@ class SearchBenchConfig:
     nprobes: tuple[int, ...] = (16, 32, 64)
     refine_factors: tuple[int, ...] = (0,)
     efs: tuple[int, ...] = (0,)
+    compare_columns: bool = False
     probe_all_below: int = SearchConfig.probe_all_below
     in_memory_below: int = SearchConfig.in_memory_below
     text_threads: int | None = None
@@ -263,11 +265,13 @@ def load_or_build(config: SearchBenchConfig, size: int, source: GallerySource) -
         np.savez(arrays, **reference)
         facts.write_text(json.dumps(built, indent=2))
     built = json.loads(facts.read_text())
-    table = Catalog(StoreConfig(built["store"])).open_table(built["table"])
+    catalog = Catalog(StoreConfig(built["store"]))
+    table = catalog.open_table(built["table"])
     start = time.perf_counter()
     update = ensure_indexes(table, config.ann, segment_vector_width(table.schema))
-    if update.vector_indexes_built:
-        built |= {"index_s": time.perf_counter() - start, "actions": update.actions}
+    rebuilt = ensure_segment_rows(catalog, table, config.ann)
+    if update.vector_indexes_built or rebuilt:
+        built |= {"index_s": time.perf_counter() - start, "actions": update.actions + rebuilt}
         facts.write_text(json.dumps(built, indent=2))
     built["health"] = asdict(index_health(table))
     with np.load(arrays) as data:
@@ -377,6 +381,16 @@ def text_side_ms(text_side: TextSide, repeats: int = 30) -> dict:
     return report
 
 
+def searcher_ef(searcher: Searcher, candidates: int, ef: int) -> int | None:
+    """The HNSW search breadth unfiltered queries of `searcher` use (None: no graph searched), as it sets it."""
+    if searcher.flat is not None:
+        return None
+    if searcher.segment_rows is not None:
+        asked = candidates * searcher.segment_rows.segments
+        return max(asked, ef) if searcher.segment_rows.hnsw else None
+    return max(candidates, ef or 2 * candidates) if searcher.hnsw else None
+
+
 def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide) -> list[dict]:
     """Recall and latency of the two-stage search for every (candidates, nprobes, refine factor) setting, with the
     text side of each query timed before its search (`QUERY`, trimmed), as `Searcher.search` runs them."""
@@ -386,13 +400,14 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
     kinds = built["kinds"]
     rows, seen = [], set()
     grid = [
-        (c, n, r, ef)
+        (c, n, r, ef, use_rows)
+        for use_rows in ((True, False) if config.compare_columns else (True,))
         for ef in config.efs
         for r in config.refine_factors
         for n in config.nprobes
         for c in config.candidates
     ]
-    for candidates, nprobes, refine, ef in grid:
+    for candidates, nprobes, refine, ef, use_rows in grid:
         settings = SearchConfig(
             built["checkpoint"],
             store,
@@ -401,6 +416,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             refine_factor=refine or None,
             ef=ef or None,
             encode_text=False,
+            use_segment_rows=use_rows,
         )
         searcher = Searcher(
             replace(
@@ -412,10 +428,11 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             )
         )
         probes = "all" if searcher.nprobes == ALL_PARTITIONS else nprobes
-        ef_used = max(candidates, ef or 2 * candidates) if searcher.hnsw and searcher.flat is None else None
-        if (candidates, probes, refine, ef_used) in seen:
+        ef_used = searcher_ef(searcher, candidates, ef)
+        stage = searcher.describe()["candidate_stage"]
+        if (candidates, probes, refine, ef_used, stage) in seen:
             continue
-        seen.add((candidates, probes, refine, ef_used))
+        seen.add((candidates, probes, refine, ef_used, stage))
         searcher.search_encoded(single[0], 10)
         latencies, texts, totals, recall1, recall10, stages = [], [], [], [], [], []
         for i, encoding in enumerate(single):
@@ -438,7 +455,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             "nprobes": probes,
             "refine_factor": refine,
             "index_type": config.ann.index_type,
-            "candidate_stage": searcher.describe()["candidate_stage"],
+            "candidate_stage": stage,
             "ef": ef_used,
             "recall@1": statistics.mean(recall1),
             "recall@10": statistics.mean(recall10),
@@ -622,6 +639,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"time: segment means; peaks: single frames of distinct content (default {d.ann.segment_kind})",
     )
     parser.add_argument(
+        "--segment-rows",
+        action="store_true",
+        help="one vector index over every segment vector, as rows of a companion table, instead of one per column",
+    )
+    parser.add_argument(
+        "--compare-columns",
+        action="store_true",
+        help="sweep every setting a second time on the segment columns' indexes instead of the segment rows",
+    )
+    parser.add_argument(
         "--concept-weight",
         type=float,
         default=d.ann.concept_weight,
@@ -677,6 +704,7 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
         nprobes=tuple(args.nprobes),
         refine_factors=tuple(args.refine_factors),
         efs=tuple(args.efs),
+        compare_columns=args.compare_columns,
         in_memory_below=args.in_memory_below,
         text_threads=args.text_threads,
         index_cache_gb=args.index_cache_gb,
@@ -690,6 +718,7 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
             segment_kind=args.segment_kind,
             concept_weight=args.concept_weight,
             index_type=args.index_type,
+            segment_rows=args.segment_rows,
         ),
     )
 

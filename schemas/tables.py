@@ -265,6 +265,41 @@ def segment_vector_width(schema: pa.Schema) -> int:
     return schema.field(stored_segment_columns(schema)[0]).type.list_size
 
 
+SEGMENT_ROW_VECTOR = "segment_vector"
+_SEGMENT_ROWS_INFIX = "_segments_g"
+
+
+def _segment_rows(width: int) -> Callable[[int | None], list[pa.Field]]:
+    def fields(_: int | None) -> list[pa.Field]:
+        return [
+            pa.field("video_id", pa.string(), nullable=False),
+            pa.field("segment", pa.int16(), nullable=False),
+            pa.field(SEGMENT_ROW_VECTOR, pa.list_(pa.float32(), width), nullable=False),
+        ]
+
+    return fields
+
+
+def segment_rows_spec(index_name: str, generation: int, width: int) -> TableSpec:
+    """One generation of the companion of a video index that holds each (video, segment) vector as a row, so that
+    one vector index covers them all and a query runs one ANN search instead of one per segment column (workers/
+    search/segment_rows.py). Derived from the video index and rebuilt whole, as the next generation, when its
+    videos change."""
+    return TableSpec(segment_rows_name(index_name, generation), ("video_id", "segment"), 1, _segment_rows(width))
+
+
+def segment_rows_name(index_name: str, generation: int) -> str:
+    """The table of one generation of a video index's segment rows."""
+    return f"{index_name}{_SEGMENT_ROWS_INFIX}{generation}"
+
+
+def segment_rows_generation(index_name: str, table_name: str) -> int | None:
+    """The generation of the video index's segment rows that `table_name` holds, or None for another table."""
+    prefix = f"{index_name}{_SEGMENT_ROWS_INFIX}"
+    number = table_name.removeprefix(prefix)
+    return int(number) if table_name.startswith(prefix) and number.isdigit() else None
+
+
 def projection_spec(index_name: str) -> TableSpec:
     """The table holding the ANN projection basis of one video index and the settings of its vector index (a
     table, so object stores work too)."""

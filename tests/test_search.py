@@ -108,15 +108,79 @@ def test_a_small_gallery_ranks_candidates_in_memory_by_their_best_segment(indexe
     assert engine.describe()["candidate_stage"] == "in-memory scan"
     for text in ("a red circle moves left", "a blue square appears then a green triangle", "shapes"):
         encoding = engine.encode(text)
-        query = (query_vectors(encoding, engine.model_config.local_weight, engine.ann) @ engine.basis)[0]
-        best: dict[int, float] = {}
-        for column in engine.segment_columns:  # LanceDB's exact scan of each column, bypassing the (8-bit) index
-            rows = engine.table.search(query.numpy(), vector_column_name=column).distance_type("dot").limit(24)
-            hits = rows.bypass_vector_index().with_row_id(True).select(["_rowid", "_distance"]).to_arrow()
-            for row_id, distance in zip(hits["_rowid"].to_pylist(), hits["_distance"].to_pylist(), strict=True):
-                best[row_id] = min(distance, best.get(row_id, distance))
-        assert engine._candidates(encoding, 5, None).tolist() == sorted(best, key=best.get)[:5]
+        assert engine._candidates(encoding, 5, None).tolist() == best_segment_order(engine, encoding)[:5]
         assert engine.search(text, k=3).hits[0].video_id == engine.search(text, k=3, exact=True).hits[0].video_id
+
+
+def best_segment_order(engine: Searcher, encoding) -> list[int]:
+    """Row ids of every video by its best segment's inner product with the query, from LanceDB's exact scan of each
+    segment column (bypassing any index)."""
+    query = (query_vectors(encoding, engine.model_config.local_weight, engine.ann) @ engine.basis)[0]
+    best: dict[int, float] = {}
+    for column in engine.segment_columns:
+        rows = engine.table.search(query.numpy(), vector_column_name=column).distance_type("dot").limit(1000)
+        hits = rows.bypass_vector_index().with_row_id(True).select(["_rowid", "_distance"]).to_arrow()
+        for row_id, distance in zip(hits["_rowid"].to_pylist(), hits["_distance"].to_pylist(), strict=True):
+            best[row_id] = min(distance, best.get(row_id, distance))
+    return sorted(best, key=best.get)
+
+
+def copied_store(shared, tmp_path):
+    """The indexed database copied, for a test that changes it."""
+    return dataclasses.replace(shared, uri=str(shutil.copytree(shared.uri, tmp_path / "db")))
+
+
+SEGMENT_ROWS_ANN = dataclasses.replace(SMALL_ANN, index_type="IVF_FLAT", segment_rows=True)
+
+
+def test_segment_rows_rank_videos_by_their_best_segment_with_one_index(indexed, tmp_path):
+    shared, checkpoint, summary = indexed
+    store = copied_store(shared, tmp_path)
+    update = index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN))
+    assert update.added == 0 and update.actions == [
+        f"built one IVF_FLAT vector index over {24 * SMALL_ANN.segments} segment rows ({summary.table}_segments_g1)"
+    ]
+    assert index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN)).actions == [], "up to date: left alone"
+    engine = searcher(store, checkpoint, candidates=5, in_memory_below=0)
+    assert engine.describe()["candidate_stage"] == "segment rows" and not engine.segment_rows.hnsw
+    for text in ("a red circle moves left", "a blue square appears then a green triangle", "shapes"):
+        encoding = engine.encode(text)
+        assert engine._candidates(encoding, 5, None).tolist() == best_segment_order(engine, encoding)[:5]
+    covering = searcher(store, checkpoint, candidates=24, in_memory_below=0)
+    result, exact = covering.search("shapes", k=10), covering.search("shapes", k=10, exact=True)
+    assert [h.video_id for h in result.hits] == [h.video_id for h in exact.hits] and result.candidates == 24
+    val = engine.search("shapes", k=10, filters=[Filter("split", "=", "val_1")])
+    assert len(val.hits) == 8 and {h.split for h in val.hits} == {"val_1"}, "filtered queries use the columns"
+
+
+def test_segment_rows_follow_compaction_changed_videos_and_being_turned_off(indexed, tmp_path):
+    shared, checkpoint, summary = indexed
+    store = copied_store(shared, tmp_path)
+    index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN))
+    engine = searcher(store, checkpoint, candidates=24, in_memory_below=0, refresh_s=0.0)
+    table = Catalog(store).db.open_table(summary.table)
+    gone = table.search().where("split = 'val_1'").select(["video_id"]).limit(3).to_arrow()["video_id"].to_pylist()
+    table.delete(sql_in("video_id", gone))
+    table.optimize()  # compaction renumbers the video rows the segment rows were built from
+    result, exact = engine.search("shapes", k=21), engine.search("shapes", k=21, exact=True)
+    assert result.candidates == 21 and not {h.video_id for h in result.hits} & set(gone)
+    assert [h.video_id for h in result.hits] == [h.video_id for h in exact.hits]
+
+    def generation_built(update) -> int:
+        built = [re.search(r"_segments_g(\d+)\)$", action) for action in update.actions]
+        return next(int(match.group(1)) for match in built if match)
+
+    update = index_flow(IndexConfig(checkpoint, store, splits=("train",), ann=SEGMENT_ROWS_ANN))
+    assert update.added == 0 and generation_built(update) == 2, "rebuilt without the deleted videos"
+    assert engine.search("shapes", k=3).hits and engine.segment_rows.table.name.endswith("_g2")
+    update = index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN))
+    assert update.added == 3 and generation_built(update) == 3
+    assert engine.search("shapes", k=24).candidates == 24 and engine.segment_rows.table.name.endswith("_g3")
+    kept = [name for name in Catalog(store).table_names() if "_segments_g" in name]
+    assert [name[-3:] for name in kept] == ["_g2", "_g3"], "the generation before the newest stays for readers"
+    update = index_flow(IndexConfig(checkpoint, store, ann=dataclasses.replace(SEGMENT_ROWS_ANN, segment_rows=False)))
+    assert "dropped 2 generations of segment rows" in update.actions
+    assert engine.search("shapes", k=3).hits and engine.describe()["candidate_stage"] == "vector index"
 
 
 def test_the_query_text_is_encoded_with_its_own_thread_count(indexed):
@@ -368,7 +432,7 @@ def test_maintaining_a_video_index_retrains_its_vector_index_as_it_was_built(ind
 
 def test_a_running_searcher_sees_videos_indexed_after_it_started(indexed, tmp_path):
     shared, checkpoint, summary = indexed
-    store = dataclasses.replace(shared, uri=str(shutil.copytree(shared.uri, tmp_path / "db")))  # rows deleted below
+    store = copied_store(shared, tmp_path)  # rows deleted below
     table = Catalog(store).db.open_table(summary.table)
     gone = table.search().select(["video_id"]).limit(2).to_arrow()["video_id"].to_pylist()
     table.delete(sql_in("video_id", gone))

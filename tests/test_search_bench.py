@@ -2,14 +2,13 @@
 and its recall is computed against the exact reference (full candidates and probes find the exact top-10; with
 every partition probed a sixth of the gallery as candidates keeps it; probing one partition of eight loses some).
 The same gallery indexed again from its stored encodings with peak-frame segments keeps its exact reference, and
-its segment vectors as rows of one graph (benchmarks/segment_rows.py) keep the exact scan's candidates."""
+with its segment vectors as rows of one index (AnnConfig.segment_rows) it finds what the segment columns find."""
 
 import dataclasses
 import json
 
 import numpy as np
 
-from benchmarks import segment_rows
 from benchmarks.search_bench import SearchBenchConfig, StoredSource, run_search_bench
 from glscl.backbone_config import TINY_MODEL
 from workers.search.config import AnnConfig
@@ -79,14 +78,19 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
         assert np.array_equal(first["sentence"], second["sentence"])
     assert any("3 segment columns" in action for action in again["sizes"][0]["actions"])
 
-    rows_report = tmp_path / "rows.json"
-    settings = ["10:2400:2400", "600:2400:2400"]
-    arguments = ["--gallery", str(tmp_path / "galleries/n600"), "--db", str(tmp_path / "rows"), "--settings"]
-    segment_rows.main([*arguments, *settings, "--output", str(rows_report)])
-    rows = json.loads(rows_report.read_text())
-    assert rows["rows"] == 600 * 4 and rows["index_build_s"] > 0  # one row per (video, time segment)
-    scan = rows["exact_scan_coverage"]
-    by_candidates = {setting["candidates"]: setting for setting in rows["settings"]}
-    assert scan["600"] == 1.0 and by_candidates[600]["coverage"] == 1.0  # every row read: every video a candidate
-    # ef covers every row, so the graph's ten best videos are the scan's up to its int8 (SQ) scores
-    assert abs(by_candidates[10]["coverage"] - scan["10"]) <= 0.1 and 0.0 < scan["10"] <= 1.0
+    rows = dataclasses.replace(
+        config,
+        candidates=(10, 600),
+        nprobes=(8,),
+        compare_columns=True,
+        output=str(tmp_path / "rows.json"),
+        ann=dataclasses.replace(config.ann, segment_rows=True),
+    )
+    with_rows = run_search_bench(rows)["sizes"][0]
+    built = "built one IVF_FLAT vector index over 2400 segment rows"
+    assert any(action.startswith(built) for action in with_rows["actions"])
+    stages = {(r["candidate_stage"], r["candidates"]): r for r in with_rows["sweep"]}
+    assert set(stages) == {(stage, c) for stage in ("segment rows", "vector index") for c in (10, 600)}
+    assert stages["segment rows", 600]["recall@10"] == 1.0  # every video a candidate
+    # both stages rank videos by their best segment exactly (IVF_FLAT, every partition probed)
+    assert stages["segment rows", 10]["recall@10"] == stages["vector index", 10]["recall@10"]

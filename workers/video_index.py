@@ -39,6 +39,7 @@ from workers.search.config import AnnConfig
 from workers.search.indexes import IndexUpdate, ensure_indexes
 from workers.search.packed_encodings import pack_encodings
 from workers.search.projection import Projection, save_projection
+from workers.search.segment_rows import ensure_segment_rows
 
 SEARCH_VECTOR = "search_vector"
 
@@ -246,6 +247,8 @@ def refresh_indexes(
     """Build or bring up to date the table's indexes; when that (re)built the vector indexes with other settings
     than the projection records, store the new ones, so that upkeep rebuilds them the same way."""
     update = ensure_indexes(table, ann, segment_vector_width(table.schema))
+    rebuilt = ensure_segment_rows(catalog, table, ann)
+    update = IndexUpdate(update.actions + rebuilt, update.vector_indexes_built or bool(rebuilt))
     if update.vector_indexes_built and projection.ann != asdict(ann):
         projection = replace(projection, ann=asdict(ann))
         save_projection(catalog, index.spec.name, projection)

@@ -62,6 +62,13 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
         help=f"vector index type (default {ann.index_type})",
     )
     parser.add_argument(
+        "--segment-rows",
+        action="store_true",
+        help="one vector index over every segment vector (a companion table of one row per video and segment) "
+        "instead of one per segment column: one ANN search per query, for large galleries whose videos hold many "
+        "events (filtered queries still use the segment columns)",
+    )
+    parser.add_argument(
         "--min-rows",
         type=int,
         default=ann.min_rows,
@@ -87,6 +94,7 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
             segment_kind=args.segment_kind,
             concept_weight=args.concept_weight,
             index_type=args.index_type,
+            segment_rows=args.segment_rows,
             min_rows=args.min_rows,
             num_partitions=args.partitions,
             num_sub_vectors=args.sub_vectors,

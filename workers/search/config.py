@@ -30,8 +30,12 @@ class AnnConfig:
     (glscl.search_vectors.peak_frame_weights); a table's rows should share one kind. `concept_weight` scales the
     concept (local) block of both sides' vectors against its weight in the score: 1 as in the score, 0 frames
     only, which lets IVF partitions follow single events where a video's concepts mix many. `num_partitions` defaults to
-    about sqrt(rows) per column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions. Measurements:
-    benchmarks/RESULTS.md.
+    about sqrt(rows) per column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions.
+
+    `segment_rows` puts every (video, segment) vector in a companion table under one vector index of `index_type`
+    instead of one index per column (workers/search/segment_rows.py): one ANN search per query, which halves the
+    ANN time on hard galleries at equal recall; filtered queries still go through the segment columns (scanned
+    exactly when they have no index). Measurements: benchmarks/RESULTS.md.
     """
 
     vector_dim: int = 512
@@ -46,6 +50,7 @@ class AnnConfig:
     segment_kind: str = "time"
     hnsw_partition_rows: int = 1_000_000
     concept_weight: float = 1.0
+    segment_rows: bool = False
 
     def __post_init__(self) -> None:
         if self.index_type not in VECTOR_INDEX_TYPES:
@@ -58,6 +63,8 @@ class AnnConfig:
             raise ValueError(f"concept_weight must be >= 0, got {self.concept_weight}")
         if self.segment_kind not in SEGMENT_KINDS:
             raise ValueError(f"segment_kind must be one of {SEGMENT_KINDS}, got {self.segment_kind!r}")
+        if self.segment_rows and self.index_type == "none":
+            raise ValueError("segment_rows needs a vector index type, got index_type 'none'")
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,10 @@ class SearchConfig:
     all when the searcher starts, as a server should; a one-off query skips it.
 
     `ef` is the candidate list an HNSW index keeps while it walks its graph (None: twice the candidates asked
-    for; never fewer than them): larger finds more of the true nearest vectors, slower. IVF indexes ignore it.
+    for; never fewer than them; with segment rows, the rows asked: candidates x segments): larger finds more of the
+    true nearest vectors, slower. IVF indexes ignore it. `use_segment_rows` lets unfiltered queries take the
+    segment rows' one index when the table has one (AnnConfig.segment_rows); False keeps them on the segment
+    columns, to compare the two.
 
     `torch_threads` sets torch's intra-op threads for the process when the searcher is built (None: leave them).
     One by default: a query's torch work is small, and idle torch worker threads keep spinning on the cores
@@ -106,3 +116,4 @@ class SearchConfig:
     torch_threads: int | None = 1
     text_threads: int | None = None
     encode_text: bool = True
+    use_segment_rows: bool = True

@@ -39,7 +39,8 @@ def _default_partitions(config: AnnConfig, rows: int) -> int:
     return max(1, round(math.sqrt(rows)))
 
 
-def _vector_index(config: AnnConfig, rows: int, dim: int):
+def vector_index(config: AnnConfig, rows: int, dim: int) -> IvfFlat | IvfPq | IvfHnswFlat | IvfHnswSq:
+    """LanceDB's index config for `rows` vectors of `dim` dims under `config`."""
     ivf = {
         "distance_type": DISTANCE,
         "num_partitions": config.num_partitions or _default_partitions(config, rows),
@@ -74,14 +75,15 @@ class IndexUpdate:
 def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> IndexUpdate:
     """Create missing indexes, rebuild the vector indexes when another type is asked for, and fold new rows
     into existing indexes (the vector indexes are retrained instead, see `retrain_vector_indexes`). A table
-    whose indexes already cover every row is left as it is."""
+    whose indexes already cover every row is left as it is. With `config.segment_rows` no per-column vector index
+    is built (the companion's one index serves unfiltered queries, workers/search/segment_rows.py)."""
     done = []
     built = False
     rows = table.count_rows()
     indexed = _index_types(table)
     columns = stored_segment_columns(table.schema)
     vector_types = {indexed.get(column) for column in columns}
-    wanted = _STORED_TYPE.get(config.index_type)
+    wanted = None if config.segment_rows else _STORED_TYPE.get(config.index_type)
     rebuild = wanted and rows >= config.min_rows and vector_types != {wanted}
     if indexed and any(index_health(table).unindexed.values()):
         table.optimize()
@@ -91,7 +93,7 @@ def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> I
             built = True
     if rebuild:
         for column in columns:
-            table.create_index(column, config=_vector_index(config, rows, dim), replace=True)
+            table.create_index(column, config=vector_index(config, rows, dim), replace=True)
         built = True
         was = ", ".join(sorted(str(kind) for kind in vector_types if kind))
         done.append(
@@ -122,11 +124,12 @@ def vector_index_name(column: str) -> str:
     return f"{column}_idx"
 
 
-def has_hnsw_index(table: lancedb.table.Table) -> bool:
-    """Whether the segment columns' vector indexes are HNSW graphs (searched with an `ef`)."""
+def has_hnsw_index(table: lancedb.table.Table, columns: list[str] | None = None) -> bool:
+    """Whether the vector indexes of `columns` (None: the segment columns) are HNSW graphs (searched with an
+    `ef`)."""
     indexed = _index_types(table)
     hnsw = {_STORED_TYPE[kind] for kind in HNSW_INDEX_TYPES}
-    return any(indexed.get(column) in hnsw for column in stored_segment_columns(table.schema))
+    return any(indexed.get(column) in hnsw for column in columns or stored_segment_columns(table.schema))
 
 
 def has_vector_index(table: lancedb.table.Table) -> bool:
@@ -147,7 +150,7 @@ def retrain_vector_indexes(table: lancedb.table.Table, config: AnnConfig, dim: i
     kinds = set()
     for column in stored_segment_columns(table.schema):
         kind = next(name for name, value in _STORED_TYPE.items() if value == indexed[column])
-        table.create_index(column, config=_vector_index(replace(config, index_type=kind), rows, dim), replace=True)
+        table.create_index(column, config=vector_index(replace(config, index_type=kind), rows, dim), replace=True)
         kinds.add(kind)
     return f"retrained {', '.join(sorted(kinds))} vector indexes over {rows} rows"
 

@@ -35,6 +35,7 @@ from schemas.tables import (
     INDEX_FILTER_COLUMNS,
     INDEX_HIT_COLUMNS,
     MODEL_ID_KEY,
+    SEGMENT_ROW_VECTOR,
     VIDEO_INDEX_PREFIX,
     VIDEO_INDEX_VERSION,
     stored_segment_columns,
@@ -48,6 +49,7 @@ from workers.search.flat import FlatSegments
 from workers.search.indexes import DISTANCE, has_hnsw_index, has_vector_index, vector_index_name
 from workers.search.packed_encodings import packed_slots, unpack_encodings
 from workers.search.projection import load_projection
+from workers.search.segment_rows import RowMap, SegmentRowsStage, current_segment_rows
 
 MAX_K = 1000
 RRF_OFFSET = 60
@@ -215,14 +217,18 @@ class Searcher:
         self._checked = time.monotonic()
 
     def prewarm(self) -> None:
-        """Load every segment vector index into LanceDB's index cache (when the cache can hold them)."""
+        """Load every segment vector index, and the segment rows' one, into LanceDB's index cache (when the cache
+        can hold them)."""
         if self.has_vector_index:
             for column in self.segment_columns:
                 self.table.prewarm_index(vector_index_name(column))
+        if self.segment_rows is not None:
+            self.segment_rows.table.prewarm_index(vector_index_name(SEGMENT_ROW_VECTOR))
 
     def _read_index_state(self) -> None:
         """Whether the table has a vector index yet, how many videos it holds, how many partitions a query
-        probes, and a small gallery's segment vectors in memory."""
+        probes, and the stage unfiltered queries take: a small gallery's segment vectors in memory, else the
+        segment rows' one index when the table has one, else the segment columns."""
         self.has_vector_index = has_vector_index(self.table)
         self.hnsw = self.has_vector_index and has_hnsw_index(self.table)
         self.videos = self.table.count_rows()
@@ -230,10 +236,30 @@ class Searcher:
         self.nprobes = ALL_PARTITIONS if small else self.config.nprobes
         in_memory = self.videos <= self.config.in_memory_below
         self.flat = FlatSegments.load(self.table, self.segment_columns) if in_memory else None
+        wanted = self.config.use_segment_rows and not in_memory
+        companion = current_segment_rows(self.catalog, self.table.name) if wanted else None
+        self.segment_rows = (
+            None
+            if companion is None
+            else SegmentRowsStage(
+                companion,
+                RowMap.load(companion, self.table),
+                len(self.segment_columns),
+                has_hnsw_index(companion, [SEGMENT_ROW_VECTOR]),
+            )
+        )
+
+    def _segment_rows_name(self) -> str | None:
+        """The table of the newest complete generation of segment rows (None: none, or a small gallery)."""
+        if self.videos <= self.config.in_memory_below or not self.config.use_segment_rows:
+            return None
+        companion = current_segment_rows(self.catalog, self.table.name)
+        return None if companion is None else companion.name
 
     def _follow_latest(self) -> None:
-        """Move to the table's newest version (at most every `refresh_s` seconds) and re-read its index state; a
-        thread that finds another one doing it goes on with the version it has."""
+        """Move to the table's newest version and its newest segment rows (at most every `refresh_s` seconds) and
+        re-read its index state (and prewarm the indexes again when the searcher prewarms); a thread that finds
+        another one doing it goes on with the version it has."""
         now = time.monotonic()
         if now - self._checked < self.config.refresh_s or not self._refreshing.acquire(blocking=False):
             return
@@ -241,15 +267,26 @@ class Searcher:
             self._checked = now
             version = self.table.version
             self.table.checkout_latest()
-            if self.table.version != version:
+            serving = None if self.segment_rows is None else self.segment_rows.table.name
+            if self.table.version != version or self._segment_rows_name() != serving:
                 self._read_index_state()
+                if self.config.prewarm:
+                    self.prewarm()
         finally:
             self._refreshing.release()
 
     def describe(self) -> dict[str, str | int]:
         """What is served: the video index table, how many videos it holds and how unfiltered queries find their
         candidates."""
-        stage = "in-memory scan" if self.flat is not None else "vector index" if self.has_vector_index else "scan"
+        stage = (
+            "in-memory scan"
+            if self.flat is not None
+            else "segment rows"
+            if self.segment_rows is not None
+            else "vector index"
+            if self.has_vector_index
+            else "scan"
+        )
         return {"index": self.table.name, "videos": self.table.count_rows(), "candidate_stage": stage}
 
     def video_file(self, video_id: str) -> VideoFile | None:
@@ -361,6 +398,9 @@ class Searcher:
         flat = self.flat
         if flat is not None and where is None:
             return flat.nearest(query, limit)
+        segment_rows = self.segment_rows
+        if segment_rows is not None and where is None:
+            return segment_rows.nearest(query, limit, self.nprobes, self.config.ef)
         parts = list(
             self.pool.map(lambda column: self._segment_hits(query, column, limit, where), self.segment_columns)
         )

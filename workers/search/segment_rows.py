@@ -1,0 +1,169 @@
+"""The segment-rows candidate stage: every (video, segment) vector of a video index as a row of a companion table
+with one vector index over them all, so a query runs one ANN search instead of one per segment column.
+
+On hard galleries (events anywhere, peak-frame segments) eight per-column HNSW graphs cost 52-77 ms of LanceDB time
+at 100k videos; one graph over the same 800,000 vectors reaches the same recall in about half (benchmarks/
+RESULTS.md). The companion is derived data: it is rebuilt whole, as a new generation (`<index>_segments_g<N>`),
+whenever the videos it was built from change, and a generation is complete once its vector index exists, so a
+searcher never reads one half written. Its rows carry the video id, not the video table's row id, because
+compacting the video table renumbers rows: a searcher maps companion rows to video rows in memory (`RowMap`),
+joined on the id whenever either table changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from schemas.catalog import Catalog
+from schemas.tables import (
+    SEGMENT_ROW_VECTOR,
+    segment_rows_generation,
+    segment_rows_name,
+    segment_rows_spec,
+    segment_vector_width,
+    stored_segment_columns,
+)
+from workers.search.config import AnnConfig
+from workers.search.indexes import DISTANCE, vector_index
+
+_ROW_ID = "_rowid"
+_BATCH = 8192
+
+
+def generations(catalog: Catalog, index_name: str) -> list[int]:
+    """The generations of the video index's segment rows present in the database, newest first."""
+    found = (segment_rows_generation(index_name, name) for name in catalog.table_names())
+    return sorted((generation for generation in found if generation is not None), reverse=True)
+
+
+def current_segment_rows(catalog: Catalog, index_name: str) -> lancedb.table.Table | None:
+    """The newest complete generation of the video index's segment rows (one with its vector index), or None."""
+    for generation in generations(catalog, index_name):
+        table = catalog.open_table(segment_rows_name(index_name, generation))
+        if table.list_indices():
+            return table
+    return None
+
+
+def _exploded(batch: pa.RecordBatch, columns: list[str], width: int) -> pa.Table:
+    """One row per (video, segment) of a batch of video index rows."""
+    count, segments = batch.num_rows, len(columns)
+    vectors = np.stack([batch[c].flatten().to_numpy().reshape(count, width) for c in columns], axis=1)
+    return pa.table(
+        {
+            "video_id": pc.take(batch["video_id"], pa.array(np.repeat(np.arange(count), segments))),
+            "segment": pa.array(np.tile(np.arange(segments, dtype=np.int16), count)),
+            SEGMENT_ROW_VECTOR: pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), width),
+        }
+    )
+
+
+def _segment_row_batches(table: lancedb.table.Table) -> Iterator[pa.Table]:
+    columns, width = stored_segment_columns(table.schema), segment_vector_width(table.schema)
+    for batch in table.search().select(["video_id", *columns]).to_batches(_BATCH):
+        if batch.num_rows:
+            yield _exploded(batch, columns, width)
+
+
+def segment_rows_current(catalog: Catalog, table: lancedb.table.Table) -> bool:
+    """Whether the newest complete generation holds every segment of exactly the video index's videos."""
+    rows = current_segment_rows(catalog, table.name)
+    if rows is None:
+        return False
+    segments = len(stored_segment_columns(table.schema))
+    if rows.count_rows() != segments * table.count_rows():
+        return False
+    videos = table.search().select(["video_id"]).to_arrow()["video_id"]
+    stored = rows.search().select(["video_id"]).where("segment = 0").to_arrow()["video_id"]
+    return len(videos) == len(stored) and pc.all(pc.is_in(videos, value_set=stored.combine_chunks())).as_py()
+
+
+def rebuild_segment_rows(catalog: Catalog, table: lancedb.table.Table, config: AnnConfig) -> str:
+    """Write every segment vector of the video index `table` as a row of a new companion generation, build its one
+    vector index (`config`'s type and sizes), then drop generations older than the one it replaces (which a
+    searcher may still be reading). Returns what it did, in words."""
+    width = segment_vector_width(table.schema)
+    previous = generations(catalog, table.name)
+    spec = segment_rows_spec(table.name, (previous[0] + 1) if previous else 1, width)
+    companion = catalog.db.create_table(spec.name, schema=spec.schema(), mode="overwrite")
+    for rows in _segment_row_batches(table):
+        companion.add(rows)
+    count = companion.count_rows()
+    companion.create_index(SEGMENT_ROW_VECTOR, config=vector_index(config, count, width))
+    _drop(catalog, table.name, previous[1:])
+    return f"built one {config.index_type} vector index over {count} segment rows ({spec.name})"
+
+
+@dataclass(frozen=True)
+class RowMap:
+    """Companion row ids (sorted) and the video table row id each belongs to, at one version of both tables."""
+
+    segment_rows: np.ndarray
+    video_rows: np.ndarray
+
+    @classmethod
+    def load(cls, companion: lancedb.table.Table, videos: lancedb.table.Table) -> RowMap:
+        """Join both tables' current rows on the video id (companion rows of videos gone from the video table are
+        left out)."""
+        segments = companion.search().select(["video_id"]).with_row_id(True).to_arrow()
+        video_rows = videos.search().select(["video_id"]).with_row_id(True).to_arrow()
+        joined = pa.table({"video_id": segments["video_id"], "segment_row": segments[_ROW_ID]}).join(
+            pa.table({"video_id": video_rows["video_id"], "video_row": video_rows[_ROW_ID]}),
+            "video_id",
+            join_type="inner",
+        )
+        order = np.argsort(joined["segment_row"].to_numpy(), kind="stable")
+        return cls(joined["segment_row"].to_numpy()[order], joined["video_row"].to_numpy()[order])
+
+    def videos(self, segment_rows: np.ndarray) -> np.ndarray:
+        """The video row of each companion row, in order; rows the map does not hold are left out."""
+        at = np.minimum(np.searchsorted(self.segment_rows, segment_rows), max(len(self.segment_rows) - 1, 0))
+        known = self.segment_rows[at] == segment_rows if len(self.segment_rows) else np.zeros(len(segment_rows), bool)
+        return self.video_rows[at[known]]
+
+
+@dataclass(frozen=True)
+class SegmentRowsStage:
+    """One generation of a video index's segment rows and its row map: the candidate stage of unfiltered queries."""
+
+    table: lancedb.table.Table
+    rows: RowMap
+    segments: int
+    hnsw: bool
+
+    def nearest(self, query: np.ndarray, limit: int, nprobes: int, ef: int | None) -> np.ndarray:
+        """Video row ids of the `limit` videos whose best segment is nearest `query`, best first. Asks for
+        `limit` x segments rows, enough for `limit` videos even when every segment of each lands near the query."""
+        asked = limit * self.segments
+        search = self.table.search(query, vector_column_name=SEGMENT_ROW_VECTOR).distance_type(DISTANCE).limit(asked)
+        search = search.nprobes(nprobes)
+        if self.hnsw:
+            search = search.ef(max(asked, ef or 0))
+        hits = search.with_row_id(True).select([_ROW_ID, "_distance"]).to_arrow()
+        order = np.argsort(hits["_distance"].to_numpy(), kind="stable")
+        videos = self.rows.videos(hits[_ROW_ID].to_numpy()[order])
+        _, first = np.unique(videos, return_index=True)
+        return videos[np.sort(first)][:limit]
+
+
+def ensure_segment_rows(catalog: Catalog, table: lancedb.table.Table, config: AnnConfig) -> list[str]:
+    """Bring the video index's segment rows in line with `config`: rebuilt when asked for (from `min_rows` videos)
+    and missing or out of date, dropped when not asked for. Returns what it did, in words."""
+    if not config.segment_rows:
+        present = generations(catalog, table.name)
+        _drop(catalog, table.name, present)
+        return [f"dropped {len(present)} generations of segment rows"] if present else []
+    if table.count_rows() < config.min_rows or segment_rows_current(catalog, table):
+        return []
+    return [rebuild_segment_rows(catalog, table, config)]
+
+
+def _drop(catalog: Catalog, index_name: str, generations: list[int]) -> None:
+    for generation in generations:
+        catalog.db.drop_table(segment_rows_name(index_name, generation))
