@@ -312,7 +312,7 @@ def plot_reports(paths: list[str], output: Path) -> Path:
     """Recall@10 against p50 latency of every swept setting in the benchmark reports `paths`, one series per
     candidate stage (segment kind, count, width, concept weight, index type or in memory) and gallery size, as a
     PNG."""
-    figure, axis = new_figure(size=(8, 5))
+    figure, axis = new_figure(size=(12, 5))
     series: dict[str, list[dict]] = {}
     for path in paths:
         report = json.loads(Path(path).read_text())
@@ -333,6 +333,7 @@ def plot_reports(paths: list[str], output: Path) -> Path:
     axis.axvline(50, color="grey", linestyle="--", linewidth=0.8)
     axis.set(xlabel="p50 latency per query (ms)", ylabel="recall@10 of the exact GLSCL top-10", xscale="log")
     axis.set_title(f"{report['gallery']} galleries, two-stage search: candidates x nprobes per candidate stage")
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the points, not on them
     return save_figure(figure, output)
 
 

@@ -22,10 +22,11 @@ def new_figure(columns: int = 1, size: tuple[float, float] = (6, 4)):
 
 
 def save_figure(figure: Figure, path: Path) -> Path:
-    """Lay out, write as a 100-dpi PNG and close the figure; returns the path."""
+    """Lay out, write as a 100-dpi PNG and close the figure (with a legend where the axes have labelled series and
+    none placed yet); returns the path."""
     for axis in figure.axes:
         axis.grid(alpha=0.3)
-        if axis.get_legend_handles_labels()[0]:
+        if axis.get_legend_handles_labels()[0] and axis.get_legend() is None:
             axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)
