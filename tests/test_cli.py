@@ -75,6 +75,10 @@ def test_options_reach_the_config() -> None:
         hours=2
     )
     assert DEFAULT_RETENTION.total_seconds() == maintain.RETAIN_HOURS * 3600
+    ann = index.index_config(parse("index", "--checkpoint", "c", "--segment-rows", "--index-type", "IVF_HNSW_SQ")).ann
+    assert ann.segment_rows and ann.index_type == "IVF_HNSW_SQ"
+    with pytest.raises(ValueError, match="needs a vector index type"):
+        index.index_config(parse("index", "--checkpoint", "c", "--segment-rows", "--index-type", "none"))
 
 
 def _parsers(parser: argparse.ArgumentParser, name: str = "glscl"):

@@ -64,7 +64,7 @@ class AnnConfig:
         if self.segment_kind not in SEGMENT_KINDS:
             raise ValueError(f"segment_kind must be one of {SEGMENT_KINDS}, got {self.segment_kind!r}")
         if self.segment_rows and self.index_type == "none":
-            raise ValueError("segment_rows needs a vector index type, got index_type 'none'")
+            raise ValueError("segment_rows (--segment-rows) needs a vector index type, got --index-type none")
 
 
 @dataclass(frozen=True)
