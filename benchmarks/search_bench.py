@@ -269,7 +269,7 @@ def load_or_build(config: SearchBenchConfig, size: int, source: GallerySource) -
     table = catalog.open_table(built["table"])
     start = time.perf_counter()
     update = ensure_indexes(table, config.ann, segment_vector_width(table.schema))
-    rebuilt = ensure_segment_rows(catalog, table, config.ann)
+    rebuilt = ensure_segment_rows(catalog, table, config.ann, print)
     if update.vector_indexes_built or rebuilt:
         built |= {"index_s": time.perf_counter() - start, "actions": update.actions + rebuilt}
         facts.write_text(json.dumps(built, indent=2))

@@ -99,7 +99,7 @@ def index_flow(config: IndexConfig) -> IndexSummary:
         if projection is None:
             raise ValueError(f"no videos to index in {config.store.uri}: ingest videos with the checkpoint's backbone")
         table = catalog.open_existing(index.spec)
-        update, projection = refresh_indexes(catalog, table, index, config.ann, projection)
+        update, projection = refresh_indexes(catalog, table, index, config.ann, projection, get_run_logger().info)
         timings["indexes"] = time.perf_counter() - start - sum(timings.values())
         summary = IndexSummary(
             index.spec.name,

@@ -36,6 +36,7 @@ from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.projection import load_projection
 from workers.search.searcher import STAGES, Searcher, SearchError
+from workers.search.segment_rows import ensure_segment_rows
 from workers.train_worker import BEST_DIR
 from workers.upkeep import maintain_table
 
@@ -170,8 +171,13 @@ def test_segment_rows_follow_compaction_changed_videos_and_being_turned_off(inde
         built = [re.search(r"_segments_g(\d+)\)$", action) for action in update.actions]
         return next(int(match.group(1)) for match in built if match)
 
-    update = index_flow(IndexConfig(checkpoint, store, splits=("train",), ann=SEGMENT_ROWS_ANN))
-    assert update.added == 0 and generation_built(update) == 2, "rebuilt without the deleted videos"
+    said: list[str] = []
+    [action] = ensure_segment_rows(Catalog(store), table, SEGMENT_ROWS_ANN, said.append)
+    assert action.endswith("_segments_g2)"), "rebuilt without the deleted videos"
+    assert said == [
+        f"segment rows: 21/21 videos written to {summary.table}_segments_g2",
+        "segment rows: building one IVF_FLAT index over 84 rows",
+    ]
     assert engine.search("shapes", k=3).hits and engine.segment_rows.table.name.endswith("_g2")
     update = index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN))
     assert update.added == 3 and generation_built(update) == 3

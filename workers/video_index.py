@@ -242,12 +242,18 @@ def write_index(
 
 
 def refresh_indexes(
-    catalog: Catalog, table: Table, index: CheckpointIndex, ann: AnnConfig, projection: Projection
+    catalog: Catalog,
+    table: Table,
+    index: CheckpointIndex,
+    ann: AnnConfig,
+    projection: Projection,
+    progress: Callable[[str], None],
 ) -> tuple[IndexUpdate, Projection]:
-    """Build or bring up to date the table's indexes; when that (re)built the vector indexes with other settings
-    than the projection records, store the new ones, so that upkeep rebuilds them the same way."""
+    """Build or bring up to date the table's indexes (and its segment rows, telling `progress` how a rebuild goes);
+    when that (re)built the vector indexes with other settings than the projection records, store the new ones, so
+    that upkeep rebuilds them the same way."""
     update = ensure_indexes(table, ann, segment_vector_width(table.schema))
-    rebuilt = ensure_segment_rows(catalog, table, ann)
+    rebuilt = ensure_segment_rows(catalog, table, ann, progress)
     update = IndexUpdate(update.actions + rebuilt, update.vector_indexes_built or bool(rebuilt))
     if update.vector_indexes_built and projection.ann != asdict(ann):
         projection = replace(projection, ann=asdict(ann))

@@ -12,7 +12,7 @@ joined on the id whenever either table changes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import lancedb
@@ -84,17 +84,24 @@ def segment_rows_current(catalog: Catalog, table: lancedb.table.Table) -> bool:
     return len(videos) == len(stored) and pc.all(pc.is_in(videos, value_set=stored.combine_chunks())).as_py()
 
 
-def rebuild_segment_rows(catalog: Catalog, table: lancedb.table.Table, config: AnnConfig) -> str:
+def rebuild_segment_rows(
+    catalog: Catalog, table: lancedb.table.Table, config: AnnConfig, progress: Callable[[str], None]
+) -> str:
     """Write every segment vector of the video index `table` as a row of a new companion generation, build its one
     vector index (`config`'s type and sizes), then drop generations older than the one it replaces (which a
-    searcher may still be reading). Returns what it did, in words."""
+    searcher may still be reading). Tells `progress` how the writing goes and when the index build starts (minutes
+    on large galleries: 985 s for 800,000 rows of 1,024 dims on 2 cores). Returns what it did, in words."""
     width = segment_vector_width(table.schema)
     previous = generations(catalog, table.name)
     spec = segment_rows_spec(table.name, (previous[0] + 1) if previous else 1, width)
     companion = catalog.db.create_table(spec.name, schema=spec.schema(), mode="overwrite")
+    videos, written = table.count_rows(), 0
     for rows in _segment_row_batches(table):
         companion.add(rows)
+        written += rows.num_rows // len(stored_segment_columns(table.schema))
+        progress(f"segment rows: {written}/{videos} videos written to {spec.name}")
     count = companion.count_rows()
+    progress(f"segment rows: building one {config.index_type} index over {count} rows")
     companion.create_index(SEGMENT_ROW_VECTOR, config=vector_index(config, count, width))
     _drop(catalog, table.name, previous[1:])
     return f"built one {config.index_type} vector index over {count} segment rows ({spec.name})"
@@ -152,16 +159,22 @@ class SegmentRowsStage:
         return videos[np.sort(first)][:limit]
 
 
-def ensure_segment_rows(catalog: Catalog, table: lancedb.table.Table, config: AnnConfig) -> list[str]:
+def ensure_segment_rows(
+    catalog: Catalog,
+    table: lancedb.table.Table,
+    config: AnnConfig,
+    progress: Callable[[str], None],
+) -> list[str]:
     """Bring the video index's segment rows in line with `config`: rebuilt when asked for (from `min_rows` videos)
-    and missing or out of date, dropped when not asked for. Returns what it did, in words."""
+    and missing or out of date (telling `progress` how it goes), dropped when not asked for. Returns what it did,
+    in words."""
     if not config.segment_rows:
         present = generations(catalog, table.name)
         _drop(catalog, table.name, present)
         return [f"dropped {len(present)} generations of segment rows"] if present else []
     if table.count_rows() < config.min_rows or segment_rows_current(catalog, table):
         return []
-    return [rebuild_segment_rows(catalog, table, config)]
+    return [rebuild_segment_rows(catalog, table, config, progress)]
 
 
 def _drop(catalog: Catalog, index_name: str, generations: list[int]) -> None:
