@@ -30,13 +30,13 @@ from pipelines.index import index_flow
 from pipelines.serve import create_app
 from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
-from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS
+from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS, segment_rows_spec
 from workers.search.ann_vectors import query_vectors
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.projection import load_projection
 from workers.search.searcher import STAGES, Searcher, SearchError
-from workers.search.segment_rows import ensure_segment_rows
+from workers.search.segment_rows import current_segment_rows, ensure_segment_rows, rebuild_segment_rows
 from workers.train_worker import BEST_DIR
 from workers.upkeep import maintain_table
 
@@ -152,6 +152,14 @@ def test_segment_rows_rank_videos_by_their_best_segment_with_one_index(indexed, 
     assert [h.video_id for h in result.hits] == [h.video_id for h in exact.hits] and result.candidates == 24
     val = engine.search("shapes", k=10, filters=[Filter("split", "=", "val_1")])
     assert len(val.hits) == 8 and {h.split for h in val.hits} == {"val_1"}, "filtered queries use the columns"
+
+    catalog = Catalog(store)  # another index run writing generation 2 meanwhile: searchers keep to g1, a rebuild
+    catalog.db.create_table(f"{summary.table}_segments_g2", schema=segment_rows_spec(summary.table, 2, 64).schema())
+    assert current_segment_rows(catalog, summary.table).name.endswith("_g1")
+    action = rebuild_segment_rows(catalog, catalog.db.open_table(summary.table), SEGMENT_ROWS_ANN, print)
+    assert action.endswith("_segments_g3)") and current_segment_rows(catalog, summary.table).name.endswith("_g3")
+    kept = [name[-3:] for name in catalog.table_names() if "_segments_g" in name]
+    assert kept == ["_g1", "_g2", "_g3"], "g1 was served until g3 and g2 is someone's work in progress"
 
 
 def test_segment_rows_follow_compaction_changed_videos_and_being_turned_off(indexed, tmp_path):

@@ -5,7 +5,8 @@ On hard galleries (events anywhere, peak-frame segments) eight per-column HNSW g
 at 100k videos; one graph over the same 800,000 vectors reaches the same recall in about half (benchmarks/
 RESULTS.md). The companion is derived data: it is rebuilt whole, as a new generation (`<index>_segments_g<N>`),
 whenever the videos it was built from change, and a generation is complete once its vector index exists, so a
-searcher never reads one half written. Its rows carry the video id, not the video table's row id, because
+searcher never reads one half written. A finished rebuild keeps the complete generation searchers were reading and
+any newer one another index run may still be writing, and drops those before. Its rows carry the video id, not the video table's row id, because
 compacting the video table renumbers rows: a searcher maps companion rows to video rows in memory (`RowMap`),
 joined on the id whenever either table changes.
 """
@@ -23,6 +24,7 @@ import pyarrow.compute as pc
 from schemas.catalog import Catalog
 from schemas.tables import (
     SEGMENT_ROW_VECTOR,
+    TableSpec,
     segment_rows_generation,
     segment_rows_name,
     segment_rows_spec,
@@ -42,13 +44,41 @@ def generations(catalog: Catalog, index_name: str) -> list[int]:
     return sorted((generation for generation in found if generation is not None), reverse=True)
 
 
+def _open_if_complete(catalog: Catalog, index_name: str, generation: int) -> lancedb.table.Table | None:
+    """A generation's table if it is complete (its vector index exists), else None (being written, or abandoned)."""
+    table = catalog.open_table(segment_rows_name(index_name, generation))
+    return table if table.list_indices() else None
+
+
 def current_segment_rows(catalog: Catalog, index_name: str) -> lancedb.table.Table | None:
-    """The newest complete generation of the video index's segment rows (one with its vector index), or None."""
+    """The newest complete generation of the video index's segment rows, or None."""
     for generation in generations(catalog, index_name):
-        table = catalog.open_table(segment_rows_name(index_name, generation))
-        if table.list_indices():
+        table = _open_if_complete(catalog, index_name, generation)
+        if table is not None:
             return table
     return None
+
+
+def _superseded(catalog: Catalog, index_name: str, built: int) -> list[int]:
+    """Generations older than the newest complete one before `built` (which searchers may still be reading and so is
+    kept, as are generations between it and `built` that another index run may be writing)."""
+    older = [generation for generation in generations(catalog, index_name) if generation < built]
+    served = next((g for g in older if _open_if_complete(catalog, index_name, g) is not None), None)
+    return [] if served is None else [generation for generation in older if generation < served]
+
+
+def _new_generation(catalog: Catalog, index_name: str, width: int) -> tuple[TableSpec, lancedb.table.Table]:
+    """Create the next generation's empty table; a number another index run has just taken is skipped."""
+    present = generations(catalog, index_name)
+    generation = (present[0] + 1) if present else 1
+    while True:
+        spec = segment_rows_spec(index_name, generation, width)
+        try:
+            return spec, catalog.db.create_table(spec.name, schema=spec.schema())
+        except ValueError:
+            if spec.name not in catalog.table_names():
+                raise
+            generation += 1
 
 
 def _exploded(batch: pa.RecordBatch, columns: list[str], width: int) -> pa.Table:
@@ -88,22 +118,20 @@ def rebuild_segment_rows(
     catalog: Catalog, table: lancedb.table.Table, config: AnnConfig, progress: Callable[[str], None]
 ) -> str:
     """Write every segment vector of the video index `table` as a row of a new companion generation, build its one
-    vector index (`config`'s type and sizes), then drop generations older than the one it replaces (which a
-    searcher may still be reading). Tells `progress` how the writing goes and when the index build starts (minutes
-    on large galleries: 985 s for 800,000 rows of 1,024 dims on 2 cores). Returns what it did, in words."""
-    width = segment_vector_width(table.schema)
-    previous = generations(catalog, table.name)
-    spec = segment_rows_spec(table.name, (previous[0] + 1) if previous else 1, width)
-    companion = catalog.db.create_table(spec.name, schema=spec.schema(), mode="overwrite")
+    vector index (`config`'s type and sizes), then drop the generations it supersedes (see `_superseded`). Tells
+    `progress` how the writing goes and when the index build starts (minutes on large galleries: 985 s for 800,000
+    rows of 1,024 dims on 2 cores). Returns what it did, in words."""
+    width, segments = segment_vector_width(table.schema), len(stored_segment_columns(table.schema))
+    spec, companion = _new_generation(catalog, table.name, width)
     videos, written = table.count_rows(), 0
     for rows in _segment_row_batches(table):
         companion.add(rows)
-        written += rows.num_rows // len(stored_segment_columns(table.schema))
+        written += rows.num_rows // segments
         progress(f"segment rows: {written}/{videos} videos written to {spec.name}")
     count = companion.count_rows()
     progress(f"segment rows: building one {config.index_type} index over {count} rows")
     companion.create_index(SEGMENT_ROW_VECTOR, config=vector_index(config, count, width))
-    _drop(catalog, table.name, previous[1:])
+    _drop(catalog, table.name, _superseded(catalog, table.name, segment_rows_generation(table.name, spec.name)))
     return f"built one {config.index_type} vector index over {count} segment rows ({spec.name})"
 
 
