@@ -24,6 +24,8 @@ from pipelines.cli import main
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, RUNS, TEXTS, VIDEOS
+from workers.search.config import SearchConfig
+from workers.search.searcher import Searcher
 
 pytestmark = [
     pytest.mark.usefixtures("ray_local", "prefect_server"),
@@ -172,6 +174,12 @@ def test_index_and_query_on_s3(s3_server, ingested, tmp_path, capsys):
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert sorted(h["video_id"] for h in hits) == sorted(catalog.scan(VIDEOS, ["video_id"])["video_id"].to_pylist())
     assert any(key.startswith("db/video_index_") for key in s3_server.object_keys())
+    rows = ["--segment-rows", "--index-type", "IVF_FLAT", "--partitions", "1", "--min-rows", "1"]
+    assert main(["index", "--checkpoint", checkpoint, *s3_server.cli_options(uri), *rows, "--json"]) == 0
+    assert any(action.endswith("_segments_g1)") for action in json.loads(capsys.readouterr().out)["actions"])
+    settings = SearchConfig(checkpoint, StoreConfig(uri, s3_server.storage_options), in_memory_below=0)
+    engine = Searcher(settings)
+    assert engine.describe()["candidate_stage"] == "segment rows" and len(engine.search("a red screen", k=2).hits) == 2
 
 
 def test_tables_reads_s3_configured_by_aws_environment_variables(s3_server, ingested):
