@@ -249,12 +249,15 @@ class Searcher:
             )
         )
 
-    def _segment_rows_name(self) -> str | None:
-        """The table of the newest complete generation of segment rows (None: none, or a small gallery)."""
-        if self.videos <= self.config.in_memory_below or not self.config.use_segment_rows:
-            return None
+    def _new_segment_rows(self) -> bool:
+        """Whether a newer complete generation of segment rows than the one served has appeared. Looked for only
+        where the index records it is built with segment rows: a generation completes after the video table's last
+        change, which `_follow_latest` would not notice otherwise."""
+        if not (self.ann.segment_rows and self.config.use_segment_rows) or self.videos <= self.config.in_memory_below:
+            return False
         companion = current_segment_rows(self.catalog, self.table.name)
-        return None if companion is None else companion.name
+        serving = None if self.segment_rows is None else self.segment_rows.table.name
+        return companion is not None and companion.name != serving
 
     def _follow_latest(self) -> None:
         """Move to the table's newest version and its newest segment rows (at most every `refresh_s` seconds) and
@@ -267,8 +270,7 @@ class Searcher:
             self._checked = now
             version = self.table.version
             self.table.checkout_latest()
-            serving = None if self.segment_rows is None else self.segment_rows.table.name
-            if self.table.version != version or self._segment_rows_name() != serving:
+            if self.table.version != version or self._new_segment_rows():
                 self._read_index_state()
                 if self.config.prewarm:
                     self.prewarm()

@@ -6,9 +6,9 @@ at 100k videos; one graph over the same 800,000 vectors reaches the same recall 
 RESULTS.md). The companion is derived data: it is rebuilt whole, as a new generation (`<index>_segments_g<N>`),
 whenever the videos it was built from change, and a generation is complete once its vector index exists, so a
 searcher never reads one half written. A finished rebuild keeps the complete generation searchers were reading and
-any newer one another index run may still be writing, and drops those before. Its rows carry the video id, not the video table's row id, because
-compacting the video table renumbers rows: a searcher maps companion rows to video rows in memory (`RowMap`),
-joined on the id whenever either table changes.
+any newer one another index run may still be writing, and drops those before. Its rows carry the video id, not the
+video table's row id, because compacting the video table renumbers rows: a searcher maps companion rows to video
+rows in memory (`RowMap`), joined on the id whenever either table changes.
 """
 
 from __future__ import annotations
