@@ -3,6 +3,7 @@ retries for minutes."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +28,9 @@ def test_ingest_with_an_unreachable_cluster_exits_4(tmp_path: Path) -> None:
     make_video(tmp_path / "videos" / "a.mp4", ["red"])
     command = [str(Path(sys.executable).parent / "glscl"), "ingest", str(tmp_path / "videos")]
     command += ["--db", str(tmp_path / "db"), "--ray-address", CLOSED]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=180)  # it hung for minutes before
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # where the traceback log goes, instead of the machine's /tmp
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, env=env)  # it hung for minutes before
     assert done.returncode == EXIT_ENVIRONMENT, done.stderr[-2000:]
     assert f"no Ray cluster answers at {CLOSED}" in done.stderr.splitlines()[-1]
+    [log] = tmp_path.glob("glscl-ingest-*.log")
+    assert f"ConnectionError: no Ray cluster answers at {CLOSED}" in log.read_text()
