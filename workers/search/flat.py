@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import lancedb
 import numpy as np
+import pyarrow as pa
 import torch
 
 _ROW_ID = "_rowid"
@@ -25,9 +26,7 @@ class FlatSegments:
     def load(cls, table: lancedb.table.Table, columns: list[str]) -> FlatSegments:
         """Read every row's segment vector columns (and row id) from `table` at its current version."""
         rows = table.search().select(columns).with_row_id(True).to_arrow()
-        count = rows.num_rows
-        parts = [rows[column].combine_chunks().flatten().to_numpy().reshape(count, -1) for column in columns]
-        vectors = torch.from_numpy(np.stack(parts, axis=1).astype(np.float32, copy=False))
+        vectors = torch.from_numpy(stacked_segments(rows, columns).astype(np.float32, copy=False))
         return cls(rows[_ROW_ID].to_numpy(), vectors)
 
     @property
@@ -44,3 +43,17 @@ class FlatSegments:
         best = (self.vectors @ torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))).amax(1)
         order = torch.topk(best, min(limit, best.shape[0]), sorted=True).indices.numpy()
         return self.row_ids[order]
+
+
+def stacked_segments(rows: pa.Table | pa.RecordBatch, columns: list[str]) -> np.ndarray:
+    """The segment vector columns of some video index rows as one [rows, segments, width] array."""
+    arrays = [rows[column] for column in columns]
+    arrays = [array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array for array in arrays]
+    return np.stack([array.flatten().to_numpy().reshape(rows.num_rows, -1) for array in arrays], axis=1)
+
+
+def first_distinct(ids: np.ndarray, limit: int) -> np.ndarray:
+    """The first `limit` distinct ids of `ids`, in the order they first appear (hits best first, several per video,
+    folded to videos ranked by their best hit)."""
+    _, first = np.unique(ids, return_index=True)
+    return ids[np.sort(first)][:limit]

@@ -45,7 +45,7 @@ from workers.features import dense
 from workers.search.ann_vectors import query_vectors, stored_ann
 from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
-from workers.search.flat import FlatSegments
+from workers.search.flat import FlatSegments, first_distinct
 from workers.search.indexes import DISTANCE, has_hnsw_index, has_vector_index, vector_index_name
 from workers.search.packed_encodings import packed_slots, unpack_encodings
 from workers.search.projection import load_projection
@@ -407,9 +407,7 @@ class Searcher:
             self.pool.map(lambda column: self._segment_hits(query, column, limit, where), self.segment_columns)
         )
         hits = pa.concat_tables(parts)
-        row_ids = hits[_ROW_ID].to_numpy()[np.argsort(hits["_distance"].to_numpy(), kind="stable")]
-        _, first = np.unique(row_ids, return_index=True)
-        return row_ids[np.sort(first)][:limit]
+        return first_distinct(hits[_ROW_ID].to_numpy()[np.argsort(hits["_distance"].to_numpy(), kind="stable")], limit)
 
     def _text_matches(self, text: str, limit: int, where: str | None) -> np.ndarray:
         """Row ids of the best full-text matches on the caption text, best first."""

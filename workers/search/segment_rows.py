@@ -32,6 +32,7 @@ from schemas.tables import (
     stored_segment_columns,
 )
 from workers.search.config import AnnConfig
+from workers.search.flat import first_distinct, stacked_segments
 from workers.search.indexes import DISTANCE, vector_index
 
 _ROW_ID = "_rowid"
@@ -84,7 +85,7 @@ def _new_generation(catalog: Catalog, index_name: str, width: int) -> tuple[Tabl
 def _exploded(batch: pa.RecordBatch, columns: list[str], width: int) -> pa.Table:
     """One row per (video, segment) of a batch of video index rows."""
     count, segments = batch.num_rows, len(columns)
-    vectors = np.stack([batch[c].flatten().to_numpy().reshape(count, width) for c in columns], axis=1)
+    vectors = stacked_segments(batch, columns)
     return pa.table(
         {
             "video_id": pc.take(batch["video_id"], pa.array(np.repeat(np.arange(count), segments))),
@@ -158,9 +159,10 @@ class RowMap:
 
     def videos(self, segment_rows: np.ndarray) -> np.ndarray:
         """The video row of each companion row, in order; rows the map does not hold are left out."""
-        at = np.minimum(np.searchsorted(self.segment_rows, segment_rows), max(len(self.segment_rows) - 1, 0))
-        known = self.segment_rows[at] == segment_rows if len(self.segment_rows) else np.zeros(len(segment_rows), bool)
-        return self.video_rows[at[known]]
+        if len(self.segment_rows) == 0:
+            return self.video_rows
+        at = np.minimum(np.searchsorted(self.segment_rows, segment_rows), len(self.segment_rows) - 1)
+        return self.video_rows[at[self.segment_rows[at] == segment_rows]]
 
 
 @dataclass(frozen=True)
@@ -182,9 +184,7 @@ class SegmentRowsStage:
             search = search.ef(max(asked, ef or 0))
         hits = search.with_row_id(True).select([_ROW_ID, "_distance"]).to_arrow()
         order = np.argsort(hits["_distance"].to_numpy(), kind="stable")
-        videos = self.rows.videos(hits[_ROW_ID].to_numpy()[order])
-        _, first = np.unique(videos, return_index=True)
-        return videos[np.sort(first)][:limit]
+        return first_distinct(self.rows.videos(hits[_ROW_ID].to_numpy()[order]), limit)
 
 
 def ensure_segment_rows(
