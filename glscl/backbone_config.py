@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from glscl.files import file_sha256
+from glscl.weights import WeightFile, inspect_weights
 
 TINY_MODEL = "glscl-tiny"
 QUICK_GELU_SUFFIX = "-quickgelu"
@@ -41,16 +42,16 @@ class BackboneConfig:
 
     @property
     def quick_gelu(self) -> bool:
-        """Whether the network uses QuickGELU: what a pretrained tag was trained with, else what the name says.
+        """Whether the network uses QuickGELU: what the weights were trained with where they say (a pretrained tag's
+        open_clip config, or a local file's own marks: see `glscl.weights`), else what the name says.
 
         A name that asks for QuickGELU explicitly (`ViT-B-32-quickgelu`) with weights trained with GELU is refused:
         those weights would run through a different network than the one they were trained in.
         """
         named = bool(_model_config(self.model_name).get("quick_gelu", False))
-        tag = _pretrained_tag_config(self.model_name, self.pretrained)
-        if tag is None:
+        trained = self._trained_quick_gelu()
+        if trained is None:
             return named
-        trained = bool(tag.get("quick_gelu", False))
         if named and not trained:
             base = self.model_name.removesuffix(QUICK_GELU_SUFFIX)
             raise ValueError(
@@ -58,6 +59,25 @@ class BackboneConfig:
                 f"GELU: use --model {base} --pretrained {self.pretrained}"
             )
         return trained
+
+    def _trained_quick_gelu(self) -> bool | None:
+        """The activation the weights were trained with, where a tag's config or the file itself says."""
+        if self.weight_file is not None:
+            return self.weight_file.quick_gelu
+        tag = _pretrained_tag_config(self.model_name, self.pretrained)
+        return None if tag is None else bool(tag.get("quick_gelu", False))
+
+    def check_weight_format(self) -> None:
+        """Raise WeightFileError now for a local weight file of no known format (reads names only: no torch)."""
+        self.weight_file  # noqa: B018 (the property reads the file's format)
+
+    @property
+    def weight_file(self) -> WeightFile | None:
+        """What the local weight file is (None for a tag or random weights); raises WeightFileError for a file
+        that is no weight file."""
+        if not self.pretrained or not Path(self.pretrained).is_file():
+            return None
+        return inspect_weights(self.pretrained)
 
     @property
     def architecture(self) -> str:
@@ -94,7 +114,14 @@ class BackboneConfig:
                 "features are not CLIP features; use --model ViT-B-32 --pretrained openai for real use"
             )
         activation = "QuickGELU" if self.quick_gelu else "GELU"
-        return f"backbone {self.architecture} ({activation}) with weights {self.pretrained}"
+        line = f"backbone {self.architecture} ({activation}) with weights {self.pretrained}"
+        found = self.weight_file
+        if found is None:
+            return line
+        line += f", a {found.describe()}"
+        if self.architecture != self.model_name:
+            line += f"; built as {self.architecture} although {self.model_name} was named, as its weights were trained"
+        return line
 
 
 def recorded_backbone(extra: dict) -> BackboneConfig:
@@ -124,8 +151,8 @@ def _model_config(model_name: str) -> dict:
 
 
 def _pretrained_tag_config(model_name: str, pretrained: str | None) -> dict | None:
-    """open_clip's config of a pretrained tag (None for no weights or a local file)."""
-    if not pretrained or Path(pretrained).is_file():
+    """open_clip's config of a pretrained tag (None for no weights)."""
+    if not pretrained:
         return None
     base = model_name.removesuffix(QUICK_GELU_SUFFIX)
     open_clip = open_clip_registry()

@@ -9,8 +9,10 @@ from typing import Any, Literal
 TEMPORAL_ACTIVATIONS = ("quick_gelu", "gelu")
 TEMPORAL_INITS = ("clip", "random")
 ICL_FORMS = ("authors", "mean")
+PADDING_MEMORIES = ("zeros", "encoded")
 Mode = Literal["head", "full"]
 BATCH_UNITS = ("videos", "captions")
+CLIP_WEIGHT_STORAGE = ("fp32", "fp16")
 SCHEDULES = ("project", "authors")
 DECAY_RULES = ("project", "authors")
 LOGIT_SCALE_LRS = ("head", "clip")
@@ -29,7 +31,9 @@ class GLSCLConfig:
     `temporal_init="clip"` starts the temporal transformer from the CLIP text tower's first blocks and positional
     embedding, as the paper and the authors do ("random" for ablation). `icl_form` picks the ICL diagonal term:
     "authors" divides the batch sum of per-query cosines by K, "mean" takes the batch mean (see `glscl.losses`).
-    `local_padding_mask=False` lets the local queries attend to padded frames and tokens, as the authors' code does.
+    `local_padding_mask=False` lets the local queries attend to padded frames and tokens, as the authors' code does;
+    `padding_memory` says what they find there: "zeros", or "encoded" (the authors' form: the temporal transformer's
+    outputs over a blank frame's CLIP feature, and the text tower's outputs after the end-of-text token).
     """
 
     embed_dim: int = 512
@@ -49,6 +53,7 @@ class GLSCLConfig:
     decoder_ffn: int = 2048
     dropout: float = 0.1
     local_padding_mask: bool = True
+    padding_memory: str = "zeros"
     local_weight: float = 0.5
     logit_scale_init: float = 100.0
     logit_scale_max: float = 100.0
@@ -85,9 +90,12 @@ class GLSCLConfig:
             ("temporal_activation", TEMPORAL_ACTIVATIONS),
             ("temporal_init", TEMPORAL_INITS),
             ("icl_form", ICL_FORMS),
+            ("padding_memory", PADDING_MEMORIES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.padding_memory == "encoded" and self.local_padding_mask:
+            raise ValueError("padding_memory='encoded' needs local_padding_mask=False: masked padding is never read")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of all fields."""
@@ -135,6 +143,9 @@ class TrainConfig:
     `optimizer`, `schedule`, `decay` and `logit_scale_lr` choose the project's or the authors' optimiser pieces
     (`glscl.optim`); `batches` = "videos" draws distinct videos with one of their texts each, "captions" walks
     all texts as the authors' loaders do (two captions of one video may meet in a batch, as negatives).
+    `clip_weights` = "fp16" keeps the fine-tuned CLIP's matrices (the ones OpenAI's `convert_weights` casts) in
+    fp16 with no fp32 master copy, as the authors' run does on a GPU: at clip_lr 1e-7 most updates then round
+    away and CLIP stays nearly frozen. Full mode only; "fp32" lets every update count.
     """
 
     epochs: int = 5
@@ -151,6 +162,7 @@ class TrainConfig:
     decay: str = "project"
     logit_scale_lr: str = "head"
     batches: str = "videos"
+    clip_weights: str = "fp32"
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
@@ -161,6 +173,7 @@ class TrainConfig:
             "decay": DECAY_RULES,
             "logit_scale_lr": LOGIT_SCALE_LRS,
             "batches": BATCH_UNITS,
+            "clip_weights": CLIP_WEIGHT_STORAGE,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:

@@ -214,20 +214,41 @@ class GLSCL(nn.Module):
         self.global_interaction = GlobalInteraction(config.global_temperature)
         self.local_interaction = SharedLocalInteraction(config)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(config.logit_scale_init)))
+        if self.encodes_padding:
+            # The CLIP feature of a blank frame (an all-zero model input), which the authors' loaders put in padded
+            # frame slots; training sets it from the backbone (`set_blank_frame`), and checkpoints keep it.
+            self.register_buffer("blank_frame", torch.zeros(config.embed_dim))
+
+    @torch.no_grad()
+    def set_blank_frame(self, feature: Tensor) -> None:
+        """Keep the backbone's feature of a blank frame for padded frame slots (encoded padding only)."""
+        self.blank_frame.copy_(feature.reshape(-1))
+
+    @property
+    def encodes_padding(self) -> bool:
+        """Whether the local decoder reads encoded padding (the authors' form) rather than zeros or nothing."""
+        return self.config.padding_memory == "encoded"
 
     def _as_param_dtype(self, x: Tensor) -> Tensor:
         return x.to(self.logit_scale.dtype)
 
-    def encode_video(self, frame_feats: Tensor, frame_mask: Tensor) -> VideoEncoding:
+    def encode_video(self, frame_feats: Tensor, frame_mask: Tensor, blank: Tensor | None = None) -> VideoEncoding:
         """frame_feats [B, F, D] CLIP frame features, frame_mask [B, F] (1 = valid) -> VideoEncoding.
 
-        Padded inputs are zeroed first, so whatever they hold (even NaN) cannot leak into an encoding.
+        Padded inputs are zeroed first, so whatever they hold (even NaN) cannot leak into an encoding. With
+        encoded padding they hold the blank frame's feature instead (`blank`, else the stored one) and the local
+        decoder reads the temporal transformer's outputs there, as the authors' code does; the returned frames
+        (global interaction, re-rank) are zero at padded slots either way.
         """
         valid = frame_mask.bool()
         padding = ~valid.unsqueeze(-1)
-        frames = self.temporal(self._as_param_dtype(frame_feats).masked_fill(padding, 0.0), valid)
-        frames = frames.masked_fill(padding, 0.0)
-        return VideoEncoding(frames, valid, self.local_interaction(frames, valid))
+        feats = self._as_param_dtype(frame_feats).masked_fill(padding, 0.0)
+        if self.encodes_padding:
+            feats = feats + padding * self._as_param_dtype(self.blank_frame if blank is None else blank)
+        encoded = self.temporal(feats, valid)
+        frames = encoded.masked_fill(padding, 0.0)
+        memory = encoded if self.encodes_padding else frames
+        return VideoEncoding(frames, valid, self.local_interaction(memory, valid))
 
     def encode_text(self, sentence: Tensor, tokens: Tensor, token_mask: Tensor, trim: bool = True) -> TextEncoding:
         """sentence [B, D] (EOT feature), tokens [B, L, D] word features, token_mask [B, L] -> TextEncoding.
@@ -241,7 +262,9 @@ class GLSCL(nn.Module):
         if trim and self.local_interaction.padding_mask:
             length = real_length(valid)
             tokens, valid = tokens[:, :length], valid[:, :length]
-        local = self.local_interaction(self._as_param_dtype(tokens).masked_fill(~valid.unsqueeze(-1), 0.0), valid)
+        tokens = self._as_param_dtype(tokens)
+        memory = tokens if self.encodes_padding else tokens.masked_fill(~valid.unsqueeze(-1), 0.0)
+        local = self.local_interaction(memory, valid)
         return TextEncoding(self._as_param_dtype(sentence), local)
 
     def score(

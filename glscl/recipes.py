@@ -28,15 +28,22 @@ RECIPES: dict[str, Recipe] = {
     ),
     "authors": Recipe(
         "the authors' released training: BertAdam (no bias correction), warm-up cosine over five epochs of steps, "
-        "decay on all but biases, logit scale at CLIP's lr, batches over captions, ICL divided by K, IDL on the "
-        "visual queries only, local queries attending to padding",
-        head={"icl_form": "authors", "idl_both_modalities": False, "local_padding_mask": False},
+        "decay on all but biases, logit scale at CLIP's lr, batches over captions, CLIP's matrices stored in fp16 "
+        "(full mode), ICL divided by K, IDL on the "
+        "visual queries only, local queries attending to the encoders' outputs at padded frames and tokens",
+        head={
+            "icl_form": "authors",
+            "idl_both_modalities": False,
+            "local_padding_mask": False,
+            "padding_memory": "encoded",
+        },
         train={
             "optimizer": "bertadam",
             "schedule": "authors",
             "decay": "authors",
             "logit_scale_lr": "clip",
             "batches": "captions",
+            "clip_weights": "fp16",
         },
     ),
 }

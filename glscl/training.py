@@ -105,14 +105,20 @@ class TrainModule(nn.Module):
 
     def encode_videos(self, videos: VideoInput) -> VideoEncoding:
         """Per-video encodings, once per video."""
-        feats = videos.data if self.clip is None else self._frame_features(videos.data, videos.mask)
-        return self.head.encode_video(feats, videos.mask)
+        if self.clip is None:
+            return self.head.encode_video(videos.data, videos.mask)
+        feats = self._frame_features(videos.data, videos.mask)
+        if not self.head.encodes_padding:
+            return self.head.encode_video(feats, videos.mask)
+        blank = self.backbone.blank_frame(grad=True)  # follows the fine-tuned weights; checkpoints keep the latest
+        self.head.set_blank_frame(blank.detach())
+        return self.head.encode_video(feats, videos.mask, blank)
 
     def encode_texts(self, texts: TextInput) -> TextEncoding:
         """Per-text encodings, once per text."""
         if self.clip is None:
             return self.head.encode_text(texts.sentence, texts.tokens, texts.mask)
-        return self.head.encode_text(*self.backbone.text_features(texts.tokens))
+        return self.head.encode_text(*self.backbone.text_features(texts.tokens, keep_padding=self.head.encodes_padding))
 
     def forward(self, batch: Batch, gather: Gather = _identity) -> TrainOutput:
         """Encode this rank's pairs, all-gather the encodings with `gather`, score the global batch."""
@@ -124,6 +130,24 @@ class TrainModule(nn.Module):
         negatives = TextEncoding(*(gather(t) for t in self.encode_texts(batch.negatives)))
         valid = gather(batch.negative_valid)
         return output._replace(negative_scores=self.head.score(negatives, video), negative_valid=valid)
+
+
+def half_stored_parameters(clip: nn.Module) -> list[nn.Parameter]:
+    """The CLIP parameters OpenAI's `convert_weights` casts to fp16 (convolutions, linear layers, attention
+    projections, and the two output projections); layer norms and embeddings stay fp32, as in the authors' run."""
+    found: dict[int, nn.Parameter] = {}
+    for module in clip.modules():
+        if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Linear):
+            names = ("weight", "bias")
+        elif isinstance(module, nn.MultiheadAttention):
+            names = ("in_proj_weight", "in_proj_bias", "q_proj_weight", "k_proj_weight", "v_proj_weight")
+        else:
+            names = ("text_projection", "proj")
+        for name in names:
+            parameter = getattr(module, name, None)
+            if isinstance(parameter, nn.Parameter):
+                found[id(parameter)] = parameter
+    return list(found.values())
 
 
 class Trainer:
@@ -167,6 +191,7 @@ class Trainer:
         self.step = 0
         self.schedule: WarmupCosine | None = None
         self.epoch_stats: list[dict[str, float]] = []
+        self._store_clip_weights()
 
     def _check_setup(self, gather: Gather | None) -> None:
         """Reject inconsistent mode, rank, batch split or a missing gather."""
@@ -232,8 +257,17 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
         self.optimizer.step()
         self.head.clamp_logit_scale_()
+        self._store_clip_weights()
         self.step += 1
         return {name: value.item() for name, value in terms.items()} | {"lr": lr, "grad_norm": grad_norm.item()}
+
+    @torch.no_grad()
+    def _store_clip_weights(self) -> None:
+        """Round the fine-tuned CLIP's fp16-stored matrices after an update (`TrainConfig.clip_weights`)."""
+        if self.raw.clip is None or self.train_config.clip_weights != "fp16":
+            return
+        for parameter in half_stored_parameters(self.raw.clip):
+            parameter.copy_(parameter.half())
 
     def fit(
         self,

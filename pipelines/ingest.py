@@ -15,6 +15,7 @@ import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from glscl.backbone import check_weight_file
 from pipelines.artifacts import publish_summary
 from pipelines.configs import IngestConfig
 from pipelines.runs import RunRecorder
@@ -167,6 +168,7 @@ def ingest_flow(config: IngestConfig) -> IngestSummary:
     logger = get_run_logger()
     start = time.perf_counter()
     logger.info(config.backbone.describe())
+    check_weight_file(config.backbone)
     catalog = Catalog(config.store)
     with RunRecorder(catalog, "ingest", asdict(config)) as run:
         discovery = discover(config)

@@ -13,6 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from glscl.backbone import check_weight_file
 from glscl.checkpoint import checkpoint_hash
 from glscl.config import HEAD_PRESETS, GLSCLConfig, TrainConfig
 from glscl.recipes import recipe
@@ -140,6 +141,7 @@ def run_training(config: TrainFlowConfig, job: TrainJob) -> list[dict]:
 def train_flow(config: TrainFlowConfig) -> TrainSummary:
     """Train GLSCL on a split's stored features and report held-out metrics against the baselines."""
     start = time.perf_counter()
+    check_weight_file(config.backbone)
     catalog = Catalog(config.store)
     with RunRecorder(catalog, "train", asdict(config)) as run:
         job = plan_job(config, run.run_id)

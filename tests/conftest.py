@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 import pipelines  # noqa: F401  (sets the quiet Prefect defaults before any test imports prefect)
@@ -79,6 +80,19 @@ def ingest_synthetic(root: Path, n_train: int, n_val: int, seed: int):
     return demo.store
 
 
+def wait_for_health(url: str, process: subprocess.Popen, timeout: float = 120) -> dict:
+    """The service's /health answer once it listens; fails when the process exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"exited with {process.returncode}: {process.stderr.read().decode()[-2000:]}")
+        try:
+            return httpx.get(url, timeout=5).json()
+        except httpx.TransportError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
 def reported_port(process: subprocess.Popen, log: Path, pattern: str, timeout: float = 120) -> int:
     """The port a service told to listen on port 0 bound, read from the line of its `log` that matches `pattern`
     (one group: the port). The operating system picks the port as the service binds it, so no other process can
@@ -125,3 +139,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+OPENAI_VALUES = {"input_resolution": 224, "context_length": 77, "vocab_size": 49408}
+
+
+def openai_layout_model(name: str, seed: int):
+    """An open_clip model with QuickGELU and random weights, carrying OpenAI's three extra entries as buffers, as
+    OpenAI's own CLIP model does (what `glscl.weights` recognises OpenAI's weights by)."""
+    import torch
+
+    from glscl.backbone_config import open_clip_registry
+    from glscl.weights import OPENAI_EXTRAS
+
+    torch.manual_seed(seed)
+    model = open_clip_registry().create_model(name, force_quick_gelu=True)
+    for extra in OPENAI_EXTRAS:
+        model.__dict__.pop(extra, None)
+        model.register_buffer(extra, torch.tensor(OPENAI_VALUES[extra]))
+    return model.eval()
+
+
+def openai_torchscript_archive(path: Path) -> Path:
+    """A TorchScript archive of random ViT-B-32 weights in OpenAI's layout, as OpenAI's `ViT-B-32.pt` is."""
+    import torch
+
+    torch.jit.script(openai_layout_model("ViT-B-32", seed=7)).save(str(path))
+    return path

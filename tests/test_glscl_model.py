@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from glscl.config import GLSCLConfig
 from glscl.losses import GLSCLLoss
@@ -295,3 +296,60 @@ def test_local_queries_attend_to_padding_only_without_the_mask() -> None:
     assert bool(data["frame_mask"][0].all()) and not bool(data["frame_mask"][1].all())
     torch.testing.assert_close(with_mask[0], without[0])
     assert not torch.allclose(with_mask[1], without[1])
+
+
+def test_encoded_padding_decodes_the_encoders_outputs_at_padded_slots() -> None:
+    """The authors' form, checked against a direct computation: padded frame slots hold the blank frame's feature
+    through the temporal transformer, padded tokens hold what the text tower gave, and the decoder reads them all
+    (PyTorch's own decoder, no key mask) where the zeros form reads zeros there."""
+    data = batch(4)
+    torch.manual_seed(1)
+    encoded = GLSCL(tiny_config(local_padding_mask=False, padding_memory="encoded")).eval()
+    zeros = GLSCL(tiny_config(local_padding_mask=False)).eval()
+    zeros.load_state_dict({k: v for k, v in encoded.state_dict().items() if k != "blank_frame"})
+    encoded.set_blank_frame(torch.randn(encoded.config.embed_dim))
+    feats, mask = data["frame_feats"], data["frame_mask"].bool()
+    tokens = torch.randn_like(data["tokens"])  # nonzero at padded positions, as the text tower leaves them
+    queries = encoded.local_interaction.queries.unsqueeze(0)
+    with torch.no_grad():
+        video = encoded.encode_video(feats, mask)
+        text = encoded.encode_text(data["sentence"], tokens, data["token_mask"])
+        filled = torch.where(mask[..., None], feats, encoded.blank_frame)
+        outputs = encoded.temporal(filled, mask)
+        decoder = encoded.local_interaction.decoder
+        with torch.enable_grad():  # PyTorch's decoder, not the oneDNN one the eval path takes
+            direct_video = F.normalize(decoder(queries.expand(len(feats), -1, -1), outputs), dim=-1)
+            direct_text = F.normalize(decoder(queries.expand(len(tokens), -1, -1), tokens), dim=-1)
+        zero_video = zeros.encode_video(feats, mask)
+        zero_text = zeros.encode_text(data["sentence"], tokens, data["token_mask"])
+    torch.testing.assert_close(video.local, direct_video, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(text.local, direct_text, atol=1e-5, rtol=1e-4)
+    assert not bool(video.frames[~mask].any()), "padded frames must stay zero for the global interaction"
+    padded_video, padded_text = ~mask.all(1), ~data["token_mask"].bool().all(1)
+    assert padded_video.any() and padded_text.any()
+    assert not torch.allclose(video.local[padded_video], zero_video.local[padded_video])
+    assert not torch.allclose(text.local[padded_text], zero_text.local[padded_text])
+    with pytest.raises(ValueError, match="needs local_padding_mask=False"):
+        tiny_config(padding_memory="encoded")
+
+
+def test_text_tower_keeps_its_outputs_at_padded_positions_when_asked() -> None:
+    """Words' features are the same either way; a padded position attends to its text's words only (changing
+    another padded position's token leaves it unchanged)."""
+    from glscl.backbone import Backbone
+    from glscl.backbone_config import BackboneConfig
+
+    backbone = Backbone(BackboneConfig())
+    tokens = backbone.tokenize(["a red square moves left", "blue"], 12)
+    with torch.no_grad():
+        sentence, words, mask = backbone.text_features(tokens)
+        kept_sentence, kept, kept_mask = backbone.text_features(tokens, keep_padding=True)
+        changed = tokens.clone()
+        changed[1, 6] = 400
+        _, other, _ = backbone.text_features(changed, keep_padding=True)
+    assert torch.equal(mask, kept_mask)
+    torch.testing.assert_close(kept_sentence, sentence, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(kept[mask], words[mask], atol=1e-5, rtol=1e-4)
+    assert not bool(words[~mask].any()) and bool(kept[~mask].abs().gt(0).all(-1).all())
+    torch.testing.assert_close(other[1, 7:], kept[1, 7:])
+    assert not torch.allclose(other[1, 6], kept[1, 6])

@@ -1,9 +1,11 @@
-"""`glscl reproduce activitynet --dry-run`: every stage at the paper's shapes (ViT-B/32 QuickGELU with random
-weights, 64 frames at 1 fps, 64 words, the paper head, the authors' recipe), then a re-run that skips them all."""
+"""`glscl reproduce activitynet --dry-run --weights FILE`: every stage at the paper's shapes (ViT-B/32 QuickGELU from
+a TorchScript archive of random weights in OpenAI's layout, as OpenAI's own `ViT-B-32.pt` is; 64 frames at 1 fps,
+64 words, the paper head, the authors' recipe), then a re-run that skips them all."""
 
 import json
 
 import pytest
+from conftest import openai_torchscript_archive
 
 from pipelines.cli import main
 from pipelines.configs import STAGES
@@ -13,10 +15,11 @@ pytestmark = [pytest.mark.usefixtures("ray_local", "prefect_server"), pytest.mar
 
 def test_dry_run_runs_every_stage_at_paper_shapes_and_resumes(tmp_path, capsys):
     out = tmp_path / "anet"
-    assert main(["reproduce", "activitynet", "--dry-run", "--out", str(out), "--json"]) == 0
+    weights = ["--weights", str(openai_torchscript_archive(tmp_path / "ViT-B-32.pt"))]
+    assert main(["reproduce", "activitynet", "--dry-run", *weights, "--out", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert set(STAGES) <= set(summary)
-    assert summary["evaluate"]["model_id"] == "ViT-B-32-quickgelu@random-seed0"
+    assert summary["evaluate"]["model_id"].startswith("ViT-B-32-quickgelu@file-")
     assert summary["evaluate"]["videos"] == summary["evaluate"]["texts"] == 3
     frames = summary["ingest"]["counts"]
     assert frames["ok"] == 9
@@ -33,9 +36,13 @@ def test_dry_run_runs_every_stage_at_paper_shapes_and_resumes(tmp_path, capsys):
     )
     report = (out / "report.md").read_text()
     assert "DRY RUN" in report and "| t2v | R@1 |" in report and "41.4" in report
+    assert "a torchscript file (its TorchScript code defines QuickGELU)" in report and "RANDOM" not in report
+    assert "## Against the authors' run" in report and "K = 8, as the checkpoint their test script evaluates" in report
+    assert "10 epochs, val_1 evaluated every 30 steps and at each epoch end" in report
+    assert (head["padding_memory"], head["local_padding_mask"]) == ("encoded", False)
 
     records = {name: (out / "stages" / f"{name}.json").stat().st_mtime_ns for name in STAGES}
-    assert main(["reproduce", "activitynet", "--dry-run", "--out", str(out)]) == 0
+    assert main(["reproduce", "activitynet", "--dry-run", *weights, "--out", str(out)]) == 0
     assert "| v2t | MnR |" in capsys.readouterr().out
     assert records == {name: (out / "stages" / f"{name}.json").stat().st_mtime_ns for name in STAGES}
 

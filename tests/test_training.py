@@ -170,3 +170,35 @@ def test_authors_recipe_trains_with_bert_adam_from_a_zero_first_lr() -> None:
     assert all(math.isfinite(r["total"]) for r in steps)
     with pytest.raises(ValueError, match="unknown recipe"):
         apply_recipe("nope", config, train)
+
+
+def test_fp16_stored_clip_weights_round_away_updates_far_below_their_precision() -> None:
+    """The authors' run keeps CLIP's matrices in fp16 with no fp32 master copy: steps at CLIP's lr of 1e-7 move
+    almost none of them, where fp32 storage moves them all."""
+    from glscl.backbone import Backbone
+    from glscl.backbone_config import BackboneConfig
+    from glscl.training import half_stored_parameters
+
+    moved = {}
+    for storage in ("fp32", "fp16"):
+        backbone = Backbone(BackboneConfig())
+        config = tiny_config(embed_dim=backbone.embed_dim, max_frames=2, clip_lr=1e-7)
+        torch.manual_seed(0)
+        trainer = Trainer(
+            TrainModule(GLSCL(config), backbone),
+            config,
+            TrainConfig(epochs=3, batch_size=3, mode="full", clip_weights=storage),
+        )
+        matrices = [p for p in half_stored_parameters(backbone.model) if p.ndim == 2]
+        assert "ln_final.weight" not in {n for n, p in backbone.model.named_parameters() if p in set(matrices)}
+        if storage == "fp16":
+            assert all(torch.equal(p, p.half().float()) for p in matrices), "not stored in fp16 from the start"
+        before = [p.detach().clone() for p in matrices]
+        g = torch.Generator().manual_seed(0)
+        size = backbone.image_size
+        frames = torch.randint(0, 256, (3, 2, size, size, 3), generator=g, dtype=torch.uint8)
+        ids = backbone.tokenize(["a red square", "a blue circle moves left", "green"], WORDS)
+        trainer.fit(PairData(frames, torch.ones(3, 2, dtype=torch.bool), ids, torch.arange(3)))
+        changed = [float((p.detach() != old).float().mean()) for p, old in zip(matrices, before, strict=True)]
+        moved[storage] = sum(changed) / len(changed)
+    assert moved["fp32"] > 0.5 and moved["fp16"] < 0.1, moved

@@ -51,13 +51,17 @@ def mean_vector(features: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 class TextEncoder:
-    """Caption texts to sentence vectors [B, D], token features [B, L, D] and token masks [B, L]."""
+    """Caption texts to sentence vectors [B, D], token features [B, L, D] and token masks [B, L]. The token features
+    keep the tower's outputs at padded positions (masked by `token_mask`): a head with the authors' encoded padding
+    reads them, every other head masks them."""
 
     def __init__(self, backbone: BackboneConfig, max_words: int, use_gpu: bool = False) -> None:
         self.backbone = Backbone(backbone, pick_device(use_gpu))
         self.max_words = max_words
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        vector, tokens, mask = self.backbone.encode_texts([str(t) for t in batch["text"]], self.max_words)
+        vector, tokens, mask = self.backbone.encode_texts(
+            [str(t) for t in batch["text"]], self.max_words, keep_padding=True
+        )
         batch["vector"], batch["tokens"], batch["token_mask"] = vector, tokens, mask
         return batch

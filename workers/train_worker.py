@@ -58,12 +58,28 @@ class TrainJob:
 
 def build_head(config: GLSCLConfig, backbone_config: BackboneConfig, backbone: Backbone | None = None) -> GLSCL:
     """A new GLSCL head; with `temporal_init="clip"` its temporal transformer starts from the text tower of the
-    backbone the features were made with (`backbone` when already loaded, else loaded from `backbone_config`)."""
+    backbone the features were made with (`backbone` when already loaded, else loaded from `backbone_config`), and
+    with encoded padding it keeps that backbone's blank-frame feature for padded frame slots."""
     head = GLSCL(config)
+    if config.temporal_init == "clip" or head.encodes_padding:
+        backbone = backbone or Backbone(backbone_config)
     if config.temporal_init == "clip":
-        clip = (backbone or Backbone(backbone_config)).model
-        init_temporal_from_clip(head.temporal, clip, config)
+        init_temporal_from_clip(head.temporal, backbone.model, config)
+    if head.encodes_padding:
+        head.set_blank_frame(backbone.blank_frame())
     return head
+
+
+def check_padding_encoded(features: SplitFeatures, database: str) -> None:
+    """Refuse stored texts whose padded positions hold zeros (encoded before ingest kept the text tower's outputs
+    there) for a head that reads encoded padding: it would silently train on zeros instead."""
+    padded = ~features.token_mask
+    if padded.any() and not np.abs(features.tokens[padded]).any():
+        raise ValueError(
+            f"the texts in {database} hold zeros at padded positions (ingested by an older glscl), but "
+            "padding_memory='encoded' reads the text tower's outputs there: ingest into a new --db, or train with "
+            "--set padding_memory=zeros"
+        )
 
 
 def head_pairs(features: SplitFeatures) -> PairData:
@@ -126,7 +142,8 @@ def with_order_negatives(
         encoder = Backbone(job.backbone)
 
         def encode(rows: slice) -> TextInput:
-            sentence, tokens, mask = (torch.from_numpy(a) for a in encoder.encode_texts(paragraphs[rows], max_words))
+            encoded = encoder.encode_texts(paragraphs[rows], max_words, job.model.padding_memory == "encoded")
+            sentence, tokens, mask = (torch.from_numpy(a) for a in encoded)
             return TextInput(tokens, sentence, mask)
 
         negatives = encode_in_chunks(encode, len(paragraphs), 256)
@@ -139,6 +156,8 @@ def load_pairs(job: TrainJob, query: FeatureQuery, backbone: Backbone | None, ne
     """The split's pairs in the job's mode, with order negatives when asked."""
     catalog = Catalog(job.store)
     features = read_split(catalog, query)
+    if backbone is None and job.model.padding_memory == "encoded":
+        check_padding_encoded(features, catalog.store.uri)
     data = head_pairs(features) if backbone is None else full_pairs(catalog, features, backbone, query.max_words)
     if negatives:
         return with_order_negatives(data, catalog, features.video_ids, job, backbone, query.max_words)

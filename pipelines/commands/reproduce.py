@@ -13,9 +13,7 @@ from pipelines.cli_options import (
     ray_config,
 )
 from pipelines.commands import Command
-from pipelines.configs import (
-    ReproduceConfig,
-)
+from pipelines.configs import AUTHORS_QUERY_COUNTS, ReproduceConfig
 
 
 def _timing_pair(text: str) -> tuple[str, int]:
@@ -40,19 +38,35 @@ def add_reproduce_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("dataset", choices=("activitynet",), help="the benchmark to reproduce")
     parser.add_argument("annotations", nargs="*", help="train.json and val_1.json (ActivityNet Captions format)")
     parser.add_argument("--video-root", default="", help="folder holding the videos (v_<id>.* or <id>.*)")
-    out, weights, mode, epochs, batch, workers = (
-        default(ReproduceConfig, name) for name in ("out_dir", "weights", "mode", "epochs", "batch_size", "workers")
+    out, weights, mode, epochs, batch, workers, every, queries = (
+        default(ReproduceConfig, name)
+        for name in ("out_dir", "weights", "mode", "epochs", "batch_size", "workers", "eval_every", "queries")
     )
     parser.add_argument("--out", default=out, help=f"run folder: database, runs, report (default {out})")
     parser.add_argument(
         "--weights",
-        default=weights,
-        help=f"CLIP weights: an open_clip tag (default {weights}, downloaded by open_clip) or a local checkpoint file",
+        default=None,
+        help=f"CLIP weights: an open_clip tag (default {weights}, downloaded by open_clip) or a local weight file "
+        "(OpenAI's TorchScript .pt, a state dict or safetensors); a dry run uses random weights unless given",
     )
     parser.add_argument("--mode", choices=("head", "full"), default=mode, help=f"head-only or full (default {mode})")
     parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
     parser.add_argument("--batch-size", type=int, default=batch, help=f"global batch (default {batch}, the authors')")
     parser.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps")
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=every,
+        help=f"evaluate val_1 every N steps and at each epoch end (default {every}, the authors')",
+    )
+    parser.add_argument(
+        "--queries",
+        type=int,
+        choices=AUTHORS_QUERY_COUNTS,
+        default=queries,
+        help=f"K local queries (default {queries}: the authors' test script and the paper's checkpoint; 12: their "
+        "training script)",
+    )
     parser.add_argument(
         "--workers", type=int, default=workers, help=f"Ray Train workers (default {workers}: in-process)"
     )
@@ -71,7 +85,9 @@ def add_reproduce_parser(commands: argparse._SubParsersAction) -> None:
         metavar="STAGE",
         help="run this stage again although it finished: ingest, timing, train, evaluate or bench (repeatable)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="generated videos, random weights, two steps")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="generated videos, random weights (or --weights FILE), two steps"
+    )
     add_ray_options(parser)
     add_json_option(parser)
 
@@ -82,6 +98,7 @@ def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
 
     settings = {
         "mode": args.mode,
+        "queries": args.queries,
         "redo": tuple(args.redo),
         "ray": ray_config(args),
     }
@@ -90,15 +107,16 @@ def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
     if args.max_steps is not None:
         settings["max_steps"] = args.max_steps
     if args.dry_run:
-        return dry_run_config(args.out, **settings)
+        return dry_run_config(args.out, weights=args.weights, **settings)
     return ReproduceConfig(
         out_dir=args.out,
         annotations=tuple(args.annotations),
         video_root=args.video_root,
-        weights=args.weights,
+        weights=args.weights or default(ReproduceConfig, "weights"),
         epochs=args.epochs,
         batch_size=args.batch_size,
         workers=args.workers,
+        eval_every=args.eval_every,
         **settings,
     )
 

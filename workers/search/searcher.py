@@ -31,6 +31,7 @@ from glscl.checkpoint import load_checkpoint
 from glscl.model import TextEncoding, VideoEncoding
 from glscl.similarity import pooling_weights
 from schemas.catalog import Catalog, sql_string, stored_version
+from schemas.store import is_local, local_path
 from schemas.tables import (
     INDEX_FILTER_COLUMNS,
     INDEX_HIT_COLUMNS,
@@ -191,6 +192,8 @@ class Searcher:
             torch.set_num_threads(config.torch_threads)
         self.model, self.model_config, meta = load_checkpoint(config.checkpoint)
         extra = meta.get("extra", {})
+        if is_local(config.store.uri) and not local_path(config.store.uri).is_dir():  # connecting would create it
+            raise SearchError(f"no database at {config.store.uri}: name the one `glscl index` wrote with --db")
         cache = None if config.index_cache_gb is None else int(config.index_cache_gb * 2**30)
         self.catalog = Catalog.with_index_cache(config.store, cache)
         name = video_index_name(meta["sha256"])
@@ -308,7 +311,8 @@ class Searcher:
         if self.backbone is None:
             raise SearchError("this searcher has no text backbone: it only takes encoded queries")
         with torch_threads(self.config.text_threads):
-            sentence, tokens, mask = self.backbone.text_features(self.backbone.tokenize([text.strip()], self.max_words))
+            tokens = self.backbone.tokenize([text.strip()], self.max_words)
+            sentence, tokens, mask = self.backbone.text_features(tokens, keep_padding=self.model.encodes_padding)
             return self.model.encode_text(sentence, tokens, mask)
 
     def search(
