@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from glscl.config import GLSCLConfig
-from glscl.files import file_sha256
+from glscl.files import check_checkpoint_folder, file_sha256
 from glscl.model import GLSCL
 
 WEIGHTS_FILE = "model.safetensors"
@@ -145,6 +145,10 @@ def load_checkpoint(
     match the recorded one (tampering, truncation), or the tensors do not match the model's parameters.
     """
     directory = Path(directory)
+    try:
+        check_checkpoint_folder(directory)
+    except FileNotFoundError as error:
+        raise CheckpointError(str(error)) from None
     manifest_path = directory / CONFIG_FILE
     manifest = _read_manifest(manifest_path, FORMAT_NAME, FORMAT_VERSION, ("sha256", "config"))
     weights = directory / WEIGHTS_FILE

@@ -98,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"glscl {args.command}: warning: {one_line(text)}", file=sys.stderr, flush=True)
 
     try:
+        if check := COMMANDS[args.command].check:
+            check(args)
         with contextlib.ExitStack() as stack:
             if args.command in FLOW_COMMANDS:
                 stack.enter_context(prefect_api(warn))

@@ -40,10 +40,11 @@ def key_values(pairs: Sequence[str], option: str) -> dict[str, str]:
     return values
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    """--db and --storage-option, shared by every command that reads or writes tables."""
+def add_store_options(parser: argparse.ArgumentParser, default_help: str = DEFAULT_DB) -> None:
+    """--db and --storage-option, shared by every command that reads or writes tables; `default_help` states a
+    default that depends on other options (the command then sets --db's default itself)."""
     parser.add_argument(
-        "--db", default=DEFAULT_DB, help=f"LanceDB URI: a folder or s3://bucket/path (default {DEFAULT_DB})"
+        "--db", default=DEFAULT_DB, help=f"LanceDB URI: a folder or s3://bucket/path (default {default_help})"
     )
     parser.add_argument(
         "--storage-option",

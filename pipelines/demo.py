@@ -6,8 +6,7 @@ the `glscl query` and `glscl serve` commands that search it."""
 from __future__ import annotations
 
 import json
-import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -18,6 +17,7 @@ from glscl.config import TrainConfig
 from pipelines.configs import DEMO_FRAMES, DEMO_MAX_WORDS, DemoConfig, IndexConfig, IngestConfig, TrainFlowConfig
 from pipelines.index import IndexSummary, index_flow
 from pipelines.ingest import IngestSummary, ingest_flow
+from pipelines.printed import absolute, command_line
 from pipelines.train import TrainSummary, train_flow
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
@@ -27,6 +27,7 @@ from workers.overview import database_overview
 from workers.sampling import SamplingConfig
 from workers.sources import SourceOptions
 from workers.synthetic.order_test import WRONG, order_test
+from workers.synthetic.reuse import remember_settings, reusable_dataset
 from workers.synthetic.videos import SyntheticDataset, generate_synthetic_dataset
 
 
@@ -34,21 +35,12 @@ from workers.synthetic.videos import SyntheticDataset, generate_synthetic_datase
 def generate(config: DemoConfig) -> SyntheticDataset:
     """Make the dataset, or reuse it when the same settings made it before (generation is deterministic)."""
     synthetic = config.synthetic()
-    stamp = Path(config.out_dir) / "synthetic.json"
-    settings = json.dumps(asdict(synthetic), default=str, sort_keys=True)
-    if stamp.exists() and stamp.read_text() == settings:
+    reused = reusable_dataset(synthetic)
+    if reused is not None:
         get_run_logger().info("reusing the synthetic dataset in %s", config.out_dir)
-        return SyntheticDataset(
-            out_dir=synthetic.out_dir,
-            video_dir=synthetic.out_dir / "videos",
-            train_annotations=synthetic.out_dir / "train.json",
-            val_annotations=synthetic.out_dir / "val_1.json",
-            n_train=synthetic.n_train,
-            n_val=synthetic.n_val,
-            elapsed_s=0.0,
-        )
+        return reused
     dataset = generate_synthetic_dataset(synthetic)
-    stamp.write_text(settings)
+    remember_settings(synthetic)
     get_run_logger().info("generated %d videos in %.1f s", dataset.n_videos, dataset.elapsed_s)
     return dataset
 
@@ -141,8 +133,9 @@ def held_out_caption(dataset: SyntheticDataset) -> str:
 
 
 def search_commands(store: StoreConfig, checkpoint: str, query: str) -> str:
-    """The `glscl query` and `glscl serve` command lines that search what the demo indexed, as Markdown."""
-    where = ["--checkpoint", checkpoint, "--db", store.uri]
+    """The `glscl query` and `glscl serve` command lines that search what the demo indexed, as Markdown; they work
+    pasted into a fresh shell in any folder (`pipelines.printed`)."""
+    where = ["--checkpoint", absolute(checkpoint), "--db", absolute(store.uri)]
     for key, value in store.storage_options.items():
         where += ["--storage-option", f"{key}={value}"]
     return "\n".join(
@@ -150,8 +143,8 @@ def search_commands(store: StoreConfig, checkpoint: str, query: str) -> str:
             "## Search what the demo built",
             "",
             "```",
-            shlex.join(["glscl", "query", query, *where]),
-            shlex.join(["glscl", "serve", *where]) + "   # then open http://127.0.0.1:8080",
+            command_line("query", query, *where),
+            command_line("serve", *where) + "   # then open http://127.0.0.1:8080",
             "```",
         ]
     )

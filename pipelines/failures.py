@@ -112,19 +112,34 @@ class _WithoutTraceback(logging.Formatter):
             record.exc_info, record.exc_text, record.stack_info = saved
 
 
+class _NoRunFailures(logging.Filter):
+    """Drops Prefect's records of a failing flow or task run (the command's own line says what failed, once)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and record.name.startswith(RUN_LOGGERS))
+
+
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
 @contextmanager
 def console_without_tracebacks() -> Iterator[None]:
-    """While the block runs, the console log handlers configured so far (Prefect's, Ray's) print no tracebacks."""
+    """While the block runs, the console log handlers configured so far (Prefect's, Ray's) print no tracebacks, and
+    no record of a failing flow or task run: the error then reaches the terminal once, as the command's last line.
+    Prefect's API handler (the UI) and `--verbose` keep them whole."""
     if "prefect" in sys.modules:
         # Prefect adds its console handler when `prefect` is first imported in full; the flow modules are not yet.
         from prefect.logging.configuration import ensure_logging_setup
 
         ensure_logging_setup()
     saved = {handler: handler.formatter for handler in console_handlers()}
+    quiet = _NoRunFailures()
     for handler, formatter in saved.items():
         handler.setFormatter(_WithoutTraceback(formatter or logging.Formatter()))
+        handler.addFilter(quiet)
     try:
         yield
     finally:
         for handler, formatter in saved.items():
             handler.setFormatter(formatter)
+            handler.removeFilter(quiet)

@@ -50,9 +50,9 @@ class IndexSummary:
             "|---|---|---|---|",
         ]
         if before is not None:
-            lines.append(f"| before | {before.rows} | {before.fragments} | {before.unindexed} |")
+            lines.append(f"| before | {before.rows} | {before.fragments} | {_per_index(before.unindexed)} |")
         after = self.health_after
-        lines.append(f"| after | {after.rows} | {after.fragments} | {after.unindexed} |")
+        lines.append(f"| after | {after.rows} | {after.fragments} | {_per_index(after.unindexed)} |")
         lines += [
             "",
             f"- projection: {self.projection}",
@@ -60,6 +60,11 @@ class IndexSummary:
             "- seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in self.timings.items()),
         ]
         return "\n".join(lines)
+
+
+def _per_index(unindexed: dict[str, int]) -> str:
+    """Unindexed rows per indexed column, as `column rows` pairs (`none indexed yet` before any index)."""
+    return ", ".join(f"{column} {rows}" for column, rows in unindexed.items()) or "none indexed yet"
 
 
 def _log_progress(written: int, videos: int) -> None:

@@ -8,12 +8,16 @@ from dataclasses import dataclass
 import lancedb
 import pyarrow as pa
 
-from schemas.store import StoreConfig
-from schemas.tables import ALL_TABLES, EMBED_DIM_KEY, SCHEMA_VERSION_KEY, TableSpec
+from schemas.store import StoreConfig, is_local, local_path
+from schemas.tables import ALL_TABLES, EMBED_DIM_KEY, SCHEMA_VERSION_KEY, VIDEO_OK, VIDEOS, TableSpec
 
 
 class SchemaVersionError(RuntimeError):
     """A stored table was written by a schema this code does not support."""
+
+
+class MissingDataError(ValueError):
+    """The database, or the split asked for, holds none of what a command needs; the message says what it holds."""
 
 
 class CommitCheckError(RuntimeError):
@@ -156,3 +160,23 @@ def sql_in(column: str, values: list[str]) -> str:
     if not values:
         return "FALSE"
     return f"{column} IN ({', '.join(sql_string(v) for v in values)})"
+
+
+def check_splits(store: StoreConfig, *splits: str) -> None:
+    """Fail, naming what the database holds, when it does not exist (a local folder is not created here), holds no
+    ingested video, or has none in one of `splits`."""
+    if is_local(store.uri) and not local_path(store.uri).is_dir():
+        raise MissingDataError(f"no database at {store.uri}: name the one `glscl ingest` wrote with --db")
+    catalog = Catalog(store)
+    if not catalog.exists(VIDEOS):
+        raise MissingDataError(
+            f"no ingested videos in {store.uri}: run `glscl ingest` into it first, or name the database that holds "
+            "them with --db"
+        )
+    stored = catalog.scan(VIDEOS, ["split"], f"status = {sql_string(VIDEO_OK)}")["split"].to_pylist()
+    present = sorted(set(stored))
+    missing = [split for split in splits if split not in present]
+    if missing:
+        raise MissingDataError(
+            f"split {missing[0]!r} has no ingested videos in {store.uri}; splits there: {', '.join(present) or 'none'}"
+        )

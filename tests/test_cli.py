@@ -4,6 +4,7 @@ and every option of every command says what it does."""
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -87,6 +88,53 @@ def _parsers(parser: argparse.ArgumentParser, name: str = "glscl"):
         if isinstance(action, argparse._SubParsersAction):
             for command, child in action.choices.items():
                 yield from _parsers(child, f"{name} {command}")
+
+
+# Options whose default is computed (None in the parser) and described in words; each one's help says what it is.
+DESCRIBED_DEFAULTS = {
+    "glscl ingest split",
+    "glscl ingest dataset",
+    "glscl index partitions",
+    "glscl index sub_vectors",
+    "glscl query model",
+    "glscl serve model",
+    "glscl query refine_factor",
+    "glscl serve refine_factor",
+    "glscl query ef",
+    "glscl serve ef",
+    "glscl query index_cache_gb",
+    "glscl serve index_cache_gb",
+    "glscl serve token",
+    "glscl serve workers",
+}
+
+
+def test_every_stated_default_is_the_value_used() -> None:
+    """An option's help "(default X)" equals its parser default; where the default is computed from other options,
+    the config built from the command line holds the stated value."""
+    misstated = []
+    for name, parser in _parsers(cli.build_parser()):
+        for action in parser._actions:
+            stated = re.search(r"\(default:? ([^;,)\s]+)", action.help or "")
+            if stated is None or action.dest in ("verbose", "ray_address"):
+                continue
+            value, default = stated.group(1).rstrip(":."), action.default
+            if default is None:
+                if f"{name} {action.dest}" not in DESCRIBED_DEFAULTS | {"glscl demo db", "glscl reproduce weights"}:
+                    misstated.append(f"{name} {action.dest}: help says {value}, parser default None")
+                continue
+            same = float(value) == float(default) if isinstance(default, int | float) else value == str(default)
+            if not same:
+                misstated.append(f"{name} {action.dest}: help says {value}, parser default {default!r}")
+    assert misstated == []
+    assert demo.demo_config(parse("demo", "--out", "somewhere")).store.uri == "somewhere/lancedb"
+    assert "OUT/lancedb" in next(a.help for a in demo_parser()._actions if a.dest == "db")
+    argv = ("reproduce", "activitynet", "t.json", "--video-root", "v")
+    assert reproduce.reproduce_config(parse(*argv)).weights == "openai"
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    return dict(_parsers(cli.build_parser()))["glscl demo"]
 
 
 def test_every_option_has_a_help_line() -> None:

@@ -471,14 +471,19 @@ def test_the_load_generator_adds_up_the_rounds_of_a_level():
 
 @pytest.mark.parametrize("processes", ["1", "2"])
 def test_a_server_whose_processes_cannot_start_says_why(gallery, tmp_path, processes):
-    """A database without the checkpoint's index: one process or several, the command ends with exit code 2 and
-    the searcher's own reason on its last line, instead of serving nothing or waiting."""
-    checkpoint, _ = gallery
-    command = [sys.executable, "-m", "pipelines.cli", "serve", "--checkpoint", checkpoint, "--db", str(tmp_path)]
+    """An index whose projection is gone (what the command line's own check before start cannot see): one process
+    or several, the command ends with exit code 2 and the searcher's own reason on its last line, instead of
+    serving nothing or waiting."""
+    checkpoint, db = gallery
+    broken = tmp_path / "db"
+    shutil.copytree(db, broken)
+    (projection,) = broken.glob("video_index_*_projection.lance")
+    shutil.rmtree(projection)
+    command = [sys.executable, "-m", "pipelines.cli", "serve", "--checkpoint", checkpoint, "--db", str(broken)]
     command += ["--port", "0", "--processes", processes]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     last = done.stderr.strip().splitlines()[-1]
-    assert done.returncode == 2 and "no video index for checkpoint" in last, done.stderr[-3000:]
+    assert done.returncode == 2 and "has no projection: run `glscl index` again" in last, done.stderr[-3000:]
 
 
 def test_several_server_processes_share_the_port(gallery, tmp_path):

@@ -128,3 +128,32 @@ def test_unknown_source_kinds(tmp_path):
         read_source(tmp_path / "absent", SourceOptions())
     with pytest.raises(SourceError, match="not a folder, a manifest"):
         read_source(touch(tmp_path / "x.txt"), SourceOptions())
+
+
+ONE_VIDEO = {"a": {"duration": 2.0, "timestamps": [[0, 1]], "sentences": ["x"]}}
+
+
+def test_paths_are_stored_absolute_whatever_the_source_was_given_as(tmp_path, monkeypatch):
+    """The service and later runs find a video from any working folder: every source kind, named relatively,
+    yields absolute paths (symbolic links kept, not resolved)."""
+    touch(tmp_path / "videos" / "v_a.mp4")
+    (tmp_path / "list.csv").write_text("path\nvideos/v_a.mp4\n")
+    (tmp_path / "val_1.json").write_text(json.dumps(ONE_VIDEO))
+    (tmp_path / "linked").symlink_to(tmp_path / "videos")
+    monkeypatch.chdir(tmp_path)
+    expected = str(tmp_path / "videos" / "v_a.mp4")
+    assert [v.path for v in read_source("videos", SourceOptions()).videos] == [expected]
+    assert [v.path for v in read_source("list.csv", SourceOptions()).videos] == [expected]
+    assert [v.path for v in read_source("val_1.json", SourceOptions(video_root="videos")).videos] == [expected]
+    assert [v.path for v in read_source("linked", SourceOptions()).videos] == [str(tmp_path / "linked" / "v_a.mp4")]
+
+
+def test_a_source_without_videos_is_an_error_naming_what_was_looked_for(tmp_path):
+    (tmp_path / "empty").mkdir()
+    touch(tmp_path / "empty" / "notes.txt")
+    with pytest.raises(SourceError, match=r"no videos found in .*empty; looked for \*\.mp4, \*\.mkv"):
+        read_source(tmp_path / "empty", SourceOptions())
+    (tmp_path / "val_1.json").write_text(json.dumps(ONE_VIDEO))
+    missing = r"none of its 1 videos is under --video-root .*looked for a\.mp4 or v_a\.mp4"
+    with pytest.raises(SourceError, match=missing):
+        read_source(tmp_path / "val_1.json", SourceOptions(video_root=str(tmp_path / "empty")))

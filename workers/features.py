@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from glscl.checkpoint import load_checkpoint, recorded_extras
-from schemas.catalog import Catalog, sql_in, sql_string
+from schemas.catalog import Catalog, check_splits, sql_in, sql_string
 from schemas.tables import CAPTION_PARAGRAPH, CAPTION_SENTENCE, CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 
 
@@ -124,7 +124,7 @@ def gallery(catalog: Catalog, query: FeatureQuery) -> tuple[str, list[str]]:
         VIDEOS, ["video_id"], f"split = {sql_string(query.split)} AND status = {sql_string(VIDEO_OK)}"
     )
     if videos.num_rows == 0:
-        raise FeaturesError(f"split {query.split!r} has no ingested videos in {catalog.store.uri}")
+        check_splits(catalog.store, query.split)
     encoded = catalog.scan(
         FRAMES,
         ["video_id"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,27 @@ def read_source(source: str | Path, options: SourceOptions) -> Collection:
     return collection
 
 
+def check_source(source: str | Path, options: SourceOptions) -> None:
+    """What can be checked of a source at once, before any flow starts (seconds before the first row): it exists, it
+    is of a known kind, a folder holds at least one video, an annotation file has its video root. Reading it whole
+    (`read_source`) checks the rest."""
+    path = Path(source)
+    if path.is_dir():
+        if not any(p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS for p in path.rglob("*")):
+            raise SourceError(f"no videos found in {path}; looked for {looked_for()} (recursively)")
+        return
+    if not path.is_file():
+        raise SourceError(f"{path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        if options.video_root is None:
+            raise SourceError(f"{path}: an ActivityNet annotation file needs --video-root (the folder of its videos)")
+        if not Path(options.video_root).is_dir():
+            raise SourceError(f"{options.video_root}: the video root is not a folder")
+    elif suffix not in MANIFEST_EXTENSIONS:
+        raise SourceError(f"{path}: not a folder, a manifest ({', '.join(MANIFEST_EXTENSIONS)}) or an annotation .json")
+
+
 def _read_any(path: Path, options: SourceOptions) -> Collection:
     split = options.split
     if path.is_dir():
@@ -90,11 +112,25 @@ def _video_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
 
 
+def absolute(path: Path) -> str:
+    """The path as stored: absolute (symbolic links kept, `..` folded), so that the service and later runs find the
+    file from any working folder."""
+    return os.path.abspath(path)
+
+
+def looked_for() -> str:
+    """The file patterns a folder is searched for, for messages."""
+    return ", ".join(f"*{extension}" for extension in VIDEO_EXTENSIONS)
+
+
 def read_folder(root: Path, split: str) -> Collection:
-    """Every video file under `root` (recursive, common containers); ids are paths relative to the root."""
+    """Every video file under `root` (recursive, common containers); ids are paths relative to the root. A folder
+    without any is an error: an ingest that finds nothing has most likely been pointed at the wrong folder."""
+    files = _video_files(root)
+    if not files:
+        raise SourceError(f"no videos found in {root}; looked for {looked_for()} (recursively)")
     videos = [
-        VideoItem(str(p), str(p.relative_to(root).with_suffix("")), root.resolve().name, split)
-        for p in _video_files(root)
+        VideoItem(absolute(p), str(p.relative_to(root).with_suffix("")), root.resolve().name, split) for p in files
     ]
     return Collection(videos)
 
@@ -118,7 +154,7 @@ def read_manifest(path: Path, split: str | None) -> Collection:
         if not isinstance(value, str) or not value.strip():
             raise SourceError(f"{path}: row {number} has an empty 'path'")
         video_path = Path(value) if Path(value).is_absolute() else path.parent / value
-        key = str(video_path)
+        key = absolute(video_path)
         item = by_path.get(key)
         if item is None:
             item = VideoItem(
@@ -195,5 +231,11 @@ def read_activitynet(path: Path, video_root: Path, split: str | None) -> Collect
             for order, (text, span) in enumerate(zip(texts, stamps, strict=True))
         ]
         captions.append(CaptionItem(" ".join(texts), -1, CAPTION_PARAGRAPH, 0.0, float(math.ceil(duration))))
-        collection.videos.append(VideoItem(str(file), video_id, "activitynet", split_name, captions))
+        collection.videos.append(VideoItem(absolute(file), video_id, "activitynet", split_name, captions))
+    if annotations and not collection.videos:
+        example = next(iter(annotations))
+        raise SourceError(
+            f"{path}: none of its {len(annotations)} videos is under --video-root {video_root} (looked for "
+            f"{example}.mp4 or v_{example}.mp4 and the other containers: {looked_for()})"
+        )
     return collection

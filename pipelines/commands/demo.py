@@ -30,7 +30,7 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
     )
     demo = DemoConfig()
     parser.add_argument("--out", default=demo.out_dir, help=f"folder for the generated videos (default {demo.out_dir})")
-    add_store_options(parser)
+    add_store_options(parser, default_help="OUT/lancedb, inside --out")
     parser.set_defaults(db=None)
     parser.add_argument(
         "--train-videos", type=int, default=demo.train_videos, help=f"training videos (default {demo.train_videos})"
@@ -41,6 +41,12 @@ def add_demo_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=demo.seed, help=f"data and training seed (default {demo.seed})")
     parser.add_argument(
         "--epochs", type=int, default=demo.train_epochs, help=f"training epochs (default {demo.train_epochs})"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=demo.batch_size,
+        help=f"training pairs per batch (default {demo.batch_size}; at most --train-videos)",
     )
     parser.add_argument("--order-negatives", action="store_true", help="train with order hard negatives")
     add_ray_options(parser, encode_actors=True)
@@ -57,9 +63,17 @@ def demo_config(args: argparse.Namespace) -> DemoConfig:
         val_videos=args.val_videos,
         seed=args.seed,
         train_epochs=args.epochs,
+        batch_size=args.batch_size,
         order_negatives=args.order_negatives,
         ray=ray_config(args),
     )
+
+
+def check_demo(args: argparse.Namespace) -> None:
+    """At once, before anything is generated: the sizes fit, and --out holds no dataset made with other settings."""
+    from workers.synthetic.reuse import reusable_dataset
+
+    reusable_dataset(demo_config(args).synthetic())
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -72,5 +86,5 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "demo": Command(add_demo_parser, run_demo, flow=True),
+    "demo": Command(add_demo_parser, run_demo, flow=True, check=check_demo),
 }

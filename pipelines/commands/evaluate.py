@@ -66,6 +66,16 @@ def evaluate_config(args: argparse.Namespace) -> EvaluateConfig:
     )
 
 
+def check_evaluate(args: argparse.Namespace) -> None:
+    """At once: the checkpoint folder, and the split is in the database."""
+    from glscl.files import check_checkpoint_folder
+    from schemas.catalog import check_splits
+
+    config = evaluate_config(args)
+    check_checkpoint_folder(config.checkpoint)
+    check_splits(config.store, config.split)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run the evaluate flow and print its report."""
     from pipelines.evaluate import evaluate_flow
@@ -75,5 +85,5 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "evaluate": Command(add_evaluate_parser, run_evaluate, flow=True),
+    "evaluate": Command(add_evaluate_parser, run_evaluate, flow=True, check=check_evaluate),
 }

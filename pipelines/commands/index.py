@@ -103,6 +103,17 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
     )
 
 
+def check_index(args: argparse.Namespace) -> None:
+    """At once: the checkpoint folder, and the database holds the splits to index (any ingested video when none is
+    named)."""
+    from glscl.files import check_checkpoint_folder
+    from schemas.catalog import check_splits
+
+    config = index_config(args)
+    check_checkpoint_folder(config.checkpoint)
+    check_splits(config.store, *config.splits)
+
+
 def run_index(args: argparse.Namespace) -> int:
     """Run the index flow and print its summary."""
     from pipelines.index import index_flow
@@ -112,5 +123,5 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "index": Command(add_index_parser, run_index, flow=True),
+    "index": Command(add_index_parser, run_index, flow=True, check=check_index),
 }

@@ -81,6 +81,16 @@ def ingest_config(args: argparse.Namespace) -> IngestConfig:
     )
 
 
+def check_ingest(args: argparse.Namespace) -> None:
+    """The sources and the weight file's format, at once (`workers.sources.check_source`, `glscl.weights`)."""
+    from workers.sources import check_source
+
+    config = ingest_config(args)
+    for source in config.sources:
+        check_source(source, config.source_options)
+    config.backbone.check_weight_format()
+
+
 def run_ingest(args: argparse.Namespace) -> int:
     """Run the ingest flow and print its summary; return the documented exit code."""
     from pipelines.ingest import ingest_flow
@@ -91,5 +101,5 @@ def run_ingest(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "ingest": Command(add_ingest_parser, run_ingest, flow=True),
+    "ingest": Command(add_ingest_parser, run_ingest, flow=True, check=check_ingest),
 }

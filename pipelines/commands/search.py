@@ -76,6 +76,38 @@ def search_config(args: argparse.Namespace) -> SearchConfig:
     )
 
 
+def check_search(args: argparse.Namespace) -> None:
+    """At once, before any model loads: the checkpoint folder, and for a local database that it exists and holds the
+    checkpoint's video index; when it does not, the error names the databases nearby that do (searching never
+    creates a database)."""
+    from pathlib import Path
+
+    from glscl.files import check_checkpoint_folder
+    from schemas.store import databases_near, holds_table, is_local, local_path
+    from schemas.tables import video_index_name
+
+    check_checkpoint_folder(args.checkpoint)
+    store = store_config(args)
+    if not is_local(store.uri):
+        return
+    database = local_path(store.uri)
+    manifest = json.loads((Path(args.checkpoint) / "config.json").read_text())
+    index = video_index_name(str(manifest.get("sha256", "")))
+    if holds_table(database, index):
+        return
+    checkpoint = Path(args.checkpoint).resolve()
+    near = databases_near([Path.cwd(), *checkpoint.parents[:3]])
+    holding = [db for db in near if holds_table(db, index)]
+    if holding:
+        fix = f"its index is in {', '.join(map(str, holding))}: use --db {holding[0]}"
+    else:
+        listed = ", ".join(map(str, near[:5])) or "none"
+        fix = f"no database nearby holds it (databases nearby: {listed}); build it with `glscl index --checkpoint "
+        fix += f"{args.checkpoint} --db DB` on the database the videos were ingested into"
+    where = f"no video index for this checkpoint in {database}" if database.exists() else f"no database at {database}"
+    raise FileNotFoundError(f"{where}; {fix}")
+
+
 def add_query_parser(commands: argparse._SubParsersAction) -> None:
     """`glscl query TEXT [options]`."""
     parser = commands.add_parser(
@@ -221,6 +253,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "query": Command(add_query_parser, run_query, flow=False),
-    "serve": Command(add_serve_parser, run_serve, flow=False),
+    "query": Command(add_query_parser, run_query, flow=False, check=check_search),
+    "serve": Command(add_serve_parser, run_serve, flow=False, check=check_search),
 }

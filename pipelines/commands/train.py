@@ -147,6 +147,15 @@ def train_config(args: argparse.Namespace) -> TrainFlowConfig:
     )
 
 
+def check_train(args: argparse.Namespace) -> None:
+    """At once: the training and held-out splits are in the database, and the weight file has a known format."""
+    from schemas.catalog import check_splits
+
+    config = train_config(args)
+    config.backbone.check_weight_format()
+    check_splits(config.store, *(s for s in (config.split, config.val_split) if s))
+
+
 def run_train(args: argparse.Namespace) -> int:
     """Run the train flow and print its summary."""
     from pipelines.train import train_flow
@@ -157,5 +166,5 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "train": Command(add_train_parser, run_train, flow=True),
+    "train": Command(add_train_parser, run_train, flow=True, check=check_train),
 }
