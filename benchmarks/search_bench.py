@@ -35,7 +35,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from benchmarks.scoring import cpu_name
 from glscl import onednn
 from glscl.backbone import Backbone
 from glscl.backbone_config import BackboneConfig
@@ -43,6 +42,7 @@ from glscl.baselines import XPoolHead
 from glscl.checkpoint import checkpoint_hash, load_checkpoint, save_checkpoint
 from glscl.config import HEAD_PRESETS, GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
+from glscl.scoring_cost.timing import cpu_name
 from glscl.search_vectors import fill_absent_segments
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig

@@ -143,7 +143,8 @@ def run_evaluation(config: ReproduceConfig) -> dict[str, Any]:
 
 def run_bench(config: ReproduceConfig, videos: int, head: GLSCLConfig) -> dict[str, Any]:
     """Time exhaustive scoring of the evaluated gallery (texts x videos) with the paper head on this machine."""
-    from benchmarks.scoring import ScoringBenchConfig, run_scoring_bench
+    from glscl.scoring_cost.timing import run_scoring_bench
+    from glscl.scoring_cost.workloads import ScoringBenchConfig
 
     bench = ScoringBenchConfig(
         sizes=(videos,),

@@ -14,19 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.scoring import (
-    HEAD_LABELS,
-    HEADS,
-    ScoringBenchConfig,
-    check_scorer,
-    extrapolate,
-    main,
-    next_slice,
-    random_encodings,
-    run_scoring_bench,
-    scoring_model,
-    to_markdown,
-)
+from benchmarks.scoring import HEAD_LABELS, main, to_markdown
+from glscl.scoring_cost.timing import check_scorer, extrapolate, next_slice, run_scoring_bench
+from glscl.scoring_cost.workloads import HEADS, ScoringBenchConfig, random_encodings, scoring_model
 
 TINY = {
     "sizes": (16, 32),

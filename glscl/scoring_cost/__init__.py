@@ -1,0 +1,1 @@
+"""The scoring head's cost on this machine: workloads and FLOP model (`workloads`), and their timing (`timing`)."""
