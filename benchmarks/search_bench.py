@@ -47,15 +47,16 @@ from glscl.search_vectors import fill_absent_segments
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
+from workers.index.segment_rows import ensure_segment_rows
 from workers.plots import new_figure, save_figure
 from workers.rows import multivector_array, vector_array
 from workers.search.ann_vectors import segment_vectors
+from workers.search.candidates.base import ALL_PARTITIONS
 from workers.search.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig, SearchConfig
 from workers.search.indexes import ensure_indexes, index_health
 from workers.search.packed_encodings import pack_encodings, packed_slots, unpack_encodings
 from workers.search.projection import Projection, save_projection
-from workers.search.searcher import ALL_PARTITIONS, Searcher, torch_threads
-from workers.search.segment_rows import ensure_segment_rows
+from workers.search.searcher import Searcher, torch_threads
 from workers.video_index import SEARCH_VECTOR, project_rows
 
 MODEL_ID = "ViT-B-32@random-seed0"  # a real text tower (random weights): `glscl serve` can take text over a gallery
@@ -381,16 +382,6 @@ def text_side_ms(text_side: TextSide, repeats: int = 30) -> dict:
     return report
 
 
-def searcher_ef(searcher: Searcher, candidates: int, ef: int) -> int | None:
-    """The HNSW search breadth unfiltered queries of `searcher` use (None: no graph searched), as it sets it."""
-    if searcher.flat is not None:
-        return None
-    if searcher.segment_rows is not None:
-        asked = candidates * searcher.segment_rows.segments
-        return max(asked, ef) if searcher.segment_rows.hnsw else None
-    return max(candidates, ef or 2 * candidates) if searcher.hnsw else None
-
-
 def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide) -> list[dict]:
     """Recall and latency of the two-stage search for every (candidates, nprobes, refine factor) setting, with the
     text side of each query timed before its search (`QUERY`, trimmed), as `Searcher.search` runs them."""
@@ -427,8 +418,8 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
                 prewarm=True,
             )
         )
-        probes = "all" if searcher.nprobes == ALL_PARTITIONS else nprobes
-        ef_used = searcher_ef(searcher, candidates, ef)
+        probes = "all" if searcher.probes.nprobes == ALL_PARTITIONS else nprobes
+        ef_used = searcher.stage_for(None).breadth(candidates, searcher.probes)
         stage = searcher.describe()["candidate_stage"]
         if (candidates, probes, refine, ef_used, stage) in seen:
             continue

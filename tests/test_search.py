@@ -31,12 +31,14 @@ from pipelines.serve import create_app
 from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
 from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS, segment_rows_spec
+from workers.index.segment_rows import current_segment_rows, ensure_segment_rows, rebuild_segment_rows
 from workers.search.ann_vectors import query_vectors
+from workers.search.candidates.in_memory import InMemory
+from workers.search.candidates.segment_columns import SegmentColumns
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.projection import load_projection
 from workers.search.searcher import STAGES, Searcher, SearchError
-from workers.search.segment_rows import current_segment_rows, ensure_segment_rows, rebuild_segment_rows
 from workers.train_worker import BEST_DIR
 from workers.upkeep import maintain_table
 
@@ -89,8 +91,9 @@ def test_two_stage_equals_exact_when_candidates_cover_the_gallery(indexed):
     engine = searcher(
         store, checkpoint, candidates=24, nprobes=2, ef=24, index_cache_gb=0.25, prewarm=True, in_memory_below=0
     )
-    assert engine.has_vector_index and engine.hnsw, "SMALL_ANN builds HNSW graphs, searched with an ef"
-    assert engine.flat is None and engine.describe()["candidate_stage"] == "vector index"
+    stage = engine.stage_for(None)
+    assert isinstance(stage, SegmentColumns) and stage.hnsw, "SMALL_ANN builds HNSW graphs, searched with an ef"
+    assert engine.describe()["candidate_stage"] == "vector index" and stage.breadth(24, engine.probes) == 24
     for text in ("a red circle moves left", "a blue square appears then a green triangle"):
         two_stage = engine.search(text, k=10)
         exact = engine.search(text, k=10, exact=True)
@@ -105,11 +108,12 @@ def test_two_stage_equals_exact_when_candidates_cover_the_gallery(indexed):
 def test_a_small_gallery_ranks_candidates_in_memory_by_their_best_segment(indexed):
     store, checkpoint, _ = indexed
     engine = searcher(store, checkpoint, candidates=5)
-    assert engine.flat is not None and engine.flat.vectors.shape == (24, SMALL_ANN.segments, 64)
+    stage = engine.stage_for(None)
+    assert isinstance(stage, InMemory) and stage.vectors.shape == (24, SMALL_ANN.segments, 64)
     assert engine.describe()["candidate_stage"] == "in-memory scan"
     for text in ("a red circle moves left", "a blue square appears then a green triangle", "shapes"):
         encoding = engine.encode(text)
-        assert engine._candidates(encoding, 5, None).tolist() == best_segment_order(engine, encoding)[:5]
+        assert engine.candidates(encoding, 5, None).tolist() == best_segment_order(engine, encoding)[:5]
         assert engine.search(text, k=3).hits[0].video_id == engine.search(text, k=3, exact=True).hits[0].video_id
 
 
@@ -143,10 +147,11 @@ def test_segment_rows_rank_videos_by_their_best_segment_with_one_index(indexed, 
     ]
     assert index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN)).actions == [], "up to date: left alone"
     engine = searcher(store, checkpoint, candidates=5, in_memory_below=0)
-    assert engine.describe()["candidate_stage"] == "segment rows" and not engine.segment_rows.hnsw
+    assert engine.describe()["candidate_stage"] == "segment rows"
+    assert engine.stage_for(None).breadth(5, engine.probes) is None, "an IVF_FLAT index: no graph"
     for text in ("a red circle moves left", "a blue square appears then a green triangle", "shapes"):
         encoding = engine.encode(text)
-        assert engine._candidates(encoding, 5, None).tolist() == best_segment_order(engine, encoding)[:5]
+        assert engine.candidates(encoding, 5, None).tolist() == best_segment_order(engine, encoding)[:5]
     covering = searcher(store, checkpoint, candidates=24, in_memory_below=0)
     result, exact = covering.search("shapes", k=10), covering.search("shapes", k=10, exact=True)
     assert [h.video_id for h in result.hits] == [h.video_id for h in exact.hits] and result.candidates == 24
@@ -186,10 +191,10 @@ def test_segment_rows_follow_compaction_changed_videos_and_being_turned_off(inde
         f"segment rows: 21/21 videos written to {summary.table}_segments_g2",
         "segment rows: building one IVF_FLAT index over 84 rows",
     ]
-    assert engine.search("shapes", k=3).hits and engine.segment_rows.table.name.endswith("_g2")
+    assert engine.search("shapes", k=3).hits and engine.stage_for(None).table.name.endswith("_g2")
     update = index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN))
     assert update.added == 3 and generation_built(update) == 3
-    assert engine.search("shapes", k=24).candidates == 24 and engine.segment_rows.table.name.endswith("_g3")
+    assert engine.search("shapes", k=24).candidates == 24 and engine.stage_for(None).table.name.endswith("_g3")
     kept = [name for name in Catalog(store).table_names() if "_segments_g" in name]
     assert [name[-3:] for name in kept] == ["_g2", "_g3"], "the generation before the newest stays for readers"
     update = index_flow(IndexConfig(checkpoint, store, ann=dataclasses.replace(SEGMENT_ROWS_ANN, segment_rows=False)))

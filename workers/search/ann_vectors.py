@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import numpy as np
+import pyarrow as pa
 from torch import Tensor
 
 from glscl.model import TextEncoding, VideoEncoding
@@ -28,3 +30,10 @@ def stored_ann(settings: dict) -> AnnConfig:
     fields this version does not know are ignored)."""
     known = {field.name for field in fields(AnnConfig)}
     return AnnConfig(**{key: value for key, value in settings.items() if key in known})
+
+
+def stacked_segments(rows: pa.Table | pa.RecordBatch, columns: list[str]) -> np.ndarray:
+    """The segment vector columns of some video index rows as one [rows, segments, width] array."""
+    arrays = [rows[column] for column in columns]
+    arrays = [array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array for array in arrays]
+    return np.stack([array.flatten().to_numpy().reshape(rows.num_rows, -1) for array in arrays], axis=1)

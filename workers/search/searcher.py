@@ -36,7 +36,6 @@ from schemas.tables import (
     INDEX_FILTER_COLUMNS,
     INDEX_HIT_COLUMNS,
     MODEL_ID_KEY,
-    SEGMENT_ROW_VECTOR,
     VIDEO_INDEX_PREFIX,
     VIDEO_INDEX_VERSION,
     stored_segment_columns,
@@ -44,19 +43,16 @@ from schemas.tables import (
 )
 from workers.features import dense
 from workers.search.ann_vectors import query_vectors, stored_ann
+from workers.search.candidates.base import ALL_PARTITIONS, ROW_ID, CandidateStage, ProbeSettings
+from workers.search.candidates.choice import candidate_stages, stages_outdated
 from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
-from workers.search.flat import FlatSegments, first_distinct
-from workers.search.indexes import DISTANCE, has_hnsw_index, has_vector_index, vector_index_name
 from workers.search.packed_encodings import packed_slots, unpack_encodings
 from workers.search.projection import load_projection
-from workers.search.segment_rows import RowMap, SegmentRowsStage, current_segment_rows
 
 MAX_K = 1000
 RRF_OFFSET = 60
-ALL_PARTITIONS = 1 << 20  # LanceDB clamps nprobes to the index's partition count
 _ENCODINGS = "encodings"
-_ROW_ID = "_rowid"
 
 
 class SearchError(ValueError):
@@ -220,47 +216,22 @@ class Searcher:
         self._checked = time.monotonic()
 
     def prewarm(self) -> None:
-        """Load every segment vector index, and the segment rows' one, into LanceDB's index cache (when the cache
-        can hold them)."""
-        if self.has_vector_index:
-            for column in self.segment_columns:
-                self.table.prewarm_index(vector_index_name(column))
-        if self.segment_rows is not None:
-            self.segment_rows.table.prewarm_index(vector_index_name(SEGMENT_ROW_VECTOR))
+        """Load what each candidate stage reads into memory or LanceDB's index cache (when the cache can hold it)."""
+        for stage in self.stages:
+            stage.prewarm()
 
     def _read_index_state(self) -> None:
-        """Whether the table has a vector index yet, how many videos it holds, how many partitions a query
-        probes, and the stage unfiltered queries take: a small gallery's segment vectors in memory, else the
-        segment rows' one index when the table has one, else the segment columns."""
-        self.has_vector_index = has_vector_index(self.table)
-        self.hnsw = self.has_vector_index and has_hnsw_index(self.table)
+        """How many videos the table holds, how deep a query probes (every IVF partition of a small gallery), and
+        the candidate stages a query may take (`workers.search.candidates.choice`)."""
         self.videos = self.table.count_rows()
         small = self.videos <= self.config.probe_all_below
-        self.nprobes = ALL_PARTITIONS if small else self.config.nprobes
-        in_memory = self.videos <= self.config.in_memory_below
-        self.flat = FlatSegments.load(self.table, self.segment_columns) if in_memory else None
-        wanted = self.config.use_segment_rows and not in_memory
-        companion = current_segment_rows(self.catalog, self.table.name) if wanted else None
-        self.segment_rows = (
-            None
-            if companion is None
-            else SegmentRowsStage(
-                companion,
-                RowMap.load(companion, self.table),
-                len(self.segment_columns),
-                has_hnsw_index(companion, [SEGMENT_ROW_VECTOR]),
-            )
-        )
+        nprobes = ALL_PARTITIONS if small else self.config.nprobes
+        self.probes = ProbeSettings(nprobes, self.config.ef, self.config.refine_factor)
+        self.stages = candidate_stages(self.catalog, self.table, self.segment_columns, self.config, self.pool)
 
-    def _new_segment_rows(self) -> bool:
-        """Whether a newer complete generation of segment rows than the one served has appeared. Looked for only
-        where the index records it is built with segment rows: a generation completes after the video table's last
-        change, which `_follow_latest` would not notice otherwise."""
-        if not (self.ann.segment_rows and self.config.use_segment_rows) or self.videos <= self.config.in_memory_below:
-            return False
-        companion = current_segment_rows(self.catalog, self.table.name)
-        serving = None if self.segment_rows is None else self.segment_rows.table.name
-        return companion is not None and companion.name != serving
+    def stage_for(self, where: str | None) -> CandidateStage:
+        """The first candidate stage that can answer a query with this filter (or without one)."""
+        return next(stage for stage in self.stages if where is None or stage.takes_filters)
 
     def _follow_latest(self) -> None:
         """Move to the table's newest version and its newest segment rows (at most every `refresh_s` seconds) and
@@ -273,7 +244,8 @@ class Searcher:
             self._checked = now
             version = self.table.version
             self.table.checkout_latest()
-            if self.table.version != version or self._new_segment_rows():
+            outdated = stages_outdated(self.catalog, self.table, self.config, self.stages, self.ann.segment_rows)
+            if self.table.version != version or outdated:
                 self._read_index_state()
                 if self.config.prewarm:
                     self.prewarm()
@@ -283,16 +255,7 @@ class Searcher:
     def describe(self) -> dict[str, str | int]:
         """What is served: the video index table, how many videos it holds and how unfiltered queries find their
         candidates."""
-        stage = (
-            "in-memory scan"
-            if self.flat is not None
-            else "segment rows"
-            if self.segment_rows is not None
-            else "vector index"
-            if self.has_vector_index
-            else "scan"
-        )
-        return {"index": self.table.name, "videos": self.table.count_rows(), "candidate_stage": stage}
+        return {"index": self.table.name, "videos": self.table.count_rows(), "candidate_stage": self.stages[0].name}
 
     def video_file(self, video_id: str) -> VideoFile | None:
         """The source file and duration of an indexed video, or None for a video not in the index."""
@@ -365,7 +328,7 @@ class Searcher:
         self, encoding: TextEncoding, limit: int, where: str | None, hybrid_text: str | None, watch: Stopwatch
     ) -> _Scored:
         """ANN candidates (and full-text matches in hybrid mode), scored exactly from their packed encodings."""
-        row_ids = self._candidates(encoding, limit, where)
+        row_ids = self.candidates(encoding, limit, where)
         text_ranks = {}
         if hybrid_text is not None:
             text_ids = self._text_matches(hybrid_text, limit, where)
@@ -373,7 +336,7 @@ class Searcher:
             row_ids = _union(row_ids, text_ids)
         watch.lap("ann")
         rows = self._take(row_ids, [_ENCODINGS])
-        row_ids = rows[_ROW_ID].to_numpy()
+        row_ids = rows[ROW_ID].to_numpy()
         watch.lap("fetch")
         video = self._videos(rows[_ENCODINGS])
         scores = self._score(encoding, video)
@@ -384,50 +347,27 @@ class Searcher:
         watch.lap("rerank")
         return _Scored("hybrid", row_ids, video, scores, fused)
 
-    def _segment_hits(self, vector: np.ndarray, column: str, limit: int, where: str | None) -> pa.Table:
-        """Row ids and distances of the `limit` nearest rows by one segment column."""
-        query = self.table.search(vector, vector_column_name=column).distance_type(DISTANCE).limit(limit)
-        if self.has_vector_index:
-            query = query.nprobes(self.nprobes)
-            if self.hnsw:
-                query = query.ef(max(limit, self.config.ef or 2 * limit))
-            if self.config.refine_factor:
-                query = query.refine_factor(self.config.refine_factor)
-        if where:
-            query = query.where(where, prefilter=True)
-        return query.with_row_id(True).select([_ROW_ID, "_distance"]).to_arrow()
-
-    def _candidates(self, encoding: TextEncoding, limit: int, where: str | None) -> np.ndarray:
-        """Row ids of the `limit` videos whose best segment is nearest the query, best first."""
+    def candidates(self, encoding: TextEncoding, limit: int, where: str | None) -> np.ndarray:
+        """Row ids of the `limit` videos whose best segment is nearest the query, best first, from the first stage
+        that can answer it."""
         vector = query_vectors(encoding, self.model_config.local_weight, self.ann) @ self.basis
-        query = vector[0].numpy()
-        flat = self.flat
-        if flat is not None and where is None:
-            return flat.nearest(query, limit)
-        segment_rows = self.segment_rows
-        if segment_rows is not None and where is None:
-            return segment_rows.nearest(query, limit, self.nprobes, self.config.ef)
-        parts = list(
-            self.pool.map(lambda column: self._segment_hits(query, column, limit, where), self.segment_columns)
-        )
-        hits = pa.concat_tables(parts)
-        return first_distinct(hits[_ROW_ID].to_numpy()[np.argsort(hits["_distance"].to_numpy(), kind="stable")], limit)
+        return self.stage_for(where).nearest(vector[0].numpy(), limit, where, self.probes)
 
     def _text_matches(self, text: str, limit: int, where: str | None) -> np.ndarray:
         """Row ids of the best full-text matches on the caption text, best first."""
         query = self.table.search(text, query_type="fts", fts_columns="text").limit(limit)
         if where:
             query = query.where(where, prefilter=True)
-        return query.with_row_id(True).select([_ROW_ID, "_score"]).to_arrow()[_ROW_ID].to_numpy()
+        return query.with_row_id(True).select([ROW_ID, "_score"]).to_arrow()[ROW_ID].to_numpy()
 
     def _take(self, row_ids: np.ndarray, columns: list[str]) -> pa.Table:
         """Some columns of rows by row id, in the order asked (LanceDB returns them in row-id order); rows gone
         since the ids were read are left out."""
         if len(row_ids) == 0:
             empty = self.table.schema.empty_table().select(columns)
-            return empty.append_column(_ROW_ID, pa.array([], pa.uint64()))
+            return empty.append_column(ROW_ID, pa.array([], pa.uint64()))
         rows = self.table.take_row_ids(row_ids.tolist()).select(columns).with_row_id().to_arrow()
-        position = {row_id: index for index, row_id in enumerate(rows[_ROW_ID].to_pylist())}
+        position = {row_id: index for index, row_id in enumerate(rows[ROW_ID].to_pylist())}
         return rows.take(pa.array([position[r] for r in row_ids.tolist() if r in position], pa.int64()))
 
     def _videos(self, encodings: pa.ChunkedArray | pa.Array) -> VideoEncoding:
@@ -455,7 +395,7 @@ class Searcher:
                 continue
             scores = np.concatenate([best_scores, self._score(encoding, self._videos(batch[_ENCODINGS]))])
             keep = np.argsort(-scores, kind="stable")[:k]
-            best_ids = np.concatenate([best_ids, batch[_ROW_ID].to_numpy()])[keep]
+            best_ids = np.concatenate([best_ids, batch[ROW_ID].to_numpy()])[keep]
             best_encodings = pa.concat_arrays([best_encodings, batch[_ENCODINGS]]).take(pa.array(keep))
             best_scores = scores[keep]
             watch.lap("rerank")
@@ -471,7 +411,7 @@ class Searcher:
         ranking = fused if fused is not None else scores
         order = np.argsort(-ranking, kind="stable")[:k]
         meta = self._take(row_ids[order], list(INDEX_HIT_COLUMNS))
-        found = {row_id: index for index, row_id in enumerate(meta[_ROW_ID].to_pylist())}
+        found = {row_id: index for index, row_id in enumerate(meta[ROW_ID].to_pylist())}
         order = np.array([i for i in order.tolist() if int(row_ids[i]) in found], dtype=np.int64)
         if len(order) == 0:
             return []

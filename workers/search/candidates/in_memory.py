@@ -5,29 +5,29 @@ and on a few thousand videos it costs a fraction of LanceDB's fixed cost per sea
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lancedb
 import numpy as np
-import pyarrow as pa
 import torch
 
-_ROW_ID = "_rowid"
+from workers.search.ann_vectors import stacked_segments
+from workers.search.candidates.base import ROW_ID, CandidateStage, ProbeSettings
 
 
-@dataclass(frozen=True)
-class FlatSegments:
+class InMemory(CandidateStage):
     """Row ids [N] and segment vectors [N, S, d] of one version of a video index table."""
 
-    row_ids: np.ndarray
-    vectors: torch.Tensor
+    name = "in-memory scan"
+
+    def __init__(self, row_ids: np.ndarray, vectors: torch.Tensor) -> None:
+        self.row_ids = row_ids
+        self.vectors = vectors
 
     @classmethod
-    def load(cls, table: lancedb.table.Table, columns: list[str]) -> FlatSegments:
+    def load(cls, table: lancedb.table.Table, columns: list[str]) -> InMemory:
         """Read every row's segment vector columns (and row id) from `table` at its current version."""
         rows = table.search().select(columns).with_row_id(True).to_arrow()
         vectors = torch.from_numpy(stacked_segments(rows, columns).astype(np.float32, copy=False))
-        return cls(rows[_ROW_ID].to_numpy(), vectors)
+        return cls(rows[ROW_ID].to_numpy(), vectors)
 
     @property
     def nbytes(self) -> int:
@@ -35,25 +35,11 @@ class FlatSegments:
         return self.vectors.numel() * self.vectors.element_size()
 
     @torch.inference_mode()
-    def nearest(self, query: np.ndarray, limit: int) -> np.ndarray:
+    def nearest(self, query: np.ndarray, limit: int, where: str | None, probes: ProbeSettings) -> np.ndarray:
         """Row ids of the `limit` videos whose best segment has the largest inner product with `query`, best
-        first."""
+        first (unfiltered queries only; nothing is probed)."""
         if len(self.row_ids) == 0:
             return self.row_ids
         best = (self.vectors @ torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))).amax(1)
         order = torch.topk(best, min(limit, best.shape[0]), sorted=True).indices.numpy()
         return self.row_ids[order]
-
-
-def stacked_segments(rows: pa.Table | pa.RecordBatch, columns: list[str]) -> np.ndarray:
-    """The segment vector columns of some video index rows as one [rows, segments, width] array."""
-    arrays = [rows[column] for column in columns]
-    arrays = [array.combine_chunks() if isinstance(array, pa.ChunkedArray) else array for array in arrays]
-    return np.stack([array.flatten().to_numpy().reshape(rows.num_rows, -1) for array in arrays], axis=1)
-
-
-def first_distinct(ids: np.ndarray, limit: int) -> np.ndarray:
-    """The first `limit` distinct ids of `ids`, in the order they first appear (hits best first, several per video,
-    folded to videos ranked by their best hit)."""
-    _, first = np.unique(ids, return_index=True)
-    return ids[np.sort(first)][:limit]

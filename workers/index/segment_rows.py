@@ -1,5 +1,6 @@
-"""The segment-rows candidate stage: every (video, segment) vector of a video index as a row of a companion table
-with one vector index over them all, so a query runs one ANN search instead of one per segment column.
+"""Building segment rows: every (video, segment) vector of a video index as a row of a companion table with one
+vector index over them all, so a query runs one ANN search instead of one per segment column (the query side:
+`workers.search.candidates.segment_rows`).
 
 On hard galleries (events anywhere, peak-frame segments) eight per-column HNSW graphs cost 52-77 ms of LanceDB time
 at 100k videos; one graph over the same 800,000 vectors reaches the same recall in about half (benchmarks/
@@ -14,7 +15,6 @@ rows in memory (`RowMap`), joined on the id whenever either table changes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import lancedb
 import numpy as np
@@ -31,11 +31,10 @@ from schemas.tables import (
     segment_vector_width,
     stored_segment_columns,
 )
+from workers.search.ann_vectors import stacked_segments
 from workers.search.config import AnnConfig
-from workers.search.flat import first_distinct, stacked_segments
-from workers.search.indexes import DISTANCE, vector_index
+from workers.search.indexes import vector_index
 
-_ROW_ID = "_rowid"
 _BATCH = 8192
 
 
@@ -134,57 +133,6 @@ def rebuild_segment_rows(
     companion.create_index(SEGMENT_ROW_VECTOR, config=vector_index(config, count, width))
     _drop(catalog, table.name, _superseded(catalog, table.name, segment_rows_generation(table.name, spec.name)))
     return f"built one {config.index_type} vector index over {count} segment rows ({spec.name})"
-
-
-@dataclass(frozen=True)
-class RowMap:
-    """Companion row ids (sorted) and the video table row id each belongs to, at one version of both tables."""
-
-    segment_rows: np.ndarray
-    video_rows: np.ndarray
-
-    @classmethod
-    def load(cls, companion: lancedb.table.Table, videos: lancedb.table.Table) -> RowMap:
-        """Join both tables' current rows on the video id (companion rows of videos gone from the video table are
-        left out)."""
-        segments = companion.search().select(["video_id"]).with_row_id(True).to_arrow()
-        video_rows = videos.search().select(["video_id"]).with_row_id(True).to_arrow()
-        joined = pa.table({"video_id": segments["video_id"], "segment_row": segments[_ROW_ID]}).join(
-            pa.table({"video_id": video_rows["video_id"], "video_row": video_rows[_ROW_ID]}),
-            "video_id",
-            join_type="inner",
-        )
-        order = np.argsort(joined["segment_row"].to_numpy(), kind="stable")
-        return cls(joined["segment_row"].to_numpy()[order], joined["video_row"].to_numpy()[order])
-
-    def videos(self, segment_rows: np.ndarray) -> np.ndarray:
-        """The video row of each companion row, in order; rows the map does not hold are left out."""
-        if len(self.segment_rows) == 0:
-            return self.video_rows
-        at = np.minimum(np.searchsorted(self.segment_rows, segment_rows), len(self.segment_rows) - 1)
-        return self.video_rows[at[self.segment_rows[at] == segment_rows]]
-
-
-@dataclass(frozen=True)
-class SegmentRowsStage:
-    """One generation of a video index's segment rows and its row map: the candidate stage of unfiltered queries."""
-
-    table: lancedb.table.Table
-    rows: RowMap
-    segments: int
-    hnsw: bool
-
-    def nearest(self, query: np.ndarray, limit: int, nprobes: int, ef: int | None) -> np.ndarray:
-        """Video row ids of the `limit` videos whose best segment is nearest `query`, best first. Asks for
-        `limit` x segments rows, enough for `limit` videos even when every segment of each lands near the query."""
-        asked = limit * self.segments
-        search = self.table.search(query, vector_column_name=SEGMENT_ROW_VECTOR).distance_type(DISTANCE).limit(asked)
-        search = search.nprobes(nprobes)
-        if self.hnsw:
-            search = search.ef(max(asked, ef or 0))
-        hits = search.with_row_id(True).select([_ROW_ID, "_distance"]).to_arrow()
-        order = np.argsort(hits["_distance"].to_numpy(), kind="stable")
-        return first_distinct(self.rows.videos(hits[_ROW_ID].to_numpy()[order]), limit)
 
 
 def ensure_segment_rows(
