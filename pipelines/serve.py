@@ -35,7 +35,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from pipelines.configs import ServeConfig
 from workers.search.config import SearchConfig
 from workers.search.filters import OPERATORS, Filter
-from workers.search.searcher import MAX_K, Searcher, SearchError, SearchResult, VideoFile
+from workers.search.results import SearchResult, VideoFile
+from workers.search.searcher import MAX_K, Searcher, SearchError
 
 PAGE = Path(__file__).parent / "static" / "search.html"
 THUMBNAIL_WIDTH = 192

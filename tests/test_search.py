@@ -38,7 +38,8 @@ from workers.search.candidates.segment_columns import SegmentColumns
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.projection import load_projection
-from workers.search.searcher import STAGES, Searcher, SearchError
+from workers.search.results import STAGES
+from workers.search.searcher import Searcher, SearchError
 from workers.train_worker import BEST_DIR
 from workers.upkeep import maintain_table
 

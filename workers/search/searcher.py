@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import lancedb
 import numpy as np
@@ -49,6 +49,7 @@ from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
 from workers.search.packed_encodings import packed_slots, unpack_encodings
 from workers.search.projection import load_projection
+from workers.search.results import SearchHit, SearchResult, Stopwatch, VideoFile, span
 
 MAX_K = 1000
 RRF_OFFSET = 60
@@ -57,85 +58,6 @@ _ENCODINGS = "encodings"
 
 class SearchError(ValueError):
     """A query that cannot be answered as asked: empty text, k out of range, bad filter, mismatched index."""
-
-
-@dataclass(frozen=True)
-class VideoFile:
-    """Where an indexed video's source file is ("" when it has none) and how long it lasts (None: unknown)."""
-
-    source_path: str
-    duration_s: float | None
-
-
-@dataclass
-class SearchHit:
-    """One ranked video: its exact GLSCL score, the fused rank score in hybrid mode, and where the text matches
-    best in time (the frames the text-conditioned pooling weighs most)."""
-
-    rank: int
-    video_id: str
-    score: float
-    source_path: str
-    dataset: str
-    split: str
-    duration_s: float | None
-    span_s: tuple[float, float] | None
-    text: str
-    fused: float | None = None
-
-
-STAGES = ("text", "ann", "fetch", "rerank", "metadata")
-
-
-class Stopwatch:
-    """Milliseconds per search stage (`STAGES`, all present, 0 when a stage did not run) and the total: each lap
-    charges the time since the previous lap to a stage."""
-
-    def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
-        self.ms = dict.fromkeys(STAGES, 0.0)
-
-    def lap(self, stage: str) -> None:
-        """Charge the time since the last lap to `stage`."""
-        now = time.perf_counter()
-        self.ms[stage] += (now - self.last) * 1000
-        self.last = now
-
-    def timings(self) -> dict[str, float]:
-        """The stages and the total since the stopwatch started."""
-        return {**self.ms, "total": (time.perf_counter() - self.start) * 1000}
-
-
-@dataclass
-class SearchResult:
-    """Ranked hits plus how they were found and where the time went, in milliseconds: `text` (CLIP text tower and
-    GLSCL text side; 0 for an encoded query), `ann` (candidate search, with full-text matching in hybrid mode;
-    0 in exact mode), `fetch` (reading the candidates' encodings, or streaming every row in exact mode), `rerank`
-    (exact GLSCL scores), `metadata` (the top k's metadata and time spans) and `total`."""
-
-    query: str
-    mode: str
-    hits: list[SearchHit]
-    candidates: int
-    timings_ms: dict[str, float]
-
-    def to_dict(self) -> dict:
-        """JSON-able form."""
-        return asdict(self)
-
-
-def _span(weights: np.ndarray, timestamps: np.ndarray, mask: np.ndarray) -> tuple[float, float] | None:
-    """Contiguous frames around the most-weighted one that keep at least half its weight, as seconds."""
-    if not mask.any():
-        return None
-    peak = int(np.argmax(np.where(mask, weights, -np.inf)))
-    keep = mask & (weights >= 0.5 * weights[peak])
-    low = high = peak
-    while low > 0 and keep[low - 1]:
-        low -= 1
-    while high + 1 < len(keep) and keep[high + 1]:
-        high += 1
-    return float(timestamps[low]), float(timestamps[high])
 
 
 def _open_video_index(
@@ -431,7 +353,7 @@ class Searcher:
                     dataset=meta["dataset"][row].as_py(),
                     split=meta["split"][row].as_py(),
                     duration_s=meta["duration_s"][row].as_py(),
-                    span_s=_span(weights[rank], timestamps[row], mask[rank].numpy()),
+                    span_s=span(weights[rank], timestamps[row], mask[rank].numpy()),
                     text=meta["text"][row].as_py(),
                     fused=None if fused is None else float(fused[index]),
                 )
