@@ -49,12 +49,12 @@ from pipelines.ingest import ingest_flow
 from pipelines.train import head_config, train_flow, train_settings
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
-from workers.baselines import linear_baseline
 from workers.features import FeatureQuery, read_split
 from workers.plots import new_figure, save_figure
 from workers.synthetic.order_test import WRONG, order_test
 from workers.synthetic.videos import SyntheticDataset
-from workers.train_worker import HISTORY_FILE, History
+from workers.train.baselines import linear_baseline
+from workers.train.worker import HISTORY_FILE, History
 
 RESULT_FILE = "result.json"
 RECIPE_KEY = "recipe"

@@ -22,9 +22,9 @@ import torch
 
 from glscl.backbone import Backbone
 from glscl.backbone_config import BackboneConfig
-from workers.decode import decode_frames
-from workers.probe import probe_video
-from workers.sampling import SamplingConfig
+from workers.ingest.decode import decode_frames
+from workers.ingest.probe import probe_video
+from workers.ingest.sampling import SamplingConfig
 
 
 def make_clip(path: Path, seconds: int, size: str = "1280x720", fps: int = 30, bitrate: str = "2M") -> Path:

@@ -47,17 +47,17 @@ from glscl.search_vectors import fill_absent_segments
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
+from workers.index.ann_vectors import segment_vectors
+from workers.index.indexes import ensure_indexes, index_health
+from workers.index.packed_encodings import pack_encodings, packed_slots, unpack_encodings
+from workers.index.projection import Projection, save_projection
 from workers.index.segment_rows import ensure_segment_rows
+from workers.index.video_index import SEARCH_VECTOR, project_rows
 from workers.plots import new_figure, save_figure
 from workers.rows import multivector_array, vector_array
-from workers.search.ann_vectors import segment_vectors
 from workers.search.candidates.base import ALL_PARTITIONS
 from workers.search.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig, SearchConfig
-from workers.search.indexes import ensure_indexes, index_health
-from workers.search.packed_encodings import pack_encodings, packed_slots, unpack_encodings
-from workers.search.projection import Projection, save_projection
 from workers.search.searcher import Searcher, torch_threads
-from workers.video_index import SEARCH_VECTOR, project_rows
 
 MODEL_ID = "ViT-B-32@random-seed0"  # a real text tower (random weights): `glscl serve` can take text over a gallery
 FRAME_NORM = 10.0

@@ -13,10 +13,10 @@ from pathlib import Path
 from glscl.backbone_config import BackboneConfig
 from glscl.config import DEFAULT_BLOCK, TrainConfig
 from schemas.store import StoreConfig
+from workers.ingest.sampling import SamplingConfig
+from workers.ingest.sources import SourceOptions
 from workers.ray_config import RayConfig
-from workers.sampling import SamplingConfig
 from workers.search.config import AnnConfig
-from workers.sources import SourceOptions
 from workers.synthetic.videos import SyntheticConfig
 
 DEFAULT_RETENTION = timedelta(days=7)

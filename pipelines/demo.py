@@ -21,14 +21,14 @@ from pipelines.printed import absolute, command_line
 from pipelines.train import TrainSummary, train_flow
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
-from workers.baselines import linear_baseline
 from workers.features import FeatureQuery
+from workers.ingest.sampling import SamplingConfig
+from workers.ingest.sources import SourceOptions
 from workers.overview import database_overview
-from workers.sampling import SamplingConfig
-from workers.sources import SourceOptions
 from workers.synthetic.order_test import WRONG, order_test
 from workers.synthetic.reuse import remember_settings, reusable_dataset
 from workers.synthetic.videos import SyntheticDataset, generate_synthetic_dataset
+from workers.train.baselines import linear_baseline
 
 
 @task(cache_policy=NO_CACHE)

@@ -28,7 +28,7 @@ EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
 BAD_INPUT = (ValueError, FileNotFoundError)  # SourceError, FeaturesError, SearchError and FilterError among them
 # Bad-input errors that are not ValueErrors, by qualified name: matching names instead of importing the classes keeps
 # the command line's start free of torch and ffmpeg (an error of a module never imported cannot have been raised).
-BAD_INPUT_NAMES = frozenset({"glscl.checkpoint.CheckpointError", "workers.probe.VideoError"})
+BAD_INPUT_NAMES = frozenset({"glscl.checkpoint.CheckpointError", "workers.ingest.probe.VideoError"})
 
 
 def is_bad_input(error: BaseException) -> bool:

@@ -14,10 +14,9 @@ from pipelines.configs import IndexConfig
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog
 from schemas.tables import segment_vector_width
-from workers.ray_jobs import ensure_ray, index_job
-from workers.search.indexes import IndexHealth, index_health
-from workers.search.projection import load_projection
-from workers.video_index import (
+from workers.index.indexes import IndexHealth, index_health
+from workers.index.projection import load_projection
+from workers.index.video_index import (
     check_layout,
     checkpoint_index,
     index_shards,
@@ -25,6 +24,7 @@ from workers.video_index import (
     refresh_indexes,
     write_index,
 )
+from workers.ray_jobs import ensure_ray, index_job
 
 
 @dataclass

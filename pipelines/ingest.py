@@ -21,12 +21,12 @@ from pipelines.configs import IngestConfig
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_FAILED, VIDEOS
-from workers.hashing import content_ids
-from workers.ingest_plan import Discovery, plan_ingest, stored_keys
-from workers.ingest_shards import ShardResult, ShardTally, shard_result
+from workers.ingest.hashing import content_ids
+from workers.ingest.plan import Discovery, plan_ingest, stored_keys
+from workers.ingest.shards import ShardResult, ShardTally, shard_result
+from workers.ingest.sources import VideoItem, read_source
 from workers.ray_jobs import ensure_ray, frames_job, texts_job
 from workers.rows import captions_table, texts_table, videos_table
-from workers.sources import VideoItem, read_source
 from workers.terminal import progress
 
 EXIT_OK = 0

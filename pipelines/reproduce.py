@@ -25,10 +25,10 @@ from pipelines.configs import STAGES, EvaluateConfig, IngestConfig, ReproduceCon
 from pipelines.evaluate import evaluate_flow
 from pipelines.ingest import ingest_flow
 from pipelines.train import plan_job, train_flow
-from workers.sampling import SamplingConfig
-from workers.sources import SourceOptions
+from workers.ingest.sampling import SamplingConfig
+from workers.ingest.sources import SourceOptions
 from workers.synthetic.videos import SyntheticConfig, generate_synthetic_dataset
-from workers.train_worker import BEST_DIR, time_training_steps
+from workers.train.worker import BEST_DIR, time_training_steps
 
 # Paper Table II, ActivityNet val_1, ViT-B/32, no post-processing (R@1/5/10 and MnR; no MdR is reported).
 PAPER_ACTIVITYNET = {

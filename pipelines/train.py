@@ -21,11 +21,11 @@ from pipelines.artifacts import publish_summary
 from pipelines.configs import TrainFlowConfig
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog
-from workers.baselines import baseline_metrics
 from workers.features import FeatureQuery, read_split
 from workers.plots import plot_training_curves
 from workers.ray_jobs import cluster_has_gpu, ensure_ray
-from workers.train_worker import TrainJob, ray_train, run_outcome, train_worker
+from workers.train.baselines import baseline_metrics
+from workers.train.worker import TrainJob, ray_train, run_outcome, train_worker
 
 
 @dataclass

@@ -161,7 +161,7 @@ def test_search_takes_the_backbone_its_checkpoint_records() -> None:
 
 def test_bad_input_errors_are_told_apart_without_importing_their_modules() -> None:
     from glscl.checkpoint import CheckpointError
-    from workers.probe import VideoError
+    from workers.ingest.probe import VideoError
 
     for error in (CheckpointError("no weights"), VideoError("not a video"), ValueError("bad")):
         assert classify(error).exit_code == EXIT_BAD_INPUT

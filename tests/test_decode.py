@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import make_bad_files, make_video
 
-from workers.decode import decode_frames, decode_item
-from workers.probe import VideoError, probe_video
-from workers.sampling import SamplingConfig
+from workers.ingest.decode import decode_frames, decode_item
+from workers.ingest.probe import VideoError, probe_video
+from workers.ingest.sampling import SamplingConfig
 
 RED, BLUE = np.array([255, 0, 0]), np.array([0, 0, 255])
 

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from glscl.backbone import Backbone
 from glscl.backbone_config import TINY_MODEL, BackboneConfig
-from workers.encode import FrameEncoder, TextEncoder
+from workers.ingest.encode import FrameEncoder, TextEncoder
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ from pipelines.ingest import ingest_flow
 from schemas.catalog import Catalog, MergeOutcome
 from schemas.store import StoreConfig
 from schemas.tables import FRAMES, RUNS, VIDEOS
+from workers.ingest.sampling import SamplingConfig
 from workers.rows import videos_table
-from workers.sampling import SamplingConfig
 
 COLOURS = ["red", "blue", "green", "yellow", "white", "purple"]
 SAMPLING = SamplingConfig("uniform", 4)

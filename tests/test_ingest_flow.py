@@ -21,10 +21,10 @@ from pipelines.configs import IngestConfig
 from pipelines.ingest import EXIT_SOME_FAILED, ingest_flow
 from schemas.store import StoreConfig
 from schemas.tables import ALL_TABLES, SCHEMA_VERSION_KEY
-from workers.decode import decode_frames
+from workers.ingest.decode import decode_frames
+from workers.ingest.sampling import SamplingConfig
+from workers.ingest.sources import SourceOptions
 from workers.ray_config import RayConfig
-from workers.sampling import SamplingConfig
-from workers.sources import SourceOptions
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 

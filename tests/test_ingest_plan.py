@@ -1,12 +1,12 @@
 """What an ingest run decides to do, from the listed videos and the keys already stored: the rules behind resuming,
-deduplication by content and retrying failures (workers/ingest_plan.py), without Ray or Prefect."""
+deduplication by content and retrying failures (workers/ingest/plan.py), without Ray or Prefect."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from workers.ingest_plan import StoredKeys, caption_rows, plan_ingest
-from workers.sources import CaptionItem, VideoItem
+from workers.ingest.plan import StoredKeys, caption_rows, plan_ingest
+from workers.ingest.sources import CaptionItem, VideoItem
 
 
 def item(name: str, *sentences: str) -> VideoItem:

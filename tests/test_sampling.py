@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from workers.sampling import SamplingConfig, plan_frames
+from workers.ingest.sampling import SamplingConfig, plan_frames
 
 
 def test_uniform_takes_segment_centres():

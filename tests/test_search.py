@@ -31,16 +31,16 @@ from pipelines.serve import create_app
 from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
 from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS, segment_rows_spec
+from workers.index.ann_vectors import query_vectors
+from workers.index.projection import load_projection
 from workers.index.segment_rows import current_segment_rows, ensure_segment_rows, rebuild_segment_rows
-from workers.search.ann_vectors import query_vectors
 from workers.search.candidates.in_memory import InMemory
 from workers.search.candidates.segment_columns import SegmentColumns
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import Filter, parse_filter
-from workers.search.projection import load_projection
 from workers.search.results import STAGES
 from workers.search.searcher import Searcher, SearchError
-from workers.train_worker import BEST_DIR
+from workers.train.worker import BEST_DIR
 from workers.upkeep import maintain_table
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")

@@ -6,7 +6,7 @@ import torch
 
 from glscl.model import VideoEncoding
 from schemas.tables import encodings_width
-from workers.search.packed_encodings import pack_encodings, packed_slots, unpack_encodings
+from workers.index.packed_encodings import pack_encodings, packed_slots, unpack_encodings
 
 
 def test_packed_encodings_round_trip_frames_concepts_and_mask():

@@ -20,8 +20,8 @@ from glscl.search_vectors import (
 from glscl.similarity import local_scores
 from schemas.tables import encodings_width, segment_vector_width, stored_segment_columns, video_index_spec
 from workers.features import dense
+from workers.index.video_index import SEARCH_VECTOR, project_rows, segment_matrix
 from workers.rows import multivector_array
-from workers.video_index import SEARCH_VECTOR, project_rows, segment_matrix
 
 
 def _groups(mask: list[bool], segments: int) -> list[int]:

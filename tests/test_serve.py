@@ -36,7 +36,7 @@ from pipelines.train import train_flow
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import OPERATORS
 from workers.search.searcher import Searcher
-from workers.train_worker import BEST_DIR
+from workers.train.worker import BEST_DIR
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 

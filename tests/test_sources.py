@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from workers.sources import SourceError, SourceOptions, read_source
+from workers.ingest.sources import SourceError, SourceOptions, read_source
 
 
 def touch(path):

@@ -12,7 +12,7 @@ import ffmpeg
 import numpy as np
 import pytest
 
-from workers.sampling import SamplingConfig, plan_frames
+from workers.ingest.sampling import SamplingConfig, plan_frames
 from workers.synthetic.videos import (
     BACKGROUND,
     PALETTE,

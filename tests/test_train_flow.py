@@ -23,9 +23,9 @@ from pipelines.train import train_flow
 from schemas.catalog import Catalog
 from schemas.tables import CAPTIONS
 from workers.features import FeatureQuery, read_split
-from workers.sampling import SamplingConfig
-from workers.sources import SourceOptions
-from workers.train_worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, order_negative_texts
+from workers.ingest.sampling import SamplingConfig
+from workers.ingest.sources import SourceOptions
+from workers.train.worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, order_negative_texts
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 

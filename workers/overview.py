@@ -21,7 +21,7 @@ from schemas.tables import (
     VIDEO_OK,
     VIDEOS,
 )
-from workers.search.indexes import indexed_columns, unindexed_rows
+from workers.index.indexes import indexed_columns, unindexed_rows
 
 
 @dataclass

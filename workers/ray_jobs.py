@@ -20,14 +20,14 @@ import ray.data
 from glscl.backbone_config import BackboneConfig
 from glscl.metrics import RankAccumulator
 from schemas.store import StoreConfig
-from workers.decode import decode_item
-from workers.encode import FrameEncoder, TextEncoder
+from workers.evaluate.score import ShardScorer, ShardSpec
 from workers.features import FeatureQuery
+from workers.index.video_index import IndexShard, index_rows
+from workers.ingest.decode import decode_item
+from workers.ingest.encode import FrameEncoder, TextEncoder
+from workers.ingest.sampling import SamplingConfig
 from workers.ray_config import RayConfig
-from workers.sampling import SamplingConfig
-from workers.score import ShardScorer, ShardSpec
 from workers.terminal import Update, adopt_loggers, current, progress
-from workers.video_index import IndexShard, index_rows
 
 
 def ensure_ray(config: RayConfig) -> None:

@@ -19,8 +19,8 @@ from pipelines.commands import Command
 from pipelines.configs import (
     IngestConfig,
 )
-from workers.sampling import SamplingConfig
-from workers.sources import SourceOptions
+from workers.ingest.sampling import SamplingConfig
+from workers.ingest.sources import SourceOptions
 
 
 def add_ingest_parser(commands: argparse._SubParsersAction) -> None:
@@ -82,8 +82,8 @@ def ingest_config(args: argparse.Namespace) -> IngestConfig:
 
 
 def check_ingest(args: argparse.Namespace) -> None:
-    """The sources and the weight file's format, at once (`workers.sources.check_source`, `glscl.weights`)."""
-    from workers.sources import check_source
+    """The sources and the weight file's format, at once (`workers.ingest.sources.check_source`, `glscl.weights`)."""
+    from workers.ingest.sources import check_source
 
     config = ingest_config(args)
     for source in config.sources:

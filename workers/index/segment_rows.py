@@ -31,9 +31,9 @@ from schemas.tables import (
     segment_vector_width,
     stored_segment_columns,
 )
-from workers.search.ann_vectors import stacked_segments
+from workers.index.ann_vectors import stacked_segments
+from workers.index.indexes import vector_index
 from workers.search.config import AnnConfig
-from workers.search.indexes import vector_index
 
 _BATCH = 8192
 

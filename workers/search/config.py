@@ -75,11 +75,11 @@ class SearchConfig:
 
     Galleries of at most `probe_all_below` videos probe every IVF partition: on few videos a partition holds
     loosely related ones, so partial probing loses neighbours, while probing all stays cheap. Galleries of at most
-    `in_memory_below` videos keep every segment vector in memory (workers.search.flat, 4 x 512 float32 per video:
-    160 MB at 20,000) and score all of them for an unfiltered query, which is exact on the segment proxy and
-    cheaper than one LanceDB search per segment column; filtered queries still go through LanceDB. A searcher follows
-    its table to the newest version at most every `refresh_s` seconds, so a running server sees videos indexed
-    after it started.
+    `in_memory_below` videos keep every segment vector in memory (workers.search.candidates.in_memory, 4 x 512
+    float32 per video: 160 MB at 20,000) and score all of them for an unfiltered query, which is exact on the
+    segment proxy and cheaper than one LanceDB search per segment column; filtered queries still go through
+    LanceDB. A searcher follows its table to the newest version at most every `refresh_s` seconds, so a running
+    server sees videos indexed after it started.
 
     A query reads the IVF partitions it probes from LanceDB's index cache, or else from disk. `index_cache_gb`
     sizes that cache (None: LanceDB's default), which should hold every segment index, and `prewarm` loads them

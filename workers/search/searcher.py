@@ -42,13 +42,13 @@ from schemas.tables import (
     video_index_name,
 )
 from workers.features import dense
-from workers.search.ann_vectors import query_vectors, stored_ann
+from workers.index.ann_vectors import query_vectors, stored_ann
+from workers.index.packed_encodings import packed_slots, unpack_encodings
+from workers.index.projection import load_projection
 from workers.search.candidates.base import ALL_PARTITIONS, ROW_ID, CandidateStage, ProbeSettings
 from workers.search.candidates.choice import candidate_stages, stages_outdated
 from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
-from workers.search.packed_encodings import packed_slots, unpack_encodings
-from workers.search.projection import load_projection
 from workers.search.results import SearchHit, SearchResult, Stopwatch, VideoFile, span
 
 MAX_K = 1000

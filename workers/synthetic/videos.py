@@ -10,7 +10,7 @@ No sampling leak: the object does not glide, it holds still at `stops_per_event`
 per equal span of the event ("moves right" visits them left to right, "moves left" the same positions right to
 left). A video is thus S = stops x events equal spans whose borders fall on frame borders (the config enforces
 it). Every usual uniform sampler of K frames (segment centres or starts, floored or rounded, as in
-`workers.sampling`; `np.linspace(0, N - 1, K)`, rounded or truncated) puts exactly K / S samples into every
+`workers.ingest.sampling`; `np.linspace(0, N - 1, K)`, rounded or truncated) puts exactly K / S samples into every
 span when S divides K (checked for N <= 240, K <= 64; rounded centres need K < N). So the sampled frames are
 the same multiset for opposite directions and for swapped events: mean pooling is provably blind to direction
 and order, and only the order of the frames tells them apart. Defaults (2 stops, 40 frames) are exact for

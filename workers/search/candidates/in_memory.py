@@ -9,7 +9,7 @@ import lancedb
 import numpy as np
 import torch
 
-from workers.search.ann_vectors import stacked_segments
+from workers.index.ann_vectors import stacked_segments
 from workers.search.candidates.base import ROW_ID, CandidateStage, ProbeSettings
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.tables import SEGMENT_ROW_VECTOR
+from workers.index.indexes import DISTANCE, has_hnsw_index, vector_index_name
 from workers.search.candidates.base import ROW_ID, CandidateStage, ProbeSettings, first_distinct
-from workers.search.indexes import DISTANCE, has_hnsw_index, vector_index_name
 
 
 @dataclass(frozen=True)

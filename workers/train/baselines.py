@@ -13,7 +13,7 @@ from glscl.metrics import both_directions
 from glscl.training import Trainer, TrainModule
 from schemas.catalog import Catalog
 from workers.features import FeatureQuery, read_split
-from workers.train_worker import TrainJob, build_head, head_pairs
+from workers.train.worker import TrainJob, build_head, head_pairs
 
 
 def linear_baseline(catalog: Catalog, query: FeatureQuery, train: TrainConfig) -> LinearMeanPooling:

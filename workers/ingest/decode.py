@@ -14,8 +14,8 @@ import ffmpeg
 import numpy as np
 
 from schemas.tables import VIDEO_FAILED, VIDEO_OK
-from workers.probe import VideoError, VideoInfo, last_line, probe_video
-from workers.sampling import SamplingConfig, plan_frames
+from workers.ingest.probe import VideoError, VideoInfo, last_line, probe_video
+from workers.ingest.sampling import SamplingConfig, plan_frames
 
 
 @dataclass(frozen=True)

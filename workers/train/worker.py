@@ -30,9 +30,9 @@ from glscl.training import Trainer, TrainModule
 from schemas.catalog import Catalog, sql_in, sql_string
 from schemas.store import StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, VIDEOS
-from workers.decode import decode_frames
 from workers.features import FeatureQuery, SplitFeatures, read_split, video_sentences
-from workers.sampling import SamplingConfig
+from workers.ingest.decode import decode_frames
+from workers.ingest.sampling import SamplingConfig
 from workers.terminal import progress
 
 STATE_DIR = "state"

@@ -12,9 +12,9 @@ from pathlib import Path
 from glscl.backbone_config import BackboneConfig
 from schemas.catalog import Catalog, sql_string
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_FAILED, VIDEOS
-from workers.hashing import text_id
-from workers.sampling import SamplingConfig
-from workers.sources import VideoItem
+from workers.ingest.hashing import text_id
+from workers.ingest.sampling import SamplingConfig
+from workers.ingest.sources import VideoItem
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Evaluation: the shard scorer of a checkpoint over a split's stored features."""

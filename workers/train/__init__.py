@@ -1,0 +1,1 @@
+"""Training: the Ray Train worker (data, trainer, checkpoints, history) and the baselines a run reports."""
