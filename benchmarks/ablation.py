@@ -46,7 +46,7 @@ from glscl.recipes import RECIPES, recipe
 from pipelines.configs import DemoConfig, TrainFlowConfig
 from pipelines.demo import generate, ingest_config, train_config
 from pipelines.ingest import ingest_flow
-from pipelines.train import head_config, train_flow, train_settings
+from pipelines.train import train_flow
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
 from workers.features import FeatureQuery, read_split
@@ -195,10 +195,10 @@ def feature_shape(base: TrainFlowConfig) -> tuple[int, int]:
 
 def run_key(base: TrainFlowConfig, variant: Variant, shape: tuple[int, int]) -> str:
     """A folder name for the model the variant trains: its recipe, then the head settings that differ from what
-    the recipe gives on the demo's head, as `head_config` resolves them (so `icl_form=authors`, a default, names
-    the same run as no override). Variants with equal keys share their runs."""
-    plain = head_config(replace(base, recipe=variant.recipe, head_overrides={}), *shape).to_dict()
-    mine = head_config(replace(base, recipe=variant.recipe, head_overrides=dict(variant.overrides)), *shape)
+    the recipe gives on the demo's head, as `TrainFlowConfig.head` resolves them (so `icl_form=authors`, a default,
+    names the same run as no override). Variants with equal keys share their runs."""
+    plain = replace(base, recipe=variant.recipe, head_overrides={}).head(*shape).to_dict()
+    mine = replace(base, recipe=variant.recipe, head_overrides=dict(variant.overrides)).head(*shape)
     changed = [(key, value) for key, value in sorted(mine.to_dict().items()) if plain[key] != value]
     parts = [
         variant.recipe,
@@ -260,8 +260,8 @@ def run_settings(demo: DemoConfig, flow: TrainFlowConfig, shape: tuple[int, int]
     head config and training config as resolved (preset, recipe, overrides), not as spelt, so variants spelt
     differently but training the same model may share it."""
     resolved = {
-        "head": head_config(flow, *shape).to_dict(),
-        "train": train_settings(flow).to_dict(),
+        "head": flow.head(*shape).to_dict(),
+        "train": flow.train_settings().to_dict(),
     }
     flow_settings = {**asdict(flow), "output_dir": None, "head_overrides": None, "train": None}
     return _as_json({"data": asdict(demo.synthetic()), "flow": flow_settings, **resolved})

@@ -60,3 +60,26 @@ def apply_recipe(name: str, head: GLSCLConfig, train: TrainConfig) -> tuple[GLSC
     """`head` and `train` with the recipe's settings in place of theirs."""
     chosen = recipe(name)
     return dataclasses.replace(head, **chosen.head), dataclasses.replace(train, **chosen.train)
+
+
+def recipe_head(
+    preset: str, name: str, overrides: dict[str, Any], embed_dim: int, frames: int, max_words: int, quick_gelu: bool
+) -> GLSCLConfig:
+    """The GLSCL config of a run: a head preset, the recipe's settings, then overrides, sized to the stored features.
+
+    The temporal transformer takes the backbone's activation (`quick_gelu`: QuickGELU for OpenAI weights) unless an
+    override names one, whether it starts from the CLIP text tower or not, so `temporal_init` alone changes only
+    the start.
+    """
+    from glscl.config import HEAD_PRESETS, GLSCLConfig
+
+    if preset not in HEAD_PRESETS:
+        raise ValueError(f"unknown head preset {preset!r}: use one of {sorted(HEAD_PRESETS)}")
+    values = {**HEAD_PRESETS[preset], **recipe(name).head, **overrides}
+    values.setdefault("temporal_activation", "quick_gelu" if quick_gelu else "gelu")
+    return GLSCLConfig(**{**values, "embed_dim": embed_dim, "max_frames": frames, "max_words": max_words})
+
+
+def recipe_train(train: TrainConfig, name: str) -> TrainConfig:
+    """A run's training config with the recipe's settings in place (the twin of `recipe_head`)."""
+    return dataclasses.replace(train, **recipe(name).train)

@@ -11,7 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from glscl.backbone_config import BackboneConfig
-from glscl.config import DEFAULT_BLOCK, TrainConfig
+from glscl.config import DEFAULT_BLOCK, GLSCLConfig, TrainConfig
+from glscl.recipes import recipe_head, recipe_train
 from schemas.store import StoreConfig
 from workers.ingest.sampling import SamplingConfig
 from workers.ingest.sources import SourceOptions
@@ -60,6 +61,22 @@ class TrainFlowConfig:
     workers: int = 1
     ray: RayConfig = field(default_factory=RayConfig)
     max_steps: int | None = None
+
+    def head(self, embed_dim: int, frames: int) -> GLSCLConfig:
+        """The run's GLSCL config sized to the stored features (`glscl.recipes.recipe_head`)."""
+        return recipe_head(
+            self.head_preset,
+            self.recipe,
+            self.head_overrides,
+            embed_dim,
+            frames,
+            self.max_words,
+            self.backbone.quick_gelu,
+        )
+
+    def train_settings(self) -> TrainConfig:
+        """The run's training config with its recipe's settings in place (`glscl.recipes.recipe_train`)."""
+        return recipe_train(self.train, self.recipe)
 
 
 @dataclass(frozen=True)

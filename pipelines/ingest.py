@@ -20,13 +20,13 @@ from pipelines.artifacts import publish_summary
 from pipelines.configs import IngestConfig
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog
-from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_FAILED, VIDEOS
+from schemas.tables import CAPTIONS, TEXTS
 from workers.ingest.hashing import content_ids
 from workers.ingest.plan import Discovery, plan_ingest, stored_keys
-from workers.ingest.shards import ShardResult, ShardTally, shard_result
+from workers.ingest.shards import ShardResult, ShardTally, commit_shard_rows, shard_result
 from workers.ingest.sources import VideoItem, read_source
 from workers.ray_jobs import ensure_ray, frames_job, texts_job
-from workers.rows import captions_table, texts_table, videos_table
+from workers.rows import captions_table, texts_table
 from workers.terminal import progress
 
 EXIT_OK = 0
@@ -122,15 +122,8 @@ def decode_encode_shard(config: IngestConfig, shard: list[dict], run_id: str) ->
 
 @task(cache_policy=NO_CACHE)
 def commit_shard(config: IngestConfig, result: ShardResult, run_id: str) -> dict[str, int]:
-    """Write a shard: `videos` first (new rows; failed rows retried successfully are updated), then `frames`."""
-    catalog = Catalog(config.store)
-    retried, fresh = [], []
-    for video in result.videos:
-        (retried if video.pop("retry") else fresh).append(video)
-    inserted = catalog.merge(VIDEOS, videos_table(fresh, run_id)).inserted
-    updated = catalog.merge(VIDEOS, videos_table(retried, run_id), update=True).updated if retried else 0
-    frames = catalog.merge(FRAMES, result.frames, config.backbone.embed_dim).inserted
-    return {"videos_inserted": inserted, "videos_updated": updated, "frames_rows": frames}
+    """Write a shard's `videos` and `frames` rows (`workers.ingest.shards.commit_shard_rows`)."""
+    return commit_shard_rows(Catalog(config.store), result, config.backbone.embed_dim, run_id)
 
 
 def _ingest_shards(config: IngestConfig, pending: list[dict], run_id: str, counts: Counter, failures: Counter):
@@ -142,12 +135,7 @@ def _ingest_shards(config: IngestConfig, pending: list[dict], run_id: str, count
             result = decode_encode_shard(config, shard, run_id)
             commit_start = time.perf_counter()
             written = commit_shard(config, result, run_id)
-            shard_frames = tally.add(result, time.perf_counter() - commit_start)
-            shard_failures = Counter(v["error"] for v in result.videos if v["status"] == VIDEO_FAILED)
-            failures.update(shard_failures)
-            failed = sum(shard_failures.values())
-            counts.update(ok=len(result.videos) - failed, failed=failed, frames=shard_frames)
-            counts["frames_rows_written"] += written["frames_rows"]
+            shard_frames, failed = tally.record(result, written, time.perf_counter() - commit_start, counts, failures)
             logger.info(
                 "shard %d/%d: %d videos (%d failed), %d frames in %.1f s (%.1f videos/s)",
                 number,

@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-import ffmpeg
 import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,6 +32,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipelines.configs import ServeConfig
+from workers.ingest.decode import thumbnail_command
 from workers.search.config import SearchConfig
 from workers.search.filters import OPERATORS, Filter
 from workers.search.results import SearchResult, VideoFile
@@ -183,13 +183,10 @@ class Thumbnails:
 
     async def _cut(self, path: str, seconds: float) -> bytes:
         """Run ffmpeg for one frame, killing it at the timeout (504); a file it cannot read is a 404."""
-        stream = ffmpeg.input(path, ss=seconds).output(
-            "pipe:", vframes=1, format="image2", vcodec="mjpeg", vf=f"scale={THUMBNAIL_WIDTH}:-2"
-        )
+        command = thumbnail_command(path, seconds, THUMBNAIL_WIDTH)
         process = await asyncio.create_subprocess_exec(
-            *stream.compile(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         try:
             image, errors = await asyncio.wait_for(process.communicate(), self.timeout_s)
         except TimeoutError:

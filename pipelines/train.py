@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -15,8 +15,6 @@ from prefect.cache_policies import NO_CACHE
 
 from glscl.backbone import check_weight_file
 from glscl.checkpoint import checkpoint_hash
-from glscl.config import HEAD_PRESETS, GLSCLConfig, TrainConfig
-from glscl.recipes import recipe
 from pipelines.artifacts import publish_summary
 from pipelines.configs import TrainFlowConfig
 from pipelines.runs import RunRecorder
@@ -71,24 +69,6 @@ class TrainSummary:
         return "\n".join(lines)
 
 
-def head_config(config: TrainFlowConfig, embed_dim: int, frames: int) -> GLSCLConfig:
-    """The GLSCL config: a preset, the recipe's settings, then overrides, sized to the stored features.
-
-    The temporal transformer takes the backbone's activation (QuickGELU for OpenAI weights) unless an override
-    names one, whether it starts from the CLIP text tower or not, so `temporal_init` alone changes only the start.
-    """
-    if config.head_preset not in HEAD_PRESETS:
-        raise ValueError(f"unknown head preset {config.head_preset!r}: use one of {sorted(HEAD_PRESETS)}")
-    values = {**HEAD_PRESETS[config.head_preset], **recipe(config.recipe).head, **config.head_overrides}
-    values.setdefault("temporal_activation", "quick_gelu" if config.backbone.quick_gelu else "gelu")
-    return GLSCLConfig(**{**values, "embed_dim": embed_dim, "max_frames": frames, "max_words": config.max_words})
-
-
-def train_settings(config: TrainFlowConfig) -> TrainConfig:
-    """The run's training config with its recipe's settings in place (the twin of `head_config`)."""
-    return replace(config.train, **recipe(config.recipe).train)
-
-
 def _query(config: TrainFlowConfig, split: str) -> FeatureQuery:
     return FeatureQuery(split, config.backbone.model_id, config.max_words, config.kind)
 
@@ -105,7 +85,7 @@ def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
         features.num_texts,
         config.kind,
     )
-    model = head_config(config, features.video_feats.shape[2], features.video_feats.shape[1])
+    model = config.head(features.video_feats.shape[2], features.video_feats.shape[1])
     extra = {
         "backbone_model_id": config.backbone.model_id,
         "backbone": asdict(config.backbone),
@@ -121,7 +101,7 @@ def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
         train_query=_query(config, config.split),
         val_query=_query(config, config.val_split) if config.val_split else None,
         model=model,
-        train=train_settings(config),
+        train=config.train_settings(),
         output_dir=config.output_dir,
         max_steps=config.max_steps,
         extra=extra,

@@ -111,3 +111,12 @@ def _failed(out: dict, reason: str, sampling: SamplingConfig, image_size: int) -
         decode_seconds=0.0,
     )
     return out
+
+
+def thumbnail_command(path: str, seconds: float, width: int) -> list[str]:
+    """The ffmpeg command line that writes one JPEG frame of `path` at `seconds`, `width` pixels wide (height kept
+    in proportion, even), to standard output: what the service runs for a hit's thumbnail."""
+    stream = ffmpeg.input(path, ss=seconds).output(
+        "pipe:", vframes=1, format="image2", vcodec="mjpeg", vf=f"scale={width}:-2"
+    )
+    return stream.compile()

@@ -1,17 +1,19 @@
-"""One ingest shard's outcome as rows to commit, and the run's totals over its shards (stage seconds, frames,
-throughput per stage worker): plain code the ingest flow calls between its Ray jobs and its commits."""
+"""One ingest shard's outcome as rows to commit, its commit, and the run's totals over its shards (stage seconds,
+frames, failures, throughput per stage worker): plain code the ingest flow calls between its Ray jobs."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
-from schemas.tables import VIDEOS
-from workers.rows import frames_table
+from schemas.catalog import Catalog
+from schemas.tables import FRAMES, VIDEO_FAILED, VIDEOS
+from workers.rows import frames_table, videos_table
 
 
 @dataclass
@@ -42,6 +44,18 @@ def shard_result(
     return ShardResult(videos, pa.concat_tables(frames), decode_s, encode_s, time.perf_counter() - start)
 
 
+def commit_shard_rows(catalog: Catalog, result: ShardResult, embed_dim: int, run_id: str) -> dict[str, int]:
+    """Write a shard: `videos` first (new rows; failed rows retried successfully are updated), then `frames`, each
+    one merge on its key, so a shard committed twice leaves one row per video."""
+    retried, fresh = [], []
+    for video in result.videos:
+        (retried if video.pop("retry") else fresh).append(video)
+    inserted = catalog.merge(VIDEOS, videos_table(fresh, run_id)).inserted
+    updated = catalog.merge(VIDEOS, videos_table(retried, run_id), update=True).updated if retried else 0
+    frames = catalog.merge(FRAMES, result.frames, embed_dim).inserted
+    return {"videos_inserted": inserted, "videos_updated": updated, "frames_rows": frames}
+
+
 def _plain(value: object) -> object:
     return value.item() if isinstance(value, np.generic) else value
 
@@ -65,6 +79,19 @@ class ShardTally:
         self.commit_seconds += commit_seconds
         self.frames += shard_frames
         return shard_frames
+
+    def record(
+        self, result: ShardResult, written: dict[str, int], commit_seconds: float, counts: Counter, failures: Counter
+    ) -> tuple[int, int]:
+        """Add one committed shard to the totals, its videos to `counts` (ok, failed, frames, frame rows written)
+        and its failures by reason to `failures`; returns its frame and failed-video counts."""
+        shard_frames = self.add(result, commit_seconds)
+        shard_failures = Counter(v["error"] for v in result.videos if v["status"] == VIDEO_FAILED)
+        failures.update(shard_failures)
+        failed = sum(shard_failures.values())
+        counts.update(ok=len(result.videos) - failed, failed=failed, frames=shard_frames)
+        counts["frames_rows_written"] += written["frames_rows"]
+        return shard_frames, failed
 
     def throughput(self, attempted: int) -> dict[str, float]:
         """Videos and frames per second, end to end and per stage worker."""
