@@ -302,6 +302,7 @@ def _start_temporary() -> str:
     except RuntimeError as error:
         raise ServerError(
             f"Prefect's temporary server did not start ({str(error).splitlines()[0][:200]}): run the command "
-            "again, or start glscl's local server (`glscl server start`) or set PREFECT_API_URL to a running server"
+            "again, or start glscl's local server (`glscl prefect-server start`) or set PREFECT_API_URL to a running "
+            "server"
         ) from error
     return server.api_url

@@ -13,7 +13,8 @@ import pytest
 
 from glscl.backbone_config import BackboneConfig, recorded_backbone
 from pipelines import cli
-from pipelines.commands import bench, demo, evaluate, index, ingest, maintain, reproduce, search, train
+from pipelines.cli.commands import bench, demo, evaluate, index, ingest, maintain, reproduce, search, train
+from pipelines.cli.failures import EXIT_BAD_INPUT, classify
 from pipelines.configs import (
     DEFAULT_RETENTION,
     DemoConfig,
@@ -25,7 +26,6 @@ from pipelines.configs import (
     ServeConfig,
     TrainFlowConfig,
 )
-from pipelines.failures import EXIT_BAD_INPUT, classify
 from workers.search.config import SearchConfig
 
 HEAVY = ("torch", "ray", "lancedb", "prefect", "open_clip", "torchvision", "safetensors")

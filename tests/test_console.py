@@ -1,4 +1,4 @@
-"""Quiet by default, loud on request: the console policy of `glscl` commands (pipelines/console.py) and the progress
+"""Quiet by default, loud on request: the console policy of `glscl` commands (pipelines/cli/console.py) and the progress
 bars (workers/terminal.py), tested directly (tests do not run on a terminal), then on the user's path: a real
 `glscl ingest` that starts Ray prints nothing but its report, and `-v` brings Prefect's run lines back."""
 
@@ -16,7 +16,7 @@ from conftest import make_video
 from rich.console import Console
 from test_first_run import glscl, user_env
 
-from pipelines.console import console_policy
+from pipelines.cli.console import console_policy
 from workers.terminal import Terminal, configured, progress
 
 NOISE = ("core_worker", "raylet", "DeprecationWarning", "FutureWarning", "Progress bars disabled", "Beginning flow run")

@@ -27,7 +27,7 @@ import lancedb
 import pytest
 from conftest import make_video, wait_for_health
 
-from pipelines.failures import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_ERROR, report
+from pipelines.cli.failures import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_ERROR, report
 from pipelines.local_server import LocalServer, ServerState
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
@@ -330,7 +330,7 @@ def test_server_commands_lock_loopback_kill_and_stop(tmp_path):
             for _ in range(3)
         ]
         pids = {int(p.communicate(timeout=300)[0]) for p in racers}
-        first = json.loads(glscl(user.env, "server", "start", "--json").stdout)
+        first = json.loads(glscl(user.env, "prefect-server", "start", "--json").stdout)
         assert first["running"] and pids == {first["pid"]}, "one server started, the others reused it"
         assert servers_of(user.home) == [first["pid"]]
         assert first["api_url"].startswith("http://127.0.0.1:") and first["folder"] == str(user.home / "glscl-server")
@@ -345,10 +345,11 @@ def test_server_commands_lock_loopback_kill_and_stop(tmp_path):
         assert_ran_on_the_local_server(done, state, Counter({"glscl-maintain": 1}))
         assert servers_of(user.home) == [state.pid]
 
-        stopped = glscl(user.env, "server", "stop")
+        stopped = glscl(user.env, "server", "stop")  # the old name works for one release, and says so
         assert stopped.returncode == 0 and f"stopped the local Prefect server (pid {state.pid})" in stopped.stdout
+        assert "`glscl server` is now `glscl prefect-server`" in stopped.stderr
         assert servers_of(user.home) == []
-        status = json.loads(glscl(user.env, "server", "status", "--json").stdout)
+        status = json.loads(glscl(user.env, "prefect-server", "status", "--json").stdout)
         assert status["running"] is False and status["pid"] is None
 
 

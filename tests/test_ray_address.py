@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import make_video
 
-from pipelines.failures import EXIT_ENVIRONMENT
+from pipelines.cli.failures import EXIT_ENVIRONMENT
 from workers.ray_jobs import check_reachable
 
 CLOSED = "127.0.0.1:1"  # tcpmux: nothing listens there on a test machine

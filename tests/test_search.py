@@ -27,7 +27,7 @@ from glscl.config import TrainConfig
 from pipelines.cli import main
 from pipelines.configs import DEMO_MAX_WORDS, IndexConfig, TrainFlowConfig
 from pipelines.index import index_flow
-from pipelines.serve import create_app
+from pipelines.service.app import create_app
 from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
 from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS, segment_rows_spec

@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from glscl.config import TrainConfig
+from pipelines.cli.failures import EXIT_BAD_INPUT
 from pipelines.configs import DEMO_MAX_WORDS, IndexConfig, ServeConfig, TrainFlowConfig, is_loopback
-from pipelines.failures import EXIT_BAD_INPUT
 from pipelines.index import index_flow
-from pipelines.serve import MAX_QUERY_CHARS, Busy, QueryPool, Thumbnails
+from pipelines.service.app import MAX_QUERY_CHARS, Busy, QueryPool, Thumbnails
 from pipelines.train import train_flow
 from workers.search.config import AnnConfig, SearchConfig
 from workers.search.filters import OPERATORS

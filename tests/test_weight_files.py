@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from test_first_run import FreshHome, fresh_home, glscl, last_line
 
 from glscl.weights import inspect_weights
-from pipelines.failures import EXIT_BAD_INPUT
+from pipelines.cli.failures import EXIT_BAD_INPUT
 from workers.synthetic.videos import SyntheticConfig, generate_synthetic_dataset
 
 

@@ -1,7 +1,7 @@
 """What the terminal shows while a command runs: whether other libraries' log lines stay off the console (quiet),
 which handler (a log file) receives every record anyway, and where progress bars are drawn.
 
-The `glscl` command line sets these (pipelines/console.py); code called from Python keeps the defaults: every
+The `glscl` command line sets these (pipelines/cli/console.py); code called from Python keeps the defaults: every
 library's own console output and no bars. It lives here, below the flows, because the Ray drivers in this package
 start Ray (whose loggers may only exist from then on) and draw the bars.
 """

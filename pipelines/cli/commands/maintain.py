@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from datetime import timedelta
 
-from pipelines.cli_options import (
+from pipelines.cli.commands import Command
+from pipelines.cli.options import (
     add_json_option,
     add_store_options,
     print_report,
     store_config,
 )
-from pipelines.commands import Command
 from pipelines.configs import (
     DEFAULT_RETENTION,
     MaintainConfig,

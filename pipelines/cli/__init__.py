@@ -1,4 +1,4 @@
-"""The `glscl` command line: the top-level options, the commands (pipelines/commands/, one module per family) and
+"""The `glscl` command line: the top-level options, the commands (pipelines/cli/commands/, one module per family) and
 `main`, which applies the console policy, the Prefect API and the error contract around whichever command runs.
 Every command parses its options into a typed config and calls a flow that Python can import and call the same
 way."""
@@ -10,7 +10,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-from pipelines.commands import (
+from pipelines.cli.commands import (
     Command,
     bench,
     demo,
@@ -24,8 +24,8 @@ from pipelines.commands import (
     status,
     train,
 )
-from pipelines.console import console_policy
-from pipelines.failures import console_without_tracebacks, one_line, report
+from pipelines.cli.console import console_policy
+from pipelines.cli.failures import console_without_tracebacks, one_line, report
 from pipelines.local_server import prefect_api
 
 # In the order `glscl --help` lists them.
@@ -82,8 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else printed while the command runs goes to standard error (Ray forwards its workers' and raylet's log
     lines, such as a worker it restarted, to the driver's stdout). Flow commands run against the Prefect API that
     `prefect_api` chooses (PREFECT_API_URL, else glscl's local server). Every error ends in one line on standard
-    error and a documented exit code (pipelines/failures.py); `-v/--verbose`, anywhere on the line, adds tracebacks
-    and everything else the console policy (pipelines/console.py) keeps off the terminal. Progress bars are drawn on
+    error and a documented exit code (pipelines/cli/failures.py); `-v/--verbose`, anywhere on the line, adds tracebacks
+    and everything else the console policy (pipelines/cli/console.py) keeps off the terminal. Progress bars are drawn on
     standard error when it is a terminal and `--json` is not given.
     """
     parser = build_parser()
@@ -110,7 +110,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             return COMMANDS[args.command].run(args)
     except (Exception, KeyboardInterrupt) as error:
         return report(args.command, error, args.verbose)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli_options import (
+from pipelines.cli.commands import Command
+from pipelines.cli.options import (
     add_ray_options,
     add_store_options,
     emit,
     key_values,
     ray_config,
 )
-from pipelines.commands import Command
 from pipelines.configs import (
     DemoConfig,
 )

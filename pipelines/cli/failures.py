@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pipelines.errors import is_bad_input
 from pipelines.local_server import ServerError
 from workers.terminal import console_handlers
 
@@ -24,17 +25,6 @@ EXIT_ERROR = 1  # unexpected: a bug; the traceback is in a log file
 EXIT_BAD_INPUT = 2  # the input or an option is wrong: a missing file, a malformed manifest, an unknown split...
 EXIT_ENVIRONMENT = 4  # the environment: the Prefect API or local server, the Ray cluster, the file system
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT), as shells report it
-
-BAD_INPUT = (ValueError, FileNotFoundError)  # SourceError, FeaturesError, SearchError and FilterError among them
-# Bad-input errors that are not ValueErrors, by qualified name: matching names instead of importing the classes keeps
-# the command line's start free of torch and ffmpeg (an error of a module never imported cannot have been raised).
-BAD_INPUT_NAMES = frozenset({"glscl.checkpoint.CheckpointError", "workers.ingest.probe.VideoError"})
-
-
-def is_bad_input(error: BaseException) -> bool:
-    """Whether the error says the input or an option is wrong (exit code 2)."""
-    names = {f"{kind.__module__}.{kind.__qualname__}" for kind in type(error).__mro__}
-    return isinstance(error, BAD_INPUT) or bool(names & BAD_INPUT_NAMES)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli_options import (
+from pipelines.cli.commands import Command
+from pipelines.cli.options import (
     add_json_option,
     add_ray_options,
     add_store_options,
@@ -13,7 +14,6 @@ from pipelines.cli_options import (
     ray_config,
     store_config,
 )
-from pipelines.commands import Command
 from pipelines.configs import (
     IndexConfig,
 )

@@ -7,7 +7,8 @@ import dataclasses
 import json
 import os
 
-from pipelines.cli_options import (
+from pipelines.cli.commands import Command
+from pipelines.cli.options import (
     add_backbone_options,
     add_json_option,
     add_store_options,
@@ -15,7 +16,6 @@ from pipelines.cli_options import (
     emit,
     store_config,
 )
-from pipelines.commands import Command
 from pipelines.configs import (
     ServeConfig,
 )
@@ -246,7 +246,7 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until interrupted (the serve options are checked before the model loads)."""
     config = serve_config(args)
-    from pipelines.serve import serve
+    from pipelines.service.run import serve
 
     serve(search_config(args), config)
     return 0

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 from glscl.config import HEAD_PRESETS, TrainConfig
 from glscl.recipes import RECIPES
-from pipelines.cli_options import (
+from pipelines.cli.commands import Command
+from pipelines.cli.options import (
     add_backbone_options,
     add_json_option,
     add_kind_option,
@@ -20,7 +21,6 @@ from pipelines.cli_options import (
     ray_config,
     store_config,
 )
-from pipelines.commands import Command
 from pipelines.configs import (
     TrainFlowConfig,
 )

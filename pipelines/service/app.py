@@ -23,7 +23,6 @@ from functools import partial
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-import uvicorn
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -33,7 +32,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pipelines.configs import ServeConfig
 from workers.ingest.decode import thumbnail_command
-from workers.search.config import SearchConfig
 from workers.search.filters import OPERATORS, Filter
 from workers.search.results import SearchResult, VideoFile
 from workers.search.searcher import MAX_K, Searcher, SearchError
@@ -305,13 +303,3 @@ def create_app(searcher: Searcher, config: ServeConfig | None = None) -> FastAPI
 
     _add_media_routes(app, searcher, queries, thumbnails)
     return app
-
-
-def serve(search: SearchConfig, config: ServeConfig) -> None:
-    """Load the searcher once (in each of `config.processes` processes) and serve HTTP until interrupted."""
-    if config.processes == 1:
-        uvicorn.run(create_app(Searcher(search), config), host=config.host, port=config.port, log_level="info")
-        return
-    from pipelines.serve_processes import serve_processes
-
-    serve_processes(search, config)

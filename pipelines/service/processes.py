@@ -31,8 +31,8 @@ from fastapi import FastAPI
 
 from glscl.backbone_config import BackboneConfig
 from pipelines.configs import ServeConfig
-from pipelines.failures import is_bad_input
-from pipelines.serve import create_app
+from pipelines.errors import is_bad_input
+from pipelines.service.app import create_app
 from schemas.store import StoreConfig
 from workers.search.config import SearchConfig
 from workers.search.searcher import Searcher

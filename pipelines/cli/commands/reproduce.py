@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipelines.cli_options import (
+from pipelines.cli.commands import Command
+from pipelines.cli.options import (
     add_json_option,
     add_ray_options,
     default,
     emit,
     ray_config,
 )
-from pipelines.commands import Command
 from pipelines.configs import AUTHORS_QUERY_COUNTS, ReproduceConfig
 
 

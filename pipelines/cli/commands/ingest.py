@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli_options import (
+from pipelines.cli.commands import Command
+from pipelines.cli.options import (
     add_backbone_options,
     add_json_option,
     add_ray_options,
@@ -15,7 +16,6 @@ from pipelines.cli_options import (
     ray_config,
     store_config,
 )
-from pipelines.commands import Command
 from pipelines.configs import (
     IngestConfig,
 )

@@ -6,10 +6,10 @@ import argparse
 import contextlib
 import sys
 
-from pipelines.cli_options import (
+from pipelines.cli.commands import Command
+from pipelines.cli.options import (
     emit,
 )
-from pipelines.commands import Command
 
 # `glscl bench NAME`: the module that runs each benchmark, and what it measures.
 BENCHMARKS = {

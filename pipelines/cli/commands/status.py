@@ -10,8 +10,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipelines.cli_options import add_json_option, add_store_options, emit, store_config
-from pipelines.commands import Command
+from pipelines.cli.commands import Command
+from pipelines.cli.options import add_json_option, add_store_options, emit, store_config
 from schemas.store import StoreConfig
 
 if TYPE_CHECKING:

@@ -1,0 +1,111 @@
+"""`glscl prefect-server start|stop|status`: the local Prefect server that flow commands start in the background and
+reuse (pipelines/local_server.py), by hand: start it ahead of time, see where it listens and keeps its data, stop it.
+Named apart from `glscl serve` (the HTTP search service), which users confused it with; the old name `glscl server`
+still works for one release and says so."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pipelines.cli.commands import Command
+from pipelines.cli.options import emit
+
+NAME = "prefect-server"
+OLD_NAME = "server"
+
+
+DESCRIPTION = (
+    "Flow commands (ingest, train, evaluate, index, maintain, demo, reproduce) run against a Prefect "
+    "server. "
+    "Unless PREFECT_API_URL is set, the first one starts glscl's local server in the background, on 127.0.0.1 "
+    "and a free port, with its database, log and state in $PREFECT_HOME/glscl-server/ (PREFECT_HOME defaults to "
+    "~/.prefect); later commands reuse it, and one that finds it gone starts it again. The Prefect UI is at its "
+    "address. GLSCL_PREFECT_SERVER=temporary makes flow commands use a temporary server each instead."
+)
+
+
+def add_server_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl prefect-server {start,stop,status} [--json]`."""
+    _add_options(
+        commands.add_parser(
+            NAME,
+            help="start, stop or show the local Prefect server that flow commands reuse (not the search service: "
+            "that is `glscl serve`)",
+            description=DESCRIPTION,
+        )
+    )
+
+
+def add_old_name_parser(commands: argparse._SubParsersAction) -> None:
+    """`glscl server ...`: the old name, kept for one release."""
+    _add_options(
+        commands.add_parser(
+            OLD_NAME, help=f"old name of `glscl {NAME}` (removed in the next release)", description=DESCRIPTION
+        )
+    )
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("start", "stop", "status"), help="what to do")
+    parser.add_argument("--json", action="store_true", help="print the server's state as JSON")
+
+
+def run_server(args: argparse.Namespace) -> int:
+    """Start, stop or show the local server; print its state."""
+    from pipelines.local_server import LocalServer
+
+    server = LocalServer.default()
+    if args.action == "start":
+        state = server.ensure()
+    elif args.action == "stop":
+        state = server.stop()
+    else:
+        state = server.running()
+    info = {
+        "running": args.action != "stop" and state is not None,
+        "pid": state.pid if state else None,
+        "api_url": state.api_url if state else None,
+        "ui_url": state.ui_url if state else None,
+        "started_at": state.started_at if state else None,
+        "folder": str(server.folder),
+        "database": str(server.database),
+        "log": str(server.log),
+    }
+    if args.json:
+        text = json.dumps(info, indent=2)
+    elif state is None:
+        text = f"the local Prefect server is not running (the next flow command starts it); files in {server.folder}"
+    elif args.action == "stop":
+        text = f"stopped the local Prefect server (pid {state.pid}); its database and log stay in {server.folder}"
+    else:
+        text = "\n".join(
+            [
+                f"the local Prefect server is running (pid {state.pid}, since {state.started_at})",
+                f"  API (PREFECT_API_URL): {state.api_url}",
+                f"  UI: {state.ui_url}",
+                f"  database: {server.database}",
+                f"  log: {server.log}",
+                f"  stop it with `glscl {NAME} stop`",
+            ]
+        )
+    emit(text, args)
+    return 0
+
+
+def run_old_name(args: argparse.Namespace) -> int:
+    """The old name: a deprecation line on standard error, then the command under its new name."""
+    print(
+        f"glscl {OLD_NAME}: warning: `glscl {OLD_NAME}` is now `glscl {NAME}` (the old name goes in the next "
+        "release; `glscl serve` is the search service)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return run_server(args)
+
+
+COMMANDS = {
+    NAME: Command(add_server_parser, run_server, flow=False),
+    OLD_NAME: Command(add_old_name_parser, run_old_name, flow=False),
+}
