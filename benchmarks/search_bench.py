@@ -48,6 +48,7 @@ from schemas.catalog import Catalog
 from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.index.ann_vectors import segment_vectors
+from workers.index.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig
 from workers.index.indexes import ensure_indexes, index_health
 from workers.index.packed_encodings import pack_encodings, packed_slots, unpack_encodings
 from workers.index.projection import Projection, save_projection
@@ -56,7 +57,7 @@ from workers.index.video_index import SEARCH_VECTOR, project_rows
 from workers.plots import new_figure, save_figure
 from workers.rows import multivector_array, vector_array
 from workers.search.candidates.base import ALL_PARTITIONS
-from workers.search.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig, SearchConfig
+from workers.search.config import SearchConfig
 from workers.search.searcher import Searcher, torch_threads
 
 MODEL_ID = "ViT-B-32@random-seed0"  # a real text tower (random weights): `glscl serve` can take text over a gallery

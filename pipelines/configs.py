@@ -14,10 +14,10 @@ from glscl.backbone_config import BackboneConfig
 from glscl.config import DEFAULT_BLOCK, GLSCLConfig, TrainConfig
 from glscl.recipes import recipe_head, recipe_train
 from schemas.store import StoreConfig
+from workers.index.config import AnnConfig
 from workers.ingest.sampling import SamplingConfig
 from workers.ingest.sources import SourceOptions
 from workers.ray_config import RayConfig
-from workers.search.config import AnnConfig
 from workers.synthetic.videos import SyntheticConfig
 
 DEFAULT_RETENTION = timedelta(days=7)

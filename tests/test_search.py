@@ -32,11 +32,12 @@ from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
 from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS, segment_rows_spec
 from workers.index.ann_vectors import query_vectors
+from workers.index.config import AnnConfig
 from workers.index.projection import load_projection
 from workers.index.segment_rows import current_segment_rows, ensure_segment_rows, rebuild_segment_rows
 from workers.search.candidates.in_memory import InMemory
 from workers.search.candidates.segment_columns import SegmentColumns
-from workers.search.config import AnnConfig, SearchConfig
+from workers.search.config import SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.results import STAGES
 from workers.search.searcher import Searcher, SearchError

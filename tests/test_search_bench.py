@@ -11,7 +11,7 @@ import numpy as np
 
 from benchmarks.search_bench import SearchBenchConfig, StoredSource, run_search_bench
 from glscl.backbone_config import TINY_MODEL
-from workers.search.config import AnnConfig
+from workers.index.config import AnnConfig
 
 
 def test_search_bench_on_a_tiny_gallery(tmp_path):

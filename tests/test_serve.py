@@ -33,7 +33,8 @@ from pipelines.configs import DEMO_MAX_WORDS, IndexConfig, ServeConfig, TrainFlo
 from pipelines.index import index_flow
 from pipelines.service.app import MAX_QUERY_CHARS, Busy, QueryPool, Thumbnails
 from pipelines.train import train_flow
-from workers.search.config import AnnConfig, SearchConfig
+from workers.index.config import AnnConfig
+from workers.search.config import SearchConfig
 from workers.search.filters import OPERATORS
 from workers.search.searcher import Searcher
 from workers.train.worker import BEST_DIR

@@ -29,10 +29,10 @@ from schemas.tables import (
     VIDEOS,
     video_index_spec,
 )
+from workers.index.config import AnnConfig
 from workers.index.indexes import ensure_indexes
 from workers.overview import database_overview
 from workers.rows import captions_table, frames_table, now_utc, texts_table, vector_array, videos_table
-from workers.search.config import AnnConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # The columns of the `runs` table at schema version 1, frozen here: databases written by earlier glscl hold it.

@@ -13,9 +13,9 @@ from lancedb.table import Table
 
 from schemas.catalog import Catalog
 from schemas.tables import VIDEO_INDEX_PREFIX, key_columns, segment_vector_width
+from workers.index.config import AnnConfig
 from workers.index.indexes import has_vector_index, retrain_vector_indexes, unindexed_rows
 from workers.index.projection import load_projection
-from workers.search.config import AnnConfig
 
 
 class RowCheckError(RuntimeError):

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from glscl.model import TextEncoding, VideoEncoding
 from glscl.search_vectors import text_search_vectors, video_segment_vectors
-from workers.search.config import AnnConfig
+from workers.index.config import AnnConfig
 
 
 def segment_vectors(video: VideoEncoding, local_weight: float, ann: AnnConfig) -> tuple[Tensor, Tensor]:

@@ -11,7 +11,7 @@ import lancedb
 from lancedb.index import FTS, Bitmap, BTree, IvfFlat, IvfHnswFlat, IvfHnswSq, IvfPq
 
 from schemas.tables import stored_segment_columns
-from workers.search.config import HNSW_INDEX_TYPES, AnnConfig
+from workers.index.config import HNSW_INDEX_TYPES, AnnConfig
 
 # LanceDB's names in list_indices() for the types above.
 _STORED_TYPE = {"IVF_FLAT": "IvfFlat", "IVF_PQ": "IvfPq", "IVF_HNSW_FLAT": "IvfHnswFlat", "IVF_HNSW_SQ": "IvfHnswSq"}

@@ -14,7 +14,7 @@ import torch
 from glscl.search_vectors import captured_energy, fit_projection
 from schemas.catalog import Catalog
 from schemas.tables import projection_spec
-from workers.search.config import AnnConfig
+from workers.index.config import AnnConfig
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from schemas.tables import (
     stored_segment_columns,
 )
 from workers.index.ann_vectors import stacked_segments
+from workers.index.config import AnnConfig
 from workers.index.indexes import vector_index
-from workers.search.config import AnnConfig
 
 _BATCH = 8192
 

@@ -34,12 +34,12 @@ from schemas.tables import (
 from workers.features import FeatureQuery, dense, read_videos
 from workers.glscl_encode import encode_videos
 from workers.index.ann_vectors import segment_vectors
+from workers.index.config import AnnConfig
 from workers.index.indexes import IndexUpdate, ensure_indexes
 from workers.index.packed_encodings import pack_encodings
 from workers.index.projection import Projection, save_projection
 from workers.index.segment_rows import ensure_segment_rows
 from workers.rows import multivector_array, now_utc, vector_array
-from workers.search.config import AnnConfig
 
 SEARCH_VECTOR = "search_vector"
 

@@ -1,5 +1,5 @@
-"""How the search indexes are built (AnnConfig) and how a query is answered (SearchConfig): configs the command
-line, the flows and the service share, importable without LanceDB or torch."""
+"""How a query is answered (SearchConfig): a config the command line, the flows and the service share, importable
+without LanceDB or torch."""
 
 from __future__ import annotations
 
@@ -7,64 +7,6 @@ from dataclasses import dataclass, field
 
 from glscl.backbone_config import BackboneConfig
 from schemas.store import StoreConfig
-
-VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_HNSW_FLAT", "IVF_HNSW_SQ", "none")
-HNSW_INDEX_TYPES = ("IVF_HNSW_FLAT", "IVF_HNSW_SQ")
-SEGMENT_KINDS = ("time", "peaks")
-
-
-@dataclass(frozen=True)
-class AnnConfig:
-    """How the approximate stage is built: vector width after projection, index type and its sizes.
-
-    IVF_FLAT is the default: it builds fastest and scores the probed partitions exactly. IVF_PQ trades that for 32x
-    less index memory (one byte per 8 dims) on galleries whose vectors do not fit in RAM; IVF_SQ measured slower and
-    missed some exact neighbours. The HNSW types (a graph per IVF partition, exact float distances with
-    IVF_HNSW_FLAT, 8-bit with IVF_HNSW_SQ) find near neighbours without scanning whole partitions, which matters
-    where the vectors do not cluster by topic (hard galleries); they default to one partition per
-    `hnsw_partition_rows` rows and are searched with `SearchConfig.ef`. Below `min_rows` videos no vector index is
-    built and queries scan every vector. Each video gets `segments` vectors (contiguous parts of its frames, see
-    glscl.search_vectors), one plain vector column per segment with its own index, searched concurrently for row ids
-    only (faster than one multivector column); a video ranks by its best segment. `segment_kind` "time" averages
-    contiguous time segments, "peaks" takes single frames of distinct content
-    (glscl.search_vectors.peak_frame_weights); a table's rows should share one kind. `concept_weight` scales the
-    concept (local) block of both sides' vectors against its weight in the score: 1 as in the score, 0 frames
-    only, which lets IVF partitions follow single events where a video's concepts mix many. `num_partitions` defaults to
-    about sqrt(rows) per column; `num_sub_vectors` (IVF_PQ) to one code per 8 dimensions.
-
-    `segment_rows` puts every (video, segment) vector in a companion table under one vector index of `index_type`
-    instead of one index per column (workers/search/segment_rows.py): one ANN search per query, which halves the
-    ANN time on hard galleries at equal recall; filtered queries still go through the segment columns (scanned
-    exactly when they have no index). Measurements: benchmarks/RESULTS.md.
-    """
-
-    vector_dim: int = 512
-    index_type: str = "IVF_FLAT"
-    min_rows: int = 1_000
-    num_partitions: int | None = None
-    num_sub_vectors: int | None = None
-    sample_rate: int = 256
-    max_iterations: int = 50
-    projection_sample: int = 20_000
-    segments: int = 4
-    segment_kind: str = "time"
-    hnsw_partition_rows: int = 1_000_000
-    concept_weight: float = 1.0
-    segment_rows: bool = False
-
-    def __post_init__(self) -> None:
-        if self.index_type not in VECTOR_INDEX_TYPES:
-            raise ValueError(f"index_type must be one of {VECTOR_INDEX_TYPES}, got {self.index_type!r}")
-        if self.vector_dim < 1:
-            raise ValueError(f"vector_dim must be >= 1, got {self.vector_dim}")
-        if self.segments < 1:
-            raise ValueError(f"segments must be >= 1, got {self.segments}")
-        if self.concept_weight < 0:
-            raise ValueError(f"concept_weight must be >= 0, got {self.concept_weight}")
-        if self.segment_kind not in SEGMENT_KINDS:
-            raise ValueError(f"segment_kind must be one of {SEGMENT_KINDS}, got {self.segment_kind!r}")
-        if self.segment_rows and self.index_type == "none":
-            raise ValueError("segment_rows (--segment-rows) needs a vector index type, got --index-type none")
 
 
 @dataclass(frozen=True)

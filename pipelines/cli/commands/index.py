@@ -17,7 +17,7 @@ from pipelines.cli.options import (
 from pipelines.configs import (
     IndexConfig,
 )
-from workers.search.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig
+from workers.index.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig
 
 
 def add_index_parser(commands: argparse._SubParsersAction) -> None:
