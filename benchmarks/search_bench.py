@@ -44,11 +44,12 @@ from glscl.config import HEAD_PRESETS, GLSCLConfig
 from glscl.model import GLSCL, TextEncoding, VideoEncoding
 from glscl.scoring_cost.timing import cpu_name
 from glscl.search_vectors import fill_absent_segments
+from pipelines.cli.options import add_ann_options, ann_options
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.index.ann_vectors import segment_vectors
-from workers.index.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig
+from workers.index.config import VECTOR_INDEX_TYPES, AnnConfig
 from workers.index.indexes import ensure_indexes, index_health
 from workers.index.packed_encodings import pack_encodings, packed_slots, unpack_encodings
 from workers.index.projection import Projection, save_projection
@@ -600,23 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {d.in_memory_below})",
     )
     parser.add_argument(
-        "--index-type",
-        choices=VECTOR_INDEX_TYPES[:-1],
-        default=d.ann.index_type,
-        help=f"vector index of each segment column; another type than a gallery's is rebuilt (default "
-        f"{d.ann.index_type})",
-    )
-    parser.add_argument(
         "--index-cache-gb",
         type=float,
         default=d.index_cache_gb,
         help=f"searcher's LanceDB index cache (default {d.index_cache_gb})",
-    )
-    parser.add_argument(
-        "--segments",
-        type=int,
-        default=d.ann.segments,
-        help=f"time segments per video, one ANN vector column each (default {d.ann.segments})",
     )
     parser.add_argument(
         "--vector-dim",
@@ -624,27 +612,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.vector_dim,
         help=f"ANN vector width after projection (default {d.vector_dim})",
     )
-    parser.add_argument(
-        "--segment-kind",
-        choices=SEGMENT_KINDS,
-        default=d.ann.segment_kind,
-        help=f"time: segment means; peaks: single frames of distinct content (default {d.ann.segment_kind})",
-    )
-    parser.add_argument(
-        "--segment-rows",
-        action="store_true",
-        help="one vector index over every segment vector, as rows of a companion table, instead of one per column",
-    )
+    add_ann_options(parser, d.ann, VECTOR_INDEX_TYPES[:-1])
     parser.add_argument(
         "--compare-columns",
         action="store_true",
         help="sweep every setting a second time on the segment columns' indexes instead of the segment rows",
-    )
-    parser.add_argument(
-        "--concept-weight",
-        type=float,
-        default=d.ann.concept_weight,
-        help=f"concept block weight in the ANN vectors, against the score's (default {d.ann.concept_weight})",
     )
     parser.add_argument(
         "--xpool-slice",
@@ -704,14 +676,7 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
         max_words=args.max_words,
         xpool_slice=args.xpool_slice,
         vector_dim=args.vector_dim,
-        ann=replace(
-            SearchBenchConfig(root="").ann,
-            segments=args.segments,
-            segment_kind=args.segment_kind,
-            concept_weight=args.concept_weight,
-            index_type=args.index_type,
-            segment_rows=args.segment_rows,
-        ),
+        ann=ann_options(args, SearchBenchConfig(root="").ann),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from glscl.backbone_config import BackboneConfig
 from schemas.store import StoreConfig
+from workers.index.config import SEGMENT_KINDS, AnnConfig
 from workers.ray_config import RayConfig
 
 DEFAULT_DB = StoreConfig().uri
@@ -136,3 +137,49 @@ def emit(text: str, args: argparse.Namespace) -> None:
 def print_report(report: Any, args: argparse.Namespace) -> None:
     """Print a flow's summary dataclass as JSON (--json) or as its Markdown, to the report stream."""
     emit(json.dumps(asdict(report), indent=2, default=str) if args.json else report.to_markdown(), args)
+
+
+def add_ann_options(parser: argparse.ArgumentParser, ann: AnnConfig, index_types: Sequence[str]) -> None:
+    """How the ANN stage is built, shared by `glscl index` and the search benchmarks (`ann_options` reads them
+    back): segments per video and their kind, the concept block's weight, the vector index type, segment rows."""
+    parser.add_argument(
+        "--segments", type=int, default=ann.segments, help=f"ANN vectors per video, by time (default {ann.segments})"
+    )
+    parser.add_argument(
+        "--segment-kind",
+        choices=SEGMENT_KINDS,
+        default=ann.segment_kind,
+        help=f"time: segment means; peaks: single frames of distinct content (default {ann.segment_kind})",
+    )
+    parser.add_argument(
+        "--concept-weight",
+        type=float,
+        default=ann.concept_weight,
+        help="weight of the concept block in the ANN vectors against its weight in the score: 1 as scored, 0 "
+        f"frames only (default {ann.concept_weight})",
+    )
+    parser.add_argument(
+        "--index-type",
+        choices=index_types,
+        default=ann.index_type,
+        help=f"vector index type (default {ann.index_type})",
+    )
+    parser.add_argument(
+        "--segment-rows",
+        action="store_true",
+        help="one vector index over every segment vector (a companion table of one row per video and segment) "
+        "instead of one per segment column: one ANN search per query, for large galleries whose videos hold many "
+        "events (filtered queries still use the segment columns)",
+    )
+
+
+def ann_options(args: argparse.Namespace, base: AnnConfig) -> AnnConfig:
+    """`base` with the values of the options `add_ann_options` added."""
+    return dataclasses.replace(
+        base,
+        segments=args.segments,
+        segment_kind=args.segment_kind,
+        concept_weight=args.concept_weight,
+        index_type=args.index_type,
+        segment_rows=args.segment_rows,
+    )

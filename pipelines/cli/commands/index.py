@@ -6,9 +6,11 @@ import argparse
 
 from pipelines.cli.commands import Command
 from pipelines.cli.options import (
+    add_ann_options,
     add_json_option,
     add_ray_options,
     add_store_options,
+    ann_options,
     default,
     print_report,
     ray_config,
@@ -17,7 +19,7 @@ from pipelines.cli.options import (
 from pipelines.configs import (
     IndexConfig,
 )
-from workers.index.config import SEGMENT_KINDS, VECTOR_INDEX_TYPES, AnnConfig
+from workers.index.config import VECTOR_INDEX_TYPES, AnnConfig
 
 
 def add_index_parser(commands: argparse._SubParsersAction) -> None:
@@ -39,35 +41,7 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
         default=ann.vector_dim,
         help=f"ANN vector width after projection (default {ann.vector_dim})",
     )
-    parser.add_argument(
-        "--segments", type=int, default=ann.segments, help=f"ANN vectors per video, by time (default {ann.segments})"
-    )
-    parser.add_argument(
-        "--segment-kind",
-        choices=SEGMENT_KINDS,
-        default=ann.segment_kind,
-        help=f"time: segment means; peaks: single frames of distinct content (default {ann.segment_kind})",
-    )
-    parser.add_argument(
-        "--concept-weight",
-        type=float,
-        default=ann.concept_weight,
-        help="weight of the concept block in the ANN vectors against its weight in the score: 1 as scored, 0 "
-        f"frames only (default {ann.concept_weight})",
-    )
-    parser.add_argument(
-        "--index-type",
-        choices=VECTOR_INDEX_TYPES,
-        default=ann.index_type,
-        help=f"vector index type (default {ann.index_type})",
-    )
-    parser.add_argument(
-        "--segment-rows",
-        action="store_true",
-        help="one vector index over every segment vector (a companion table of one row per video and segment) "
-        "instead of one per segment column: one ANN search per query, for large galleries whose videos hold many "
-        "events (filtered queries still use the segment columns)",
-    )
+    add_ann_options(parser, ann, VECTOR_INDEX_TYPES)
     parser.add_argument(
         "--min-rows",
         type=int,
@@ -88,16 +62,14 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
         store=store_config(args),
         splits=tuple(args.split),
         shard_videos=args.shard_videos,
-        ann=AnnConfig(
-            vector_dim=args.vector_dim,
-            segments=args.segments,
-            segment_kind=args.segment_kind,
-            concept_weight=args.concept_weight,
-            index_type=args.index_type,
-            segment_rows=args.segment_rows,
-            min_rows=args.min_rows,
-            num_partitions=args.partitions,
-            num_sub_vectors=args.sub_vectors,
+        ann=ann_options(
+            args,
+            AnnConfig(
+                vector_dim=args.vector_dim,
+                min_rows=args.min_rows,
+                num_partitions=args.partitions,
+                num_sub_vectors=args.sub_vectors,
+            ),
         ),
         ray=ray_config(args),
     )
