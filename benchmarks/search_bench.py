@@ -46,6 +46,7 @@ from glscl.scoring_cost.timing import cpu_name
 from glscl.search_vectors import fill_absent_segments
 from pipelines.cli.options import add_ann_options, ann_options
 from schemas.catalog import Catalog
+from schemas.rows import multivector_array, vector_array
 from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.index.ann_vectors import segment_vectors
@@ -56,7 +57,6 @@ from workers.index.projection import Projection, save_projection
 from workers.index.segment_rows import ensure_segment_rows
 from workers.index.video_index import SEARCH_VECTOR, project_rows
 from workers.plots import new_figure, save_figure
-from workers.rows import multivector_array, vector_array
 from workers.search.candidates.base import ALL_PARTITIONS
 from workers.search.config import SearchConfig
 from workers.search.searcher import Searcher, torch_threads

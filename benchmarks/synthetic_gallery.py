@@ -23,11 +23,11 @@ from glscl.checkpoint import save_checkpoint
 from glscl.config import GLSCLConfig
 from glscl.model import GLSCL
 from schemas.catalog import Catalog
+from schemas.rows import captions_table, frames_table, texts_table, videos_table
 from schemas.store import StoreConfig
 from schemas.tables import CAPTION_PARAGRAPH, CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 from workers.ingest.encode import mean_vector
 from workers.ingest.hashing import text_id
-from workers.rows import captions_table, frames_table, texts_table, videos_table
 
 MODEL_ID = "synthetic-features"
 SAMPLING_HASH = "synthetic"

@@ -20,13 +20,13 @@ from pipelines.artifacts import publish_summary
 from pipelines.configs import IngestConfig
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog
+from schemas.rows import captions_table, texts_table
 from schemas.tables import CAPTIONS, TEXTS
 from workers.ingest.hashing import content_ids
 from workers.ingest.plan import Discovery, plan_ingest, stored_keys
 from workers.ingest.shards import ShardResult, ShardTally, commit_shard_rows, shard_result
 from workers.ingest.sources import VideoItem, read_source
 from workers.ray_jobs import ensure_ray, frames_job, texts_job
-from workers.rows import captions_table, texts_table
 from workers.terminal import progress
 
 EXIT_OK = 0

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 
 from schemas.catalog import Catalog, sql_string
+from schemas.rows import now_utc
 from schemas.store import StoreConfig
 from schemas.tables import RUN_HEARTBEATS, RUNS
-from workers.rows import now_utc
 
 RUNNING = "running"
 ABANDONED = "abandoned"

@@ -23,10 +23,10 @@ from conftest import make_video
 from pipelines.configs import IngestConfig
 from pipelines.ingest import ingest_flow
 from schemas.catalog import Catalog, MergeOutcome
+from schemas.rows import videos_table
 from schemas.store import StoreConfig
 from schemas.tables import FRAMES, RUNS, VIDEOS
 from workers.ingest.sampling import SamplingConfig
-from workers.rows import videos_table
 
 COLOURS = ["red", "blue", "green", "yellow", "white", "purple"]
 SAMPLING = SamplingConfig("uniform", 4)

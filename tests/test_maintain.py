@@ -14,9 +14,9 @@ from lancedb.index import BTree
 from pipelines.cli import main
 from pipelines.configs import MaintainConfig
 from schemas.catalog import Catalog
+from schemas.rows import captions_table
 from schemas.store import StoreConfig
 from schemas.tables import CAPTIONS
-from workers.rows import captions_table
 from workers.upkeep import RowCheckError, TableState, check_rows, maintain_table
 
 ROWS_PER_COMMIT = 5

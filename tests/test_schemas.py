@@ -7,9 +7,9 @@ import pyarrow as pa
 import pytest
 
 from schemas.catalog import Catalog, SchemaVersionError, sql_string
+from schemas.rows import frames_table, videos_table
 from schemas.store import StoreConfig
 from schemas.tables import ALL_TABLES, FRAMES, RUNS, SCHEMA_VERSION_KEY, VIDEOS
-from workers.rows import frames_table, videos_table
 
 
 def frames_batch(ids, dim=4, slots=3):

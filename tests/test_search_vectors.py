@@ -18,10 +18,9 @@ from glscl.search_vectors import (
     video_segment_vectors,
 )
 from glscl.similarity import local_scores
+from schemas.rows import dense, multivector_array
 from schemas.tables import encodings_width, segment_vector_width, stored_segment_columns, video_index_spec
-from workers.features import dense
 from workers.index.video_index import SEARCH_VECTOR, project_rows, segment_matrix
-from workers.rows import multivector_array
 
 
 def _groups(mask: list[bool], segments: int) -> list[int]:

@@ -18,6 +18,7 @@ import pyarrow as pa
 from pipelines.cli import main
 from pipelines.runs import STALE_BEATS, RunRecorder, list_runs
 from schemas.catalog import Catalog
+from schemas.rows import captions_table, frames_table, now_utc, texts_table, vector_array, videos_table
 from schemas.store import StoreConfig
 from schemas.tables import (
     CAPTIONS,
@@ -32,7 +33,6 @@ from schemas.tables import (
 from workers.index.config import AnnConfig
 from workers.index.indexes import ensure_indexes
 from workers.overview import database_overview
-from workers.rows import captions_table, frames_table, now_utc, texts_table, vector_array, videos_table
 
 REPO = Path(__file__).resolve().parents[1]
 # The columns of the `runs` table at schema version 1, frozen here: databases written by earlier glscl hold it.

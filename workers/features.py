@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from glscl.checkpoint import load_checkpoint, recorded_extras
 from schemas.catalog import Catalog, check_splits, sql_in, sql_string
+from schemas.rows import dense
 from schemas.tables import CAPTION_PARAGRAPH, CAPTION_SENTENCE, CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 
 
@@ -63,14 +64,6 @@ def checkpoint_query(checkpoint: str, split: str, kind: str) -> FeatureQuery:
     _, _, meta = load_checkpoint(checkpoint)
     extra = recorded_extras(checkpoint, meta, ("backbone_model_id", "max_words", "sampling_hash"))
     return FeatureQuery(split, extra["backbone_model_id"], int(extra["max_words"]), kind, extra["sampling_hash"])
-
-
-def dense(column: pa.ChunkedArray | pa.Array, rows: int, *shape: int, dtype=np.float32) -> np.ndarray:
-    """A list (of fixed-size lists) column with equal lengths per row, as one [rows, *shape] array."""
-    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
-        values = pc.list_flatten(values)
-    return values.to_numpy(zero_copy_only=False).astype(dtype).reshape(rows, *shape)
 
 
 def video_sentences(catalog: Catalog, where: str) -> dict[str, list[str]]:

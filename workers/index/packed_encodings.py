@@ -12,9 +12,8 @@ import pyarrow as pa
 import torch
 
 from glscl.model import VideoEncoding
+from schemas.rows import dense, vector_array
 from schemas.tables import encodings_width
-from workers.features import dense
-from workers.rows import vector_array
 
 
 def pack_encodings(video: VideoEncoding) -> pa.FixedSizeListArray:

@@ -18,6 +18,7 @@ from lancedb.table import Table
 from glscl.checkpoint import load_checkpoint, recorded_extras
 from glscl.search_vectors import fill_absent_segments
 from schemas.catalog import Catalog, sql_in, sql_string
+from schemas.rows import dense, multivector_array, now_utc, vector_array
 from schemas.store import StoreConfig
 from schemas.tables import (
     CAPTION_PARAGRAPH,
@@ -31,7 +32,7 @@ from schemas.tables import (
     stored_segment_columns,
     video_index_spec,
 )
-from workers.features import FeatureQuery, dense, read_videos
+from workers.features import FeatureQuery, read_videos
 from workers.glscl_encode import encode_videos
 from workers.index.ann_vectors import segment_vectors
 from workers.index.config import AnnConfig
@@ -39,7 +40,6 @@ from workers.index.indexes import IndexUpdate, ensure_indexes
 from workers.index.packed_encodings import pack_encodings
 from workers.index.projection import Projection, save_projection
 from workers.index.segment_rows import ensure_segment_rows
-from workers.rows import multivector_array, now_utc, vector_array
 
 SEARCH_VECTOR = "search_vector"
 

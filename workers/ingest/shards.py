@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.catalog import Catalog
+from schemas.rows import frames_table, videos_table
 from schemas.tables import FRAMES, VIDEO_FAILED, VIDEOS
-from workers.rows import frames_table, videos_table
 
 
 @dataclass

@@ -31,6 +31,7 @@ from glscl.checkpoint import load_checkpoint
 from glscl.model import TextEncoding, VideoEncoding
 from glscl.similarity import pooling_weights
 from schemas.catalog import Catalog, sql_string, stored_version
+from schemas.rows import dense
 from schemas.store import is_local, local_path
 from schemas.tables import (
     INDEX_FILTER_COLUMNS,
@@ -41,7 +42,6 @@ from schemas.tables import (
     stored_segment_columns,
     video_index_name,
 )
-from workers.features import dense
 from workers.index.ann_vectors import query_vectors, stored_ann
 from workers.index.packed_encodings import packed_slots, unpack_encodings
 from workers.index.projection import load_projection

@@ -1,5 +1,6 @@
-"""Turn stage outputs into Arrow tables with the catalogue's schemas (columnar, no per-row Python objects for
-the feature arrays)."""
+"""Arrow row conversions, both ways: stage outputs into tables with the catalogue's schemas (columnar, no per-row
+Python objects for the feature arrays), and stored list columns back into dense numpy arrays. numpy and pyarrow
+only, like the rest of schemas/."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 
@@ -102,3 +104,11 @@ def texts_table(batch: dict[str, np.ndarray], model_id: str, max_words: int, run
         "run_id": pa.array([run_id] * count, pa.string()),
     }
     return pa.Table.from_pydict(columns, schema=schema)
+
+
+def dense(column: pa.ChunkedArray | pa.Array, rows: int, *shape: int, dtype=np.float32) -> np.ndarray:
+    """A list (of fixed-size lists) column with equal lengths per row, as one [rows, *shape] array."""
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+        values = pc.list_flatten(values)
+    return values.to_numpy(zero_copy_only=False).astype(dtype).reshape(rows, *shape)
