@@ -111,16 +111,17 @@ def test_openais_torchscript_archive_ingests_and_fine_tunes(user, dataset, tmp_p
     assert (found.format, found.quick_gelu) == ("torchscript", True)
 
     db = tmp_path / "db"
-    done = ingest(user, dataset, db, "ViT-B-32", archive)
+    done = ingest(user, dataset, db, "ViT-B-32", archive, splits=("train",))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "built as ViT-B-32-quickgelu although ViT-B-32 was named" in json.loads(done.stdout)["backbone"]
     assert {i.split("@")[0] for i in stored_model_ids(db, "frames")} == {"ViT-B-32-quickgelu"}
 
     train = ["--db", str(db), "--model", "ViT-B-32", "--pretrained", str(archive), "--mode", "full"]
     out = tmp_path / "train"
-    done = glscl(user.env, "train", *train, "--batch-size", "2", "--epochs", "1", "--output", str(out), "--json")
+    args = ["--batch-size", "2", "--epochs", "1", "--val-split=", "--output", str(out), "--json"]
+    done = glscl(user.env, "train", *train, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
     assert summary["steps"] == 2
-    recorded = json.loads((out / "best" / "config.json").read_text())["extra"]
+    recorded = json.loads((Path(summary["checkpoint"]) / "config.json").read_text())["extra"]
     assert recorded["backbone_model_id"].startswith("ViT-B-32-quickgelu@file-")
