@@ -46,16 +46,15 @@ from glscl.scoring_cost.timing import cpu_name
 from glscl.search_vectors import fill_absent_segments
 from pipelines.cli.options import add_ann_options, ann_options
 from schemas.catalog import Catalog
-from schemas.rows import multivector_array, vector_array
 from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.index.ann_vectors import segment_vectors
 from workers.index.config import VECTOR_INDEX_TYPES, AnnConfig
 from workers.index.indexes import ensure_indexes, index_health
-from workers.index.packed_encodings import pack_encodings, packed_slots, unpack_encodings
+from workers.index.packed_encodings import packed_slots, unpack_encodings
 from workers.index.projection import Projection, save_projection
 from workers.index.segment_rows import ensure_segment_rows
-from workers.index.video_index import SEARCH_VECTOR, project_rows
+from workers.index.video_index import project_rows, video_index_table
 from workers.plots import new_figure, save_figure
 from workers.search.candidates.base import ALL_PARTITIONS
 from workers.search.config import SearchConfig
@@ -236,25 +235,23 @@ class StoredSource:
 
 
 def _rows(ids: range, video: VideoEncoding, segments: torch.Tensor) -> pa.Table:
-    """Unprojected rows (segment vectors [N, S, W] in the `SEARCH_VECTOR` column), as `index_rows` builds them."""
+    """Unprojected rows (segment vectors [N, S, W] in the `SEARCH_VECTOR` column), built by the product's own
+    `video_index_table` from synthetic metadata."""
     n, slots = video.mask.shape
-    timestamps = np.tile(np.arange(slots, dtype=np.float32), (n, 1))
     stamp = pa.array([time.time_ns() // 1000] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
-    columns = {
-        "video_id": pa.array([f"syn{i:09d}" for i in ids]),
-        "dataset": pa.array(["synthetic"] * n),
-        "split": pa.array(["val" if i % 2 else "test" for i in ids]),
-        "source_path": pa.array([""] * n),
-        "duration_s": pa.array(np.full(n, float(slots))),
-        "ingested_at": stamp,
-        "text": pa.array([f"synthetic video {i}" for i in ids]),
-        "encodings": pack_encodings(video),
-        "timestamps": vector_array(timestamps),
-        "indexed_at": stamp,
-        "run_id": pa.array(["search-bench"] * n),
-        SEARCH_VECTOR: multivector_array(segments.numpy()),
-    }
-    return pa.table(columns)
+    meta = pa.table(
+        {
+            "video_id": pa.array([f"syn{i:09d}" for i in ids]),
+            "dataset": pa.array(["synthetic"] * n),
+            "split": pa.array(["val" if i % 2 else "test" for i in ids]),
+            "source_path": pa.array([""] * n),
+            "duration_s": pa.array(np.full(n, float(slots))),
+            "ingested_at": stamp,
+        }
+    )
+    timestamps = np.tile(np.arange(slots, dtype=np.float32), (n, 1))
+    texts = [f"synthetic video {i}" for i in ids]
+    return video_index_table(meta, texts, video, timestamps, segments.numpy(), "search-bench")
 
 
 def load_or_build(config: SearchBenchConfig, size: int, source: GallerySource) -> dict:

@@ -16,6 +16,7 @@ import torch
 from lancedb.table import Table
 
 from glscl.checkpoint import load_checkpoint, recorded_extras
+from glscl.model import VideoEncoding
 from glscl.search_vectors import fill_absent_segments
 from schemas.catalog import Catalog, sql_in, sql_string
 from schemas.rows import dense, multivector_array, now_utc, vector_array
@@ -170,21 +171,27 @@ def index_rows(shard: IndexShard) -> pa.Table:
     meta = meta.take(pa.array([order[vid] for vid in ids], pa.int64()))
     texts = caption_texts(catalog, ids)
     titles = [Path(path).stem if path else "" for path in meta["source_path"].to_pylist()]
-    n = len(ids)
+    searchable = [f"{title}. {texts[vid]}".strip(". ") for title, vid in zip(titles, ids, strict=True)]
+    segments = fill_absent_segments(vectors, present).numpy()
+    return video_index_table(meta, searchable, encoded, videos.timestamps, segments, shard.run_id)
+
+
+def video_index_table(
+    meta: pa.Table, texts: list[str], encoded: VideoEncoding, timestamps: np.ndarray, segments: np.ndarray, run_id: str
+) -> pa.Table:
+    """Video index rows before projection, from their parts: the videos' metadata (`INDEX_FILTER_COLUMNS`, in
+    row order), searchable text, GLSCL encodings (packed), frame times and unprojected segment vectors [N, S, W].
+    The one builder of these rows, for the index flow and the benchmarks' synthetic galleries."""
+    n = meta.num_rows
     return pa.table(
         {
-            "video_id": pa.array(ids, pa.string()),
-            "dataset": meta["dataset"],
-            "split": meta["split"],
-            "source_path": meta["source_path"],
-            "duration_s": meta["duration_s"],
-            "ingested_at": meta["ingested_at"],
-            "text": pa.array([f"{title}. {texts[vid]}".strip(". ") for title, vid in zip(titles, ids, strict=True)]),
+            **{column: meta[column] for column in INDEX_FILTER_COLUMNS},
+            "text": pa.array(texts, pa.string()),
             "encodings": pack_encodings(encoded),
-            "timestamps": vector_array(videos.timestamps, np.float32),
-            SEARCH_VECTOR: multivector_array(fill_absent_segments(vectors, present).numpy()),
+            "timestamps": vector_array(timestamps, np.float32),
+            SEARCH_VECTOR: multivector_array(segments),
             "indexed_at": pa.array([now_utc()] * n, pa.timestamp("us", tz="UTC")),
-            "run_id": pa.array([shard.run_id] * n, pa.string()),
+            "run_id": pa.array([run_id] * n, pa.string()),
         }
     )
 
