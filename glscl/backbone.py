@@ -32,17 +32,18 @@ class Backbone:
         # Random weights come from the config's seed, drawn from a forked RNG: loading a backbone must not reset
         # the caller's stream (a training run seeds its head before it loads the backbone for order negatives).
         cuda = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda, device_type="cuda"), _quiet_about_random_init(config):
+        from_file = config.weight_file is not None  # loaded below, by glscl.weights, not by open_clip
+        with torch.random.fork_rng(devices=cuda, device_type="cuda"), _quiet_about_random_init(from_file):
             torch.manual_seed(config.seed)
             model = open_clip.create_model(
                 config.model_name,
-                pretrained=None if config.weight_file else config.pretrained,
+                pretrained=None if from_file else config.pretrained,
                 precision=config.precision,
                 device=self.device,
                 force_quick_gelu=config.quick_gelu,
-                require_pretrained=not config.is_random and not config.weight_file,
+                require_pretrained=not config.is_random and not from_file,
             )
-        if config.weight_file:
+        if from_file:
             load_weight_file(model, config)
         self.model = model.eval()
         self.tokenizer = open_clip.get_tokenizer(config.model_name)
@@ -153,10 +154,10 @@ class _NoRandomInitWarning(logging.Filter):
 
 
 @contextmanager
-def _quiet_about_random_init(config: BackboneConfig) -> Iterator[None]:
+def _quiet_about_random_init(from_file: bool) -> Iterator[None]:
     """Drop open_clip's "initialized randomly" warning while a network whose weights come from a local file is built
     (they are loaded right after, by `load_weight_file`); it would tell the user the opposite of what happens."""
-    quiet = _NoRandomInitWarning() if config.weight_file else None
+    quiet = _NoRandomInitWarning() if from_file else None
     root = logging.getLogger()
     if quiet:
         root.addFilter(quiet)
@@ -175,7 +176,7 @@ def load_weight_file(model: torch.nn.Module, config: BackboneConfig) -> None:
 def check_weight_file(config: BackboneConfig) -> None:
     """Read a local weight file and check it fits the named network, before a run writes anything: the network is
     built on the meta device (no memory, no time), so only the file's own read costs."""
-    if not config.weight_file:
+    if config.weight_file is None:
         return
     with torch.device("meta"):
         model = open_clip_registry().create_model(

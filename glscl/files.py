@@ -9,10 +9,16 @@ from pathlib import Path
 
 def file_sha256(path: str | Path) -> str:
     """sha256 (hex) of a file's bytes, read in chunks so a large video or checkpoint is never in memory whole.
-    Remembered per (path, size, modification time): a model id names a 600 MB weight file, and is asked for often."""
+    Remembered per `file_version`: a model id names a 600 MB weight file, and is asked for often."""
+    return _sha256(*file_version(path))
+
+
+def file_version(path: str | Path) -> tuple[str, int, int]:
+    """(resolved path, size, modification time in ns): a key under which what is read from a file can be remembered
+    until the file changes. Raises OSError for a file that cannot be read."""
     file = Path(path).resolve()
     stat = file.stat()
-    return _sha256(str(file), stat.st_size, stat.st_mtime_ns)
+    return str(file), stat.st_size, stat.st_mtime_ns
 
 
 def check_checkpoint_folder(path: str | Path) -> None:

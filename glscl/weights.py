@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glscl.files import file_version
+
 if TYPE_CHECKING:
     import torch
 
@@ -54,14 +56,13 @@ class WeightFile:
 
 def inspect_weights(path: str | Path) -> WeightFile:
     """The format of `path` and the activation its weights were trained with, where the file tells; cached per
-    (path, size, modification time), since configs ask for it often. Raises WeightFileError for a file that is no
+    `file_version`, since configs ask for it often. Raises WeightFileError for a file that is no
     weight file of any known format (truncated, or something else)."""
-    file = Path(path)
     try:
-        stat = file.stat()
+        version = file_version(path)
     except OSError as error:
         raise WeightFileError(f"weight file {path}: cannot read it ({error.strerror or error})") from None
-    return _inspect(str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    return _inspect(*version)
 
 
 @functools.cache

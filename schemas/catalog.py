@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import lancedb
 import pyarrow as pa
 
-from schemas.store import StoreConfig, is_local, local_path
+from schemas.store import StoreConfig, missing_locally
 from schemas.tables import ALL_TABLES, EMBED_DIM_KEY, SCHEMA_VERSION_KEY, VIDEO_OK, VIDEOS, TableSpec
 
 
@@ -165,7 +165,7 @@ def sql_in(column: str, values: list[str]) -> str:
 def check_splits(store: StoreConfig, *splits: str) -> None:
     """Fail, naming what the database holds, when it does not exist (a local folder is not created here), holds no
     ingested video, or has none in one of `splits`."""
-    if is_local(store.uri) and not local_path(store.uri).is_dir():
+    if missing_locally(store.uri):
         raise MissingDataError(f"no database at {store.uri}: name the one `glscl ingest` wrote with --db")
     catalog = Catalog(store)
     if not catalog.exists(VIDEOS):

@@ -28,6 +28,12 @@ def local_path(uri: str) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
+def missing_locally(uri: str) -> bool:
+    """Whether the database is a local folder that does not exist: a reader must not connect (LanceDB would create
+    it) but say so. A database elsewhere is taken to exist."""
+    return is_local(uri) and not local_path(uri).is_dir()
+
+
 def holds_table(database: Path, name: str) -> bool:
     """Whether the local LanceDB folder has a table called `name` (its `name.lance` folder), without opening it."""
     return (database / f"{name}.lance").is_dir()

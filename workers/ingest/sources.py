@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,39 +78,54 @@ def check_source(source: str | Path, options: SourceOptions) -> None:
     is of a known kind, a folder holds at least one video, an annotation file has its video root. Reading it whole
     (`read_source`) checks the rest."""
     path = Path(source)
-    if path.is_dir():
-        if not any(p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS for p in path.rglob("*")):
-            raise SourceError(f"no videos found in {path}; looked for {looked_for()} (recursively)")
-        return
-    if not path.is_file():
-        raise SourceError(f"{path}: no such file or folder")
-    suffix = path.suffix.lower()
-    if suffix == ".json":
-        if options.video_root is None:
-            raise SourceError(f"{path}: an ActivityNet annotation file needs --video-root (the folder of its videos)")
-        if not Path(options.video_root).is_dir():
-            raise SourceError(f"{options.video_root}: the video root is not a folder")
-    elif suffix not in MANIFEST_EXTENSIONS:
-        raise SourceError(f"{path}: not a folder, a manifest ({', '.join(MANIFEST_EXTENSIONS)}) or an annotation .json")
+    kind = _kind(path, options)
+    if kind == "folder" and next(_video_paths(path), None) is None:
+        raise _no_videos(path)
+    if kind == "annotations":
+        _check_video_root(Path(options.video_root))
 
 
 def _read_any(path: Path, options: SourceOptions) -> Collection:
     split = options.split
-    if path.is_dir():
+    kind = _kind(path, options)
+    if kind == "folder":
         return read_folder(path, split or "all")
+    if kind == "manifest":
+        return read_manifest(path, split)
+    return read_activitynet(path, Path(options.video_root), split)
+
+
+def _kind(path: Path, options: SourceOptions) -> str:
+    """ "folder", "manifest" or "annotations" (an ActivityNet .json, which needs a video root); else a SourceError."""
+    if path.is_dir():
+        return "folder"
     if not path.is_file():
         raise SourceError(f"{path}: no such file or folder")
     if path.suffix.lower() in MANIFEST_EXTENSIONS:
-        return read_manifest(path, split)
+        return "manifest"
     if path.suffix.lower() == ".json":
         if options.video_root is None:
             raise SourceError(f"{path}: an ActivityNet annotation file needs --video-root (the folder of its videos)")
-        return read_activitynet(path, Path(options.video_root), split)
+        return "annotations"
     raise SourceError(f"{path}: not a folder, a manifest ({', '.join(MANIFEST_EXTENSIONS)}) or an annotation .json")
 
 
+def _video_paths(root: Path) -> Iterator[Path]:
+    """Video files under `root` (recursive, common containers), in the order the file system lists them."""
+    return (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+
+
 def _video_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    return sorted(_video_paths(root))
+
+
+def _no_videos(root: Path) -> SourceError:
+    return SourceError(f"no videos found in {root}; looked for {looked_for()} (recursively)")
+
+
+def _check_video_root(root: Path) -> None:
+    if not root.is_dir():
+        raise SourceError(f"{root}: the video root is not a folder")
 
 
 def absolute(path: Path) -> str:
@@ -128,7 +144,7 @@ def read_folder(root: Path, split: str) -> Collection:
     without any is an error: an ingest that finds nothing has most likely been pointed at the wrong folder."""
     files = _video_files(root)
     if not files:
-        raise SourceError(f"no videos found in {root}; looked for {looked_for()} (recursively)")
+        raise _no_videos(root)
     videos = [
         VideoItem(absolute(p), str(p.relative_to(root).with_suffix("")), root.resolve().name, split) for p in files
     ]
@@ -199,8 +215,7 @@ def _check_entry(path: Path, video_id: str, entry: object) -> tuple[float, list[
 
 
 def _index_videos(root: Path) -> dict[str, Path]:
-    if not root.is_dir():
-        raise SourceError(f"{root}: the video root is not a folder")
+    _check_video_root(root)
     index: dict[str, Path] = {}
     for file in _video_files(root):
         index.setdefault(file.stem, file)

@@ -32,7 +32,7 @@ from glscl.model import TextEncoding, VideoEncoding
 from glscl.similarity import pooling_weights
 from schemas.catalog import Catalog, sql_string, stored_version
 from schemas.rows import dense
-from schemas.store import is_local, local_path
+from schemas.store import missing_locally
 from schemas.tables import (
     INDEX_FILTER_COLUMNS,
     INDEX_HIT_COLUMNS,
@@ -110,7 +110,7 @@ class Searcher:
             torch.set_num_threads(config.torch_threads)
         self.model, self.model_config, meta = load_checkpoint(config.checkpoint)
         extra = meta.get("extra", {})
-        if is_local(config.store.uri) and not local_path(config.store.uri).is_dir():  # connecting would create it
+        if missing_locally(config.store.uri):
             raise SearchError(f"no database at {config.store.uri}: name the one `glscl index` wrote with --db")
         cache = None if config.index_cache_gb is None else int(config.index_cache_gb * 2**30)
         self.catalog = Catalog.with_index_cache(config.store, cache)
