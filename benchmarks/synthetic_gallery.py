@@ -45,6 +45,7 @@ class GalleryConfig:
     split: str = "val_1"
     seed: int = 0
     batch: int = 1024
+    model_id: str = MODEL_ID
 
 
 def _batch(config: GalleryConfig, rng: np.random.Generator, start: int, stop: int) -> tuple[dict, dict, list, list]:
@@ -113,14 +114,14 @@ def build_gallery(config: GalleryConfig) -> Path:
         catalog.merge(VIDEOS, videos_table(videos, "synthetic-gallery"))
         catalog.merge(CAPTIONS, captions_table(captions, "synthetic-gallery"))
         catalog.merge(
-            FRAMES, frames_table(frame_batch, MODEL_ID, recipe, SAMPLING_HASH, "synthetic-gallery"), config.dim
+            FRAMES, frames_table(frame_batch, config.model_id, recipe, SAMPLING_HASH, "synthetic-gallery"), config.dim
         )
-        catalog.merge(TEXTS, texts_table(text_batch, MODEL_ID, config.words, "synthetic-gallery"), config.dim)
+        catalog.merge(TEXTS, texts_table(text_batch, config.model_id, config.words, "synthetic-gallery"), config.dim)
         print(f"{high}/{config.videos} videos written ({time.perf_counter() - start:.1f} s)", flush=True)
     torch.manual_seed(config.seed)
     model_config = GLSCLConfig(embed_dim=config.dim, max_frames=config.frames, max_words=config.words)
     extra = {
-        "backbone_model_id": MODEL_ID,
+        "backbone_model_id": config.model_id,
         "sampling_hash": SAMPLING_HASH,
         "max_words": config.words,
         "kind": CAPTION_PARAGRAPH,
@@ -144,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         value = getattr(defaults, name)
         parser.add_argument(f"--{name}", type=int, default=value, help=f"{what} (default {value})")
     parser.add_argument("--split", default=defaults.split, help=f"split name of the rows (default {defaults.split})")
+    parser.add_argument(
+        "--model-id",
+        default=defaults.model_id,
+        help=f"backbone model id the rows are stored under (default {defaults.model_id}); a backbone's id, e.g. "
+        "glscl-tiny@random-seed0, lets `glscl train --model glscl-tiny` train on the gallery",
+    )
     return parser
 
 
@@ -151,7 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry."""
     args = build_parser().parse_args(argv)
     checkpoint = build_gallery(
-        GalleryConfig(args.db, args.videos, args.frames, args.dim, args.words, args.split, args.seed)
+        GalleryConfig(
+            args.db, args.videos, args.frames, args.dim, args.words, args.split, args.seed, model_id=args.model_id
+        )
     )
     print(f"checkpoint: {checkpoint}")
 

@@ -4,8 +4,9 @@ that fixes every global batch by (seed, epoch, step), plus the independent rando
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -55,6 +56,34 @@ class Batch(NamedTuple):
             return Batch(self.videos.to(device), self.texts.to(device))
         valid = self.negative_valid.to(device, non_blocking=True)
         return Batch(self.videos.to(device), self.texts.to(device), self.negatives.to(device), valid)
+
+
+class Pairs(Protocol):
+    """What a trainer draws batches from and evaluates on: `PairData` in memory, or a reader that takes each
+    batch's rows from storage (`workers.train.table_pairs`). Text i describes video `text_to_video[i]`."""
+
+    text_to_video: Tensor
+
+    @property
+    def mode(self) -> Mode:
+        """'head' (CLIP features) or 'full' (frames and token ids)."""
+
+    @property
+    def num_videos(self) -> int:
+        """Nv."""
+
+    @property
+    def num_texts(self) -> int:
+        """Nt."""
+
+    def video_input(self, index: Tensor | np.ndarray | slice) -> VideoInput:
+        """The videos at `index`."""
+
+    def text_input(self, index: Tensor | np.ndarray | slice) -> TextInput:
+        """The texts at `index`."""
+
+    def pairs(self, video_index: Tensor | np.ndarray, text_index: Tensor | np.ndarray) -> Batch:
+        """A batch whose text i is `text_index[i]` and video i is `video_index[i]`."""
 
 
 @dataclass
@@ -237,6 +266,14 @@ class PairSampler:
         rng = np.random.default_rng(_seed_words(self.seed, _TEXT_STREAM, epoch, step))
         choice = rng.integers(0, self.counts[videos])
         return videos, self.texts_by_video[self.offsets[videos] + choice]
+
+
+def rank_batches(data: Pairs, sampler: PairSampler, local: slice, start: int, stop: int) -> Iterator[Batch]:
+    """This rank's slice (`local`) of the global batches of steps [start, stop), read from `data` in step order:
+    the trainer's default stream; `workers.train.stream` yields the same batches read ahead by Ray Data."""
+    for step in range(start, stop):
+        videos, texts = sampler.batch(*divmod(step, sampler.steps_per_epoch))
+        yield data.pairs(videos[local], texts[local])
 
 
 def dropout_seed(seed: int, rank: int, step: int) -> int:

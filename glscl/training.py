@@ -11,7 +11,7 @@ in DistributedDataParallel.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from glscl.checkpoint import read_training_state, write_training_state
 from glscl.config import DEFAULT_BLOCK, GLSCLConfig, Mode, TrainConfig
-from glscl.data import Batch, PairData, PairSampler, TextInput, VideoInput, dropout_seed
+from glscl.data import Batch, Pairs, PairSampler, TextInput, VideoInput, dropout_seed, rank_batches
 from glscl.distributed import ScaleGrad
 from glscl.losses import GLSCLLoss
 from glscl.metrics import both_directions
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 Gather = Callable[[Tensor], Tensor]
 Callback = Callable[[dict[str, Any]], None]
+# This rank's batches of steps [start, stop): (data, sampler, local slice, start, stop) -> batches in step order.
+BatchStream = Callable[[Pairs, PairSampler, slice, int, int], Iterator[Batch]]
 
 # Backbone parameters frozen in full mode: CLIP's own logit scale/bias are unused (GLSCL has its own, and DDP
 # rejects parameters without gradients); the patch-embedding conv is frozen as in the paper.
@@ -271,19 +273,21 @@ class Trainer:
 
     def fit(
         self,
-        data: PairData,
-        val_data: PairData | None = None,
+        data: Pairs,
+        val_data: Pairs | None = None,
         *,
         on_log: Callback | None = None,
         on_eval: Callback | None = None,
         on_checkpoint: Callback | None = None,
         on_step: Callback | None = None,
         max_steps: int | None = None,
+        stream: BatchStream = rank_batches,
     ) -> list[dict[str, float]]:
         """Train from the current step to the end (or to global step `max_steps`); returns per-epoch throughput.
 
         `on_step` gets {step, epoch, epochs, stop} after every optimiser step (a progress display's hook; `stop` is
-        the step training ends at). `on_log` gets step records every `log_every` steps and an epoch record (with
+        the step training ends at). `stream` reads this rank's batches (default: from `data`, one step at a time).
+        `on_log` gets step records every `log_every` steps and an epoch record (with
         pairs/s) at each epoch end.
         At each epoch end and every `eval_every` steps, `val_data` (if any) is evaluated and passed to `on_eval`,
         then `on_checkpoint` gets {step, epoch, metrics}; a run stopped by `max_steps` between those points gets one
@@ -301,11 +305,11 @@ class Trainer:
         per_rank = cfg.batch_size // self.world_size
         local = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         seconds, steps, checkpointed = 0.0, 0, self.step
+        batches = stream(data, sampler, local, self.step, stop)
         while self.step < stop:
-            epoch, index = divmod(self.step, sampler.steps_per_epoch)
-            videos, texts = sampler.batch(epoch, index)
+            epoch = self.step // sampler.steps_per_epoch
             start = time.perf_counter()
-            terms = self.train_step(data.pairs(videos[local], texts[local]))
+            terms = self.train_step(next(batches))
             seconds, steps = seconds + time.perf_counter() - start, steps + 1
             if on_step:
                 on_step({"step": self.step, "epoch": epoch, "epochs": cfg.epochs, "stop": stop})
@@ -323,8 +327,8 @@ class Trainer:
         return self.epoch_stats
 
     def _record_epoch(self, epoch: int, steps: int, seconds: float, on_log: Callback | None) -> None:
-        """Store (and log) the epoch's training throughput in global pairs per second, evaluation excluded, and the
-        number of ranks that shared it."""
+        """Store (and log) the epoch's training throughput in global pairs per second (reading the batches
+        included, evaluation excluded) and the number of ranks that shared it."""
         pairs = steps * self.train_config.batch_size
         stats = {"epoch": epoch, "steps": steps, "pairs": pairs, "seconds": seconds, "pairs_per_s": pairs / seconds}
         stats["world_size"] = self.world_size
@@ -333,7 +337,7 @@ class Trainer:
             on_log({"event": "epoch", "step": self.step, **stats})
 
     def _checkpoint_point(
-        self, epoch: int, val_data: PairData | None, on_eval: Callback | None, on_checkpoint: Callback | None
+        self, epoch: int, val_data: Pairs | None, on_eval: Callback | None, on_checkpoint: Callback | None
     ) -> None:
         """Evaluate (if there is validation data), then hand the point to the callbacks."""
         metrics = None if val_data is None else self.evaluate(val_data)
@@ -344,7 +348,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(
-        self, data: PairData, block_size: int | tuple[int, int] = DEFAULT_BLOCK, batch_size: int | None = None
+        self, data: Pairs, block_size: int | tuple[int, int] = DEFAULT_BLOCK, batch_size: int | None = None
     ) -> dict[str, dict[str, float]]:
         """Retrieval metrics on `data` ({"t2v": ..., "v2t": ...}): each item is encoded once, pairs scored in blocks.
 

@@ -17,7 +17,7 @@ from schemas.store import StoreConfig
 from workers.index.config import AnnConfig
 from workers.ingest.sampling import SamplingConfig
 from workers.ingest.sources import SourceOptions
-from workers.ray_config import RayConfig
+from workers.ray_config import RayConfig, StreamConfig
 from workers.synthetic.videos import SyntheticConfig
 
 DEFAULT_RETENTION = timedelta(days=7)
@@ -60,6 +60,7 @@ class TrainFlowConfig:
     output_dir: str = "./data/runs/train"
     workers: int = 1
     ray: RayConfig = field(default_factory=RayConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
     max_steps: int | None = None
 
     def head(self, embed_dim: int, frames: int) -> GLSCLConfig:

@@ -19,10 +19,11 @@ from pipelines.artifacts import publish_summary
 from pipelines.configs import TrainFlowConfig
 from pipelines.runs import RunRecorder
 from schemas.catalog import Catalog
-from workers.features import FeatureQuery, read_split
+from workers.features import FeatureQuery
 from workers.plots import plot_training_curves
 from workers.ray_jobs import cluster_has_gpu, ensure_ray
 from workers.train.baselines import baseline_metrics
+from workers.train.split_rows import locate_split
 from workers.train.worker import TrainJob, ray_train, run_outcome, train_worker
 
 
@@ -75,21 +76,22 @@ def _query(config: TrainFlowConfig, split: str) -> FeatureQuery:
 
 @task(cache_policy=NO_CACHE)
 def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
-    """Check that the split's features exist and size the head to them."""
-    features = read_split(Catalog(config.store), _query(config, config.split))
+    """Check that the split's features exist and size the head to them (reading row addresses, not features)."""
+    rows = locate_split(Catalog(config.store), _query(config, config.split))
     get_run_logger().info(
-        "train split %r: %d videos x %d frames, %d %s texts",
+        "train split %r: %d videos x %d frames, %d %s texts (%.1f GB of features, streamed)",
         config.split,
-        features.num_videos,
-        features.video_feats.shape[1],
-        features.num_texts,
+        rows.num_videos,
+        rows.num_frames,
+        rows.num_texts,
         config.kind,
+        rows.feature_bytes / 1e9,
     )
-    model = config.head(features.video_feats.shape[2], features.video_feats.shape[1])
+    model = config.head(rows.dim, rows.num_frames)
     extra = {
         "backbone_model_id": config.backbone.model_id,
         "backbone": asdict(config.backbone),
-        "sampling_hash": features.sampling_hash,
+        "sampling_hash": rows.sampling_hash,
         "max_words": config.max_words,
         "kind": config.kind,
         "recipe": config.recipe,
@@ -105,15 +107,17 @@ def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
         output_dir=config.output_dir,
         max_steps=config.max_steps,
         extra=extra,
+        stream=config.stream,
     )
 
 
 @task(cache_policy=NO_CACHE)
 def run_training(config: TrainFlowConfig, job: TrainJob) -> list[dict]:
-    """Train in this process (one worker) or on Ray Train workers; either resumes from the run's state."""
+    """Train in this process (one worker) or on Ray Train workers; either resumes from the run's state and
+    reads its batches through Ray Data."""
+    ensure_ray(config.ray)
     if config.workers <= 1:
         return train_worker(job)
-    ensure_ray(config.ray)
     return ray_train(job, config.workers, use_gpu=cluster_has_gpu())
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import lancedb
+import numpy as np
 import pyarrow as pa
 
 from schemas.store import StoreConfig, missing_locally
 from schemas.tables import ALL_TABLES, EMBED_DIM_KEY, SCHEMA_VERSION_KEY, VIDEO_OK, VIDEOS, TableSpec
+
+ROW_ID = "_rowid"  # LanceDB's row id column, as `with_row_id` names it
 
 
 class SchemaVersionError(RuntimeError):
@@ -96,6 +99,13 @@ class Catalog:
             query = query.where(where)
         return query.to_arrow()
 
+    def snapshot(self, spec: TableSpec, version: int | None = None) -> lancedb.table.Table:
+        """The table fixed at `version` (None: its current one): rows and row ids stay where they are for a reader
+        that holds it, whatever is appended or compacted later, until `glscl maintain` prunes that version."""
+        table = self.open_existing(spec)
+        table.checkout(table.version if version is None else version)
+        return table
+
     def versions(self) -> dict[str, int]:
         """The current version of every glscl table present, for run reports."""
         present = set(self.table_names())
@@ -127,6 +137,25 @@ class Catalog:
         return MergeOutcome(
             spec.name, result.num_inserted_rows, result.num_updated_rows, result.version, result.num_attempts
         )
+
+
+def scan_row_ids(table: lancedb.table.Table, columns: list[str], where: str | None = None) -> pa.Table:
+    """Some columns of the matching rows plus `ROW_ID`, each row's address for `take_rows`."""
+    query = table.search().select(columns).with_row_id(True)
+    return (query.where(where) if where else query).to_arrow()
+
+
+def take_rows(table: lancedb.table.Table, row_ids: np.ndarray, columns: list[str]) -> pa.Table:
+    """The rows at `row_ids` (repeats allowed), in that order: LanceDB returns a take in its own order, so the rows
+    are put back in the order asked for."""
+    wanted = np.asarray(row_ids, dtype=np.uint64)
+    unique = np.unique(wanted)
+    rows = table.take_row_ids(unique.tolist()).select(columns).with_row_id().to_arrow()
+    got = rows[ROW_ID].to_numpy()
+    if len(got) != len(unique):
+        raise KeyError(f"{len(unique) - len(got)} of {len(unique)} row ids are not in table version {table.version}")
+    order = np.argsort(got)
+    return rows.take(pa.array(order[np.searchsorted(got, wanted, sorter=order)]))
 
 
 def stored_version(schema: pa.Schema) -> str:

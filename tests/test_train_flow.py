@@ -12,10 +12,14 @@ import pytest
 import torch
 from conftest import ingest_synthetic
 from safetensors.torch import load_file
+from tiny_glscl import tiny_config
 
 from glscl.backbone import Backbone
 from glscl.backbone_config import TINY_MODEL, BackboneConfig
 from glscl.config import TrainConfig
+from glscl.data import PairData, rank_batches
+from glscl.model import GLSCL
+from glscl.training import Trainer, TrainModule
 from pipelines.cli import main
 from pipelines.configs import DEMO_FRAMES, DEMO_MAX_WORDS, IngestConfig, TrainFlowConfig
 from pipelines.ingest import ingest_flow
@@ -25,6 +29,10 @@ from schemas.tables import CAPTIONS
 from workers.features import FeatureQuery, read_split
 from workers.ingest.sampling import SamplingConfig
 from workers.ingest.sources import SourceOptions
+from workers.ray_config import StreamConfig
+from workers.train.split_rows import locate_split
+from workers.train.stream import ray_batches
+from workers.train.table_pairs import TablePairs
 from workers.train.worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, order_negative_texts
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
@@ -83,6 +91,36 @@ def test_stopped_run_resumes_to_the_unbroken_result(store, tmp_path):
     resumed = load_file(str(tmp_path / "resumed" / "state" / "training_state.safetensors"))
     assert unbroken.keys() == resumed.keys()
     assert all((unbroken[k] == resumed[k]).all() for k in unbroken)
+
+
+def test_streamed_batches_train_as_the_in_memory_pairs_do(store):
+    # The stream reads each step's rows from the tables through Ray Data reader actors; the seeded sampler fixes
+    # which pairs, so the losses follow training on the whole split held in memory. Sentences: several captions
+    # per video, one drawn per video and step.
+    query = FeatureQuery("train", BackboneConfig().model_id, DEMO_MAX_WORDS, "sentence")
+    features = read_split(Catalog(store), query)
+    in_memory = PairData(
+        features.video_feats,
+        features.video_mask,
+        features.tokens,
+        features.text_to_video,
+        features.sentence,
+        features.token_mask,
+    )
+    streamed = TablePairs(locate_split(Catalog(store), query))
+    assert streamed.num_texts == in_memory.num_texts > streamed.num_videos == 16
+    config, train = (
+        tiny_config(embed_dim=features.video_feats.shape[2]),
+        TrainConfig(epochs=2, batch_size=8, seed=4, log_every=1),
+    )
+    losses = {}
+    for name, data, stream in (("memory", in_memory, rank_batches), ("stream", streamed, ray_batches(StreamConfig()))):
+        torch.manual_seed(0)
+        trainer = Trainer(TrainModule(GLSCL(config)), config, train)
+        trainer.fit(data, on_log=lambda record, name=name: losses.setdefault(name, []).append(record), stream=stream)
+    steps = {name: [r["total"] for r in records if r["event"] == "step"] for name, records in losses.items()}
+    assert len(steps["stream"]) == 4
+    np.testing.assert_allclose(steps["stream"], steps["memory"], rtol=1e-5)
 
 
 @pytest.mark.slow  # Ray Train starts two worker processes that each load the data and build the head

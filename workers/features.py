@@ -109,6 +109,11 @@ class TextFeatures:
     text_to_video: np.ndarray
 
 
+def frame_rows_where(query: FeatureQuery, sampling_hash: str) -> str:
+    """The filter of the `frames` rows a query reads: its backbone and sampling recipe."""
+    return f"model_id = {sql_string(query.model_id)} AND sampling_hash = {sql_string(sampling_hash)}"
+
+
 def gallery(catalog: Catalog, query: FeatureQuery) -> tuple[str, list[str]]:
     """The sampling hash and the sorted ids of the split's ok videos that have features: the gallery order
     every reader (and every evaluation shard) agrees on."""
@@ -118,11 +123,7 @@ def gallery(catalog: Catalog, query: FeatureQuery) -> tuple[str, list[str]]:
     )
     if videos.num_rows == 0:
         check_splits(catalog.store, query.split)
-    encoded = catalog.scan(
-        FRAMES,
-        ["video_id"],
-        f"model_id = {sql_string(query.model_id)} AND sampling_hash = {sql_string(sampling_hash)}",
-    )
+    encoded = catalog.scan(FRAMES, ["video_id"], frame_rows_where(query, sampling_hash))
     ids = sorted(set(videos["video_id"].to_pylist()) & set(encoded["video_id"].to_pylist()))
     return sampling_hash, ids[: query.limit_videos] if query.limit_videos is not None else ids
 
@@ -132,8 +133,7 @@ def read_videos(catalog: Catalog, query: FeatureQuery, sampling_hash: str, video
     frames = catalog.scan(
         FRAMES,
         ["video_id", "features", "frame_mask", "timestamps"],
-        f"model_id = {sql_string(query.model_id)} AND sampling_hash = {sql_string(sampling_hash)} AND "
-        + sql_in("video_id", video_ids),
+        f"{frame_rows_where(query, sampling_hash)} AND {sql_in('video_id', video_ids)}",
     )
     position = {vid: i for i, vid in enumerate(frames["video_id"].to_pylist())}
     frames = frames.take(pa.array([position[vid] for vid in video_ids], pa.int64()))
@@ -146,39 +146,54 @@ def read_videos(catalog: Catalog, query: FeatureQuery, sampling_hash: str, video
     )
 
 
-def read_texts(catalog: Catalog, query: FeatureQuery, video_ids: list[str]) -> TextFeatures:
-    """The split's texts of `query.kind` whose video is in `video_ids`, ordered by video then sentence order."""
-    captions = catalog.scan(
-        CAPTIONS,
-        ["caption_id", "video_id", "order"],
-        f"split = {sql_string(query.split)} AND kind = {sql_string(query.kind)}",
-    )
+CAPTION_ORDER = ["caption_id", "video_id", "order"]  # the captions columns that fix the text order
+
+
+def caption_rows_where(query: FeatureQuery) -> str:
+    """The filter of the `captions` rows a query reads: its split and text kind."""
+    return f"split = {sql_string(query.split)} AND kind = {sql_string(query.kind)}"
+
+
+def text_rows_where(query: FeatureQuery) -> str:
+    """The filter of the `texts` rows a query reads: its backbone and text length."""
+    return f"model_id = {sql_string(query.model_id)} AND max_words = {int(query.max_words)}"
+
+
+def pair_texts(
+    captions: pa.Table, texts: pa.Table, video_ids: list[str], query: FeatureQuery, uri: str
+) -> tuple[pa.Table, pa.Table, np.ndarray]:
+    """The captions of `video_ids` that have a stored text, ordered by video then sentence order, with their
+    `texts` rows in the same order and each one's index in `video_ids`: the text order every reader agrees on."""
     captions = captions.filter(pc.is_in(captions["video_id"], pa.array(video_ids))).sort_by(
         [("video_id", "ascending"), ("order", "ascending")]
     )
-    texts = catalog.scan(
-        TEXTS,
-        ["caption_id", "vector", "tokens", "token_mask"],
-        f"model_id = {sql_string(query.model_id)} AND max_words = {int(query.max_words)}",
-    )
     texts = texts.filter(pc.is_in(texts["caption_id"], captions["caption_id"]))
     position = {cid: i for i, cid in enumerate(texts["caption_id"].to_pylist())}
-    caption_ids = [cid for cid in captions["caption_id"].to_pylist() if cid in position]
-    if not caption_ids:
+    kept = [i for i, cid in enumerate(captions["caption_id"].to_pylist()) if cid in position]
+    if not kept:
         raise FeaturesError(
             f"split {query.split!r} has no {query.kind} texts encoded by {query.model_id!r} with max_words "
-            f"{query.max_words} in {catalog.store.uri}"
+            f"{query.max_words} in {uri}"
         )
-    texts = texts.take(pa.array([position[cid] for cid in caption_ids], pa.int64()))
-    video_of = dict(zip(captions["caption_id"].to_pylist(), captions["video_id"].to_pylist(), strict=True))
+    captions = captions.take(pa.array(kept, pa.int64()))
+    texts = texts.take(pa.array([position[cid] for cid in captions["caption_id"].to_pylist()], pa.int64()))
     video_index = {vid: i for i, vid in enumerate(video_ids)}
+    text_to_video = np.array([video_index[vid] for vid in captions["video_id"].to_pylist()], dtype=np.int64)
+    return captions, texts, text_to_video
+
+
+def read_texts(catalog: Catalog, query: FeatureQuery, video_ids: list[str]) -> TextFeatures:
+    """The split's texts of `query.kind` whose video is in `video_ids`, ordered by video then sentence order."""
+    texts = catalog.scan(TEXTS, ["caption_id", "vector", "tokens", "token_mask"], text_rows_where(query))
+    captions = catalog.scan(CAPTIONS, CAPTION_ORDER, caption_rows_where(query))
+    _, texts, text_to_video = pair_texts(captions, texts, video_ids, query, catalog.store.uri)
     n = texts.num_rows
     return TextFeatures(
-        caption_ids=caption_ids,
+        caption_ids=texts["caption_id"].to_pylist(),
         sentence=dense(texts["vector"], n, -1),
         tokens=dense(texts["tokens"], n, query.max_words, -1),
         token_mask=dense(texts["token_mask"], n, query.max_words, dtype=bool),
-        text_to_video=np.array([video_index[video_of[cid]] for cid in caption_ids], dtype=np.int64),
+        text_to_video=text_to_video,
     )
 
 

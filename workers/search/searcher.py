@@ -30,7 +30,7 @@ from glscl.backbone_config import recorded_backbone
 from glscl.checkpoint import load_checkpoint
 from glscl.model import TextEncoding, VideoEncoding
 from glscl.similarity import pooling_weights
-from schemas.catalog import Catalog, sql_string, stored_version
+from schemas.catalog import ROW_ID, Catalog, sql_string, stored_version
 from schemas.rows import dense
 from schemas.store import missing_locally
 from schemas.tables import (
@@ -45,7 +45,7 @@ from schemas.tables import (
 from workers.index.ann_vectors import query_vectors, stored_ann
 from workers.index.packed_encodings import packed_slots, unpack_encodings
 from workers.index.projection import load_projection
-from workers.search.candidates.base import ALL_PARTITIONS, ROW_ID, CandidateStage, ProbeSettings
+from workers.search.candidates.base import ALL_PARTITIONS, CandidateStage, ProbeSettings
 from workers.search.candidates.choice import candidate_stages, stages_outdated
 from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql

@@ -13,7 +13,7 @@ from glscl.metrics import both_directions
 from glscl.training import Trainer, TrainModule
 from schemas.catalog import Catalog
 from workers.features import FeatureQuery, read_split
-from workers.train.worker import TrainJob, build_head, head_pairs
+from workers.train.worker import TrainJob, build_head, split_pairs
 
 
 def linear_baseline(catalog: Catalog, query: FeatureQuery, train: TrainConfig) -> LinearMeanPooling:
@@ -43,5 +43,5 @@ def baseline_metrics(job: TrainJob) -> dict[str, dict]:
         return {
             "mean pooling (no training)": both_directions(MeanPooling().score(sentence, frames, mask)),
             "mean pooling + linear (trained)": both_directions(linear.score(sentence, frames, mask)),
-            "GLSCL untrained head": untrained.evaluate(head_pairs(features)),
+            "GLSCL untrained head": untrained.evaluate(split_pairs(job, job.val_query, None)),
         }

@@ -1,10 +1,9 @@
-"""The training worker: read a split's features from LanceDB, build the GLSCL trainer, resume from the run's own
-state if there is one, train, and write checkpoints and history. A plain function, run in-process for one
-worker or by Ray Train (TorchTrainer, DDP over gloo/NCCL) for several."""
+"""The training worker: locate a split's rows in LanceDB, build the GLSCL trainer, resume from the run's own
+state if there is one, train on batches Ray Data streams from the tables, and write checkpoints and history. A
+plain function, run in-process for one worker or by Ray Train (TorchTrainer, DDP over gloo/NCCL) for several."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import statistics
 import time
@@ -12,7 +11,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import ray
 import ray.train
 import torch
@@ -23,17 +21,18 @@ from glscl.backbone import Backbone
 from glscl.backbone_config import BackboneConfig
 from glscl.checkpoint import STATE_JSON, save_backbone_weights, save_checkpoint
 from glscl.config import GLSCLConfig, TrainConfig
-from glscl.data import PairData, PairSampler, TextInput
+from glscl.data import PairSampler
 from glscl.distributed import all_gather_with_grad
-from glscl.model import GLSCL, encode_in_chunks, init_temporal_from_clip
+from glscl.model import GLSCL, init_temporal_from_clip
 from glscl.training import Trainer, TrainModule
-from schemas.catalog import Catalog, sql_in, sql_string
+from schemas.catalog import Catalog, sql_in
 from schemas.store import StoreConfig
-from schemas.tables import CAPTIONS, FRAMES, VIDEOS
-from workers.features import FeatureQuery, SplitFeatures, read_split, video_sentences
-from workers.ingest.decode import decode_frames
-from workers.ingest.sampling import SamplingConfig
+from workers.features import FeatureQuery, video_sentences
+from workers.ray_config import StreamConfig
 from workers.terminal import progress
+from workers.train.split_rows import SplitRows, locate_split
+from workers.train.stream import ray_batches
+from workers.train.table_pairs import FramePairs, OrderNegatives, TablePairs
 
 STATE_DIR = "state"
 LATEST_DIR = "checkpoint"
@@ -54,6 +53,7 @@ class TrainJob:
     output_dir: str
     max_steps: int | None = None
     extra: dict = field(default_factory=dict)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
 
 def build_head(config: GLSCLConfig, backbone_config: BackboneConfig, backbone: Backbone | None = None) -> GLSCL:
@@ -70,45 +70,18 @@ def build_head(config: GLSCLConfig, backbone_config: BackboneConfig, backbone: B
     return head
 
 
-def check_padding_encoded(features: SplitFeatures, database: str) -> None:
+def check_padding_encoded(data: TablePairs, database: str, sample: int = 256) -> None:
     """Refuse stored texts whose padded positions hold zeros (encoded before ingest kept the text tower's outputs
-    there) for a head that reads encoded padding: it would silently train on zeros instead."""
-    padded = ~features.token_mask
-    if padded.any() and not np.abs(features.tokens[padded]).any():
+    there) for a head that reads encoded padding: it would silently train on zeros instead. A database ingested
+    before that holds zeros in every text, so the first `sample` texts tell."""
+    texts = data.text_input(slice(0, sample))
+    padded = ~texts.mask
+    if padded.any() and not texts.tokens[padded].abs().any():
         raise ValueError(
             f"the texts in {database} hold zeros at padded positions (ingested by an older glscl), but "
             "padding_memory='encoded' reads the text tower's outputs there: ingest into a new --db, or train with "
             "--set padding_memory=zeros"
         )
-
-
-def head_pairs(features: SplitFeatures) -> PairData:
-    """PairData of stored CLIP features (head-only mode)."""
-    return PairData(
-        videos=torch.from_numpy(features.video_feats),
-        video_mask=torch.from_numpy(features.video_mask),
-        tokens=torch.from_numpy(features.tokens),
-        text_to_video=torch.from_numpy(features.text_to_video),
-        sentence=torch.from_numpy(features.sentence),
-        token_mask=torch.from_numpy(features.token_mask),
-    )
-
-
-def full_pairs(catalog: Catalog, features: SplitFeatures, backbone: Backbone, max_words: int) -> PairData:
-    """PairData of decoded frames and token ids (full fine-tuning): frames come from the pipeline's decode stage
-    with the sampling recipe the features were made with."""
-    recipe = catalog.scan(FRAMES, ["sampling"], f"sampling_hash = {sql_string(features.sampling_hash)}")
-    settings = json.loads(recipe["sampling"][0].as_py())
-    sampling = SamplingConfig(settings["policy"], settings["num_frames"], settings.get("fps", 1.0))
-    paths = {r["video_id"]: r["source_path"] for r in catalog.scan(VIDEOS, ["video_id", "source_path"]).to_pylist()}
-    decoded = [decode_frames(paths[vid], sampling, backbone.image_size) for vid in features.video_ids]
-    texts = {r["caption_id"]: r["text"] for r in catalog.scan(CAPTIONS, ["caption_id", "text"]).to_pylist()}
-    return PairData(
-        videos=torch.from_numpy(np.stack([d.frames for d in decoded])),
-        video_mask=torch.from_numpy(np.stack([d.mask for d in decoded])),
-        tokens=backbone.tokenize([texts[cid] for cid in features.caption_ids], max_words).cpu(),
-        text_to_video=torch.from_numpy(features.text_to_video),
-    )
 
 
 def order_negative_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, str]:
@@ -121,46 +94,32 @@ def order_negative_texts(catalog: Catalog, video_ids: list[str]) -> dict[str, st
     return negatives
 
 
-def with_order_negatives(
-    data: PairData, catalog: Catalog, video_ids: list[str], job: TrainJob, backbone: Backbone | None, max_words: int
-) -> PairData:
-    """`data` plus one order negative per video that has one: token ids (full mode) or text features from the
-    job's backbone (head mode; it must be the backbone the stored features were made with)."""
-    texts = order_negative_texts(catalog, video_ids)
-    ids = [video_id for video_id in video_ids if video_id in texts]
-    if not ids:
-        return data
-    paragraphs = [texts[video_id] for video_id in ids]
-    if backbone is not None:
-        negatives = TextInput(backbone.tokenize(paragraphs, max_words).cpu(), None, None)
-    else:
-        if job.backbone.model_id != job.train_query.model_id:
-            raise ValueError(
-                f"order negatives need the backbone the features were made with ({job.train_query.model_id}), "
-                f"got {job.backbone.model_id}"
-            )
-        encoder = Backbone(job.backbone)
-
-        def encode(rows: slice) -> TextInput:
-            encoded = encoder.encode_texts(paragraphs[rows], max_words, job.model.padding_memory == "encoded")
-            sentence, tokens, mask = (torch.from_numpy(a) for a in encoded)
-            return TextInput(tokens, sentence, mask)
-
-        negatives = encode_in_chunks(encode, len(paragraphs), 256)
-    position = {video_id: i for i, video_id in enumerate(ids)}
-    video_negative = torch.tensor([position.get(video_id, -1) for video_id in video_ids])
-    return dataclasses.replace(data, negatives=negatives, video_negative=video_negative)
+def order_negatives(catalog: Catalog, rows: SplitRows, job: TrainJob) -> OrderNegatives | None:
+    """The split's order negatives, encoded batch by batch as the run reads them (None: no video has one). Head
+    mode encodes them with the job's backbone, which must be the one the stored features were made with."""
+    texts = order_negative_texts(catalog, rows.video_ids)
+    if not texts:
+        return None
+    if job.train.mode == "head" and job.backbone.model_id != job.train_query.model_id:
+        raise ValueError(
+            f"order negatives need the backbone the features were made with ({job.train_query.model_id}), "
+            f"got {job.backbone.model_id}"
+        )
+    paragraphs = {i: texts[video_id] for i, video_id in enumerate(rows.video_ids) if video_id in texts}
+    keep_padding = job.model.padding_memory == "encoded"
+    return OrderNegatives(paragraphs, job.backbone, rows.query.max_words, job.train.mode, keep_padding)
 
 
-def load_pairs(job: TrainJob, query: FeatureQuery, backbone: Backbone | None, negatives: bool = False) -> PairData:
-    """The split's pairs in the job's mode, with order negatives when asked."""
+def split_pairs(job: TrainJob, query: FeatureQuery, backbone: Backbone | None, negatives: bool = False) -> TablePairs:
+    """The split's pairs in the job's mode, read from the tables batch by batch, with order negatives when asked."""
     catalog = Catalog(job.store)
-    features = read_split(catalog, query)
-    if backbone is None and job.model.padding_memory == "encoded":
-        check_padding_encoded(features, catalog.store.uri)
-    data = head_pairs(features) if backbone is None else full_pairs(catalog, features, backbone, query.max_words)
-    if negatives:
-        return with_order_negatives(data, catalog, features.video_ids, job, backbone, query.max_words)
+    rows = locate_split(catalog, query)
+    order = order_negatives(catalog, rows, job) if negatives else None
+    if backbone is not None:
+        return FramePairs(rows, job.backbone, backbone.image_size, order)
+    data = TablePairs(rows, order)
+    if job.model.padding_memory == "encoded":
+        check_padding_encoded(data, catalog.store.uri)
     return data
 
 
@@ -199,8 +158,8 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
     out.mkdir(parents=True, exist_ok=True)
     device = get_device() if distributed else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = Backbone(job.backbone, str(device)) if job.train.mode == "full" else None
-    data = load_pairs(job, job.train_query, backbone, negatives=job.train.order_negatives)
-    val = load_pairs(job, job.val_query, backbone) if job.val_query else None
+    data = split_pairs(job, job.train_query, backbone, negatives=job.train.order_negatives)
+    val = split_pairs(job, job.val_query, backbone) if job.val_query else None
     head = build_head(job.model, job.backbone, backbone).to(device)
     module = TrainModule(head, backbone)
     wrapped = prepare_model(module) if distributed else module.to(device)
@@ -246,6 +205,7 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
             on_checkpoint=on_checkpoint,
             on_step=on_step,
             max_steps=job.max_steps,
+            stream=ray_batches(job.stream),
         )
     return history.read()
 
@@ -341,7 +301,7 @@ def time_training_steps(job: TrainJob, steps: int) -> StepTiming:
     them; the head starts as a training run's would. Used to size real runs (seconds and memory per step)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     backbone = Backbone(job.backbone, str(device)) if job.train.mode == "full" else None
-    data = load_pairs(job, job.train_query, backbone)
+    data = split_pairs(job, job.train_query, backbone)
     head = build_head(job.model, job.backbone, backbone).to(device)
     trainer = Trainer(TrainModule(head, backbone), job.model, job.train)
     cfg = job.train

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "hard-search": ("benchmarks.hard_gallery", "the search benchmark on hard galleries scored by a trained head"),
     "startup": ("benchmarks.startup_bench", "flow command start-up: glscl's local Prefect server vs temporary ones"),
     "serve": ("benchmarks.serve_load", "load test of glscl serve on loopback: 1-32 clients, throughput, p50/p95/p99"),
+    "train-memory": ("benchmarks.train_memory", "training worker memory and pairs/s against the split's size"),
     "gallery": ("benchmarks.synthetic_gallery", "write a synthetic ActivityNet-sized gallery for `glscl evaluate`"),
 }
 

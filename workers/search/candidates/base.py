@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ROW_ID = "_rowid"  # LanceDB's row id column, as `with_row_id` names it
 ALL_PARTITIONS = 1 << 20  # LanceDB clamps nprobes to the index's partition count
 
 

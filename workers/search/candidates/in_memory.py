@@ -9,8 +9,9 @@ import lancedb
 import numpy as np
 import torch
 
+from schemas.catalog import ROW_ID
 from workers.index.ann_vectors import stacked_segments
-from workers.search.candidates.base import ROW_ID, CandidateStage, ProbeSettings
+from workers.search.candidates.base import CandidateStage, ProbeSettings
 
 
 class InMemory(CandidateStage):

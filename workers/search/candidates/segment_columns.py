@@ -10,8 +10,9 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
+from schemas.catalog import ROW_ID
 from workers.index.indexes import DISTANCE, has_hnsw_index, has_vector_index, vector_index_name
-from workers.search.candidates.base import ROW_ID, CandidateStage, ProbeSettings, first_distinct
+from workers.search.candidates.base import CandidateStage, ProbeSettings, first_distinct
 
 
 class SegmentColumns(CandidateStage):

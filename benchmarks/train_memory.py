@@ -1,0 +1,152 @@
+"""Training memory and throughput against the split's size: peak resident memory of each training worker (and of
+the stream's reader actors) and pairs/s, on synthetic feature galleries of growing size.
+
+Usage: python -m benchmarks.train_memory --root /tmp/trainmem --videos 2000 8000 32000 --workers 1 2
+       [--code /path/to/other/checkout --label before]   # the same run on another version of the code
+
+Each gallery (`benchmarks.synthetic_gallery`, train split, stored under the tiny backbone's model id) is written
+once under ROOT. Each run trains the paper-sized head (temporal_init=random, so the width need not match the
+backbone) in a fresh process whose imports come from `--code`: `--max-steps` steps, or one whole epoch with
+`--epoch` (that run's pairs/s is the epoch's, reading included). A sampler in the run's process reads the
+high-water mark (VmHWM) of the trainer processes (the run's own with one worker; Ray Train's workers with
+several) and of the reader actors every 0.2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.synthetic_gallery import GalleryConfig, build_gallery
+from glscl.backbone_config import BackboneConfig
+
+FRAMES, DIM, WORDS = 64, 512, 32
+
+# Runs in a fresh interpreter with `--code` first on the path; uses only APIs both trainers share.
+_RUN = r"""
+import json, sys, threading, time
+from pathlib import Path
+import ray
+from glscl.backbone_config import BackboneConfig
+from glscl.config import TrainConfig
+from glscl.recipes import recipe_head
+from schemas.store import StoreConfig
+from workers.features import FeatureQuery
+from workers.train.worker import TrainJob, ray_train, train_worker
+
+db, out, max_steps = sys.argv[1], sys.argv[2], sys.argv[4]
+workers, batch, words = int(sys.argv[3]), int(sys.argv[5]), int(sys.argv[6])
+peaks = {"trainer": 0.0, "readers": 0.0}
+
+def hwm(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return 0.0
+
+def sample():
+    while True:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                command = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            role = "trainer" if "RayTrainWorker" in command else "readers" if "StepReader" in command else None
+            if role:
+                peaks[role] = max(peaks[role], hwm(proc.name))
+        if workers == 1:
+            peaks["trainer"] = max(peaks["trainer"], hwm("self"))
+        time.sleep(0.2)
+
+threading.Thread(target=sample, daemon=True).start()
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+backbone = BackboneConfig()
+model = recipe_head("paper", "project", {"temporal_init": "random"}, 512, 64, words, False)
+job = TrainJob(
+    store=StoreConfig(db), backbone=backbone, train_query=FeatureQuery("train", backbone.model_id, words),
+    val_query=None, model=model, train=TrainConfig(epochs=1, batch_size=batch, log_every=1),
+    output_dir=out, max_steps=None if max_steps == "epoch" else int(max_steps),
+)
+start = time.perf_counter()
+history = train_worker(job) if workers == 1 else ray_train(job, workers, use_gpu=False)
+wall = time.perf_counter() - start
+time.sleep(0.5)
+epochs = [r for r in history if r.get("event") == "epoch"]
+steps = [r for r in history if r.get("event") == "step"]
+print("RESULT " + json.dumps({
+    "peak_trainer_mb": round(peaks["trainer"]), "peak_readers_mb": round(peaks["readers"]),
+    "pairs_per_s": round(epochs[-1]["pairs_per_s"], 1) if epochs else None,
+    "steps": len(steps), "wall_s": round(wall, 1),
+}))
+"""
+
+
+def gallery(root: Path, videos: int) -> str:
+    """The synthetic train split of `videos` videos under ROOT (written on first use)."""
+    db = root / f"gallery-{videos}"
+    if not (db / "texts.lance").exists():
+        model_id = BackboneConfig().model_id
+        build_gallery(GalleryConfig(str(db), videos, FRAMES, DIM, WORDS, "train", batch=2_000, model_id=model_id))
+    return str(db)
+
+
+def run_once(code: Path, db: str, output: Path, workers: int, steps: str, batch: int) -> dict:
+    """One training run in a fresh interpreter importing from `code`; its measurements."""
+    env = {**os.environ, "PYTHONPATH": str(code), "RAY_DEDUP_LOGS": "0"}
+    argv = [sys.executable, "-c", _RUN, db, str(output), str(workers), steps, str(batch), str(WORDS)]
+    done = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options."""
+    parser = argparse.ArgumentParser(prog="glscl bench train-memory", description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="folder for the galleries and run folders")
+    parser.add_argument("--videos", type=int, nargs="+", default=[2000, 8000, 32000], help="training videos")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="training workers per run")
+    parser.add_argument("--max-steps", default="20", help="steps per run, or 'epoch' for one whole epoch")
+    parser.add_argument("--batch-size", type=int, default=64, help="pairs per global batch (default 64)")
+    parser.add_argument("--code", default=".", help="checkout whose trainer runs (default: this one)")
+    parser.add_argument("--label", default="current", help="name of this code version in the results")
+    parser.add_argument("--out", default=None, help="JSON file the rows are appended to")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command-line entry: one row per (videos, workers), printed as Markdown and appended to --out."""
+    args = build_parser().parse_args(argv)
+    root, code = Path(args.root), Path(args.code).resolve()
+    rows = []
+    print("| code | videos | workers | steps | peak RSS per trainer MB | readers MB | pairs/s | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for videos in args.videos:
+        db = gallery(root, videos)
+        for workers in args.workers:
+            output = root / f"run-{args.label}-{videos}-{workers}-{time.time_ns()}"
+            row = {"code": args.label, "videos": videos, "workers": workers}
+            row |= run_once(code, db, output, workers, args.max_steps, args.batch_size)
+            rows.append(row)
+            cells = [row[k] for k in ("code", "videos", "workers", "steps", "peak_trainer_mb", "peak_readers_mb")]
+            cells += [row["pairs_per_s"], row["wall_s"]]
+            print("| " + " | ".join(str(c) for c in cells) + " |", flush=True)
+    if args.out:
+        path = Path(args.out)
+        previous = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps(previous + rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Where a split's training pairs live in the tables, without reading them: the row address of each video's frame
+features and source file and of each text's features and caption, which video each text describes, and the
+shapes. Readers take the rows a batch needs from these addresses, so a trainer holds 8 bytes per row, not the
+features (256 KB per video at F = 64, D = 512)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.catalog import ROW_ID, Catalog, scan_row_ids, sql_string, take_rows
+from schemas.store import StoreConfig
+from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
+from workers.features import (
+    CAPTION_ORDER,
+    FeatureQuery,
+    caption_rows_where,
+    frame_rows_where,
+    gallery,
+    pair_texts,
+    text_rows_where,
+)
+
+
+@dataclass(frozen=True)
+class SplitRows:
+    """A split's pairs as row ids into table versions pinned when it was located (`versions`), in the order every
+    reader agrees on: videos sorted by id, texts by video then sentence order. Text i describes video
+    `text_to_video[i]`. `sampling` is the frames' decode recipe as stored (JSON)."""
+
+    store: StoreConfig
+    query: FeatureQuery
+    sampling: str
+    sampling_hash: str
+    versions: dict[str, int]
+    video_ids: list[str]
+    frame_rows: np.ndarray
+    video_rows: np.ndarray
+    text_rows: np.ndarray
+    caption_rows: np.ndarray
+    text_to_video: np.ndarray
+    num_frames: int
+    dim: int
+
+    @property
+    def num_videos(self) -> int:
+        """Videos of the split that have features."""
+        return len(self.video_ids)
+
+    @property
+    def num_texts(self) -> int:
+        """Texts whose video has features."""
+        return len(self.text_rows)
+
+    @property
+    def feature_bytes(self) -> int:
+        """What the split's features would take in memory as float32: what a streaming reader does not hold."""
+        words = self.query.max_words
+        return 4 * self.dim * (self.num_videos * self.num_frames + self.num_texts * (words + 1))
+
+
+def _rows_of(table: pa.Table, key: str, ids: list[str]) -> np.ndarray:
+    """The row id of each of `ids` (in that order) in a scan of `key` and row ids."""
+    position = dict(zip(table[key].to_pylist(), table[ROW_ID].to_numpy(), strict=True))
+    return np.array([position[i] for i in ids], dtype=np.uint64)
+
+
+def locate_split(catalog: Catalog, query: FeatureQuery) -> SplitRows:
+    """Find the rows of `query`'s split (the videos and texts `read_split` would read) in table versions pinned
+    now, reading ids and row addresses only."""
+    sampling_hash, video_ids = gallery(catalog, query)
+    tables = {spec.name: catalog.snapshot(spec) for spec in (FRAMES, VIDEOS, CAPTIONS, TEXTS)}
+    frames = scan_row_ids(tables[FRAMES.name], ["video_id"], frame_rows_where(query, sampling_hash))
+    videos = scan_row_ids(
+        tables[VIDEOS.name], ["video_id"], f"split = {sql_string(query.split)} AND status = {sql_string(VIDEO_OK)}"
+    )
+    captions = scan_row_ids(tables[CAPTIONS.name], CAPTION_ORDER, caption_rows_where(query))
+    texts = scan_row_ids(tables[TEXTS.name], ["caption_id"], text_rows_where(query))
+    captions, texts, text_to_video = pair_texts(captions, texts, video_ids, query, catalog.store.uri)
+    frame_rows = _rows_of(frames, "video_id", video_ids)
+    first = take_rows(tables[FRAMES.name], frame_rows[:1], ["features", "frame_mask", "sampling"])
+    return SplitRows(
+        store=catalog.store,
+        query=query,
+        sampling=first["sampling"][0].as_py(),
+        sampling_hash=sampling_hash,
+        versions={name: table.version for name, table in tables.items()},
+        video_ids=video_ids,
+        frame_rows=frame_rows,
+        video_rows=_rows_of(videos, "video_id", video_ids),
+        text_rows=texts[ROW_ID].to_numpy().astype(np.uint64),
+        caption_rows=captions[ROW_ID].to_numpy().astype(np.uint64),
+        text_to_video=text_to_video,
+        num_frames=len(first["frame_mask"][0]),
+        dim=len(first["features"][0][0]),
+    )
