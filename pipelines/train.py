@@ -42,6 +42,9 @@ class TrainSummary:
     val_split: str | None = None
     recipe: str = "project"
     world_size: int = 1
+    pairs_read: int = 0
+    peak_memory_mb: float = 0.0
+    split_feature_gb: float = 0.0
 
     def to_markdown(self) -> str:
         """The comparison table and the run facts."""
@@ -61,6 +64,9 @@ class TrainSummary:
             "",
             f"- {self.steps} steps in {self.seconds:.1f} s on {self.world_size} worker(s); "
             f"training throughput {self.throughput_pairs_per_s:.0f} pairs/s",
+            f"- {self.pairs_read} pairs read from the tables batch by batch (the split's features: "
+            f"{self.split_feature_gb:.2f} GB as float32); peak memory of the training process "
+            f"{self.peak_memory_mb:.0f} MB",
             f"- recipe {self.recipe}; checkpoint (best held-out R@1 on {self.val_split or 'no held-out split'}): "
             f"{self.checkpoint} (sha256 {self.checkpoint_sha256[:16]}); selected on that split, so if it is also "
             "your test split (ActivityNet's val_1 in the usual protocol, as in the authors' code) its numbers are "
@@ -96,6 +102,7 @@ def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
         "kind": config.kind,
         "recipe": config.recipe,
         "run_id": run_id,
+        "train_feature_bytes": rows.feature_bytes,
     }
     return TrainJob(
         store=config.store,
@@ -148,6 +155,9 @@ def train_flow(config: TrainFlowConfig) -> TrainSummary:
             config.val_split,
             config.recipe,
             outcome.world_size,
+            outcome.steps * job.train.batch_size,
+            outcome.peak_memory_mb,
+            job.extra["train_feature_bytes"] / 1e9,
         )
     (output / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     (output / "summary.md").write_text(summary.to_markdown() + "\n")

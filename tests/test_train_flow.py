@@ -69,6 +69,7 @@ def test_head_only_training_reports_against_baselines(store, tmp_path):
         f"GLSCL trained (best, step {summary.metrics[next(k for k in summary.metrics if 'trained (' in k)]['step']})",
     }
     assert summary.steps == 6 and summary.throughput_pairs_per_s > 0
+    assert summary.pairs_read == 6 * 8 and summary.peak_memory_mb > 100 and 0 < summary.split_feature_gb < 0.01
     history = [json.loads(line) for line in (tmp_path / "run" / HISTORY_FILE).read_text().splitlines()]
     losses = [r["total"] for r in history if r["event"] == "step"]
     assert len(losses) == 6 and min(losses[-2:]) < losses[0]
@@ -78,6 +79,7 @@ def test_head_only_training_reports_against_baselines(store, tmp_path):
         assert meta["extra"]["backbone_model_id"] == "glscl-tiny@random-seed0"
     assert (tmp_path / "run" / "curves.png").stat().st_size > 1000
     assert "GLSCL trained" in (tmp_path / "run" / "summary.md").read_text()
+    assert "48 pairs read from the tables batch by batch" in (tmp_path / "run" / "summary.md").read_text()
     runs = lancedb.connect(store.uri).open_table("runs").to_arrow().to_pylist()
     assert any(r["flow"] == "train" and r["status"] == "completed" for r in runs)
 

@@ -172,6 +172,8 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
     best = _best_r1(history)
 
     def on_log(record: dict) -> None:
+        if record["event"] == "epoch":
+            record = {**record, "peak_memory_mb": round(peak_resident_mb())}
         history.append(record)
 
     def on_eval(record: dict) -> None:
@@ -239,13 +241,15 @@ def ray_train(job: TrainJob, num_workers: int, use_gpu: bool, max_failures: int 
 @dataclass(frozen=True)
 class RunOutcome:
     """What a finished run's history and folder say: its best held-out evaluation (None without any), training
-    throughput, last step, the checkpoint to use (the best one, else the latest) and how many ranks trained."""
+    throughput, last step, the checkpoint to use (the best one, else the latest), how many ranks trained and the
+    peak resident memory of rank 0's process (0: no epoch ended)."""
 
     best_eval: dict | None
     pairs_per_s: float
     steps: int
     checkpoint: Path
     world_size: int
+    peak_memory_mb: float
 
 
 def run_outcome(output_dir: str, history: list[dict]) -> RunOutcome:
@@ -260,6 +264,7 @@ def run_outcome(output_dir: str, history: list[dict]) -> RunOutcome:
         steps=max((r["step"] for r in history), default=0),
         checkpoint=out / BEST_DIR if (out / BEST_DIR).exists() else out / LATEST_DIR,
         world_size=max((r["world_size"] for r in epochs), default=1),
+        peak_memory_mb=max((r.get("peak_memory_mb", 0.0) for r in epochs), default=0.0),
     )
 
 
@@ -291,9 +296,14 @@ class PeakMemory:
         """The peak since construction, in MiB."""
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) / 2**20
-        status = Path("/proc/self/status").read_text()
-        peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-        return peak_kb / 1024
+        return peak_resident_mb()
+
+
+def peak_resident_mb() -> float:
+    """This process's resident-set high-water mark (Linux VmHWM), in MiB: what a training worker's data and model
+    cost the host, whatever the device."""
+    status = Path("/proc/self/status").read_text()
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024
 
 
 def time_training_steps(job: TrainJob, steps: int) -> StepTiming:
