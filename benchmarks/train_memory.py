@@ -5,8 +5,8 @@ Usage: python -m benchmarks.train_memory --root /tmp/trainmem --videos 2000 8000
        [--code /path/to/other/checkout --label before]   # the same run on another version of the code
 
 Each gallery (`benchmarks.synthetic_gallery`, train split, stored under the tiny backbone's model id) is written
-once under ROOT. Each run trains the paper-sized head (temporal_init=random, so the width need not match the
-backbone) in a fresh process whose imports come from `--code`: `--max-steps` steps, or one whole epoch with
+once under ROOT. Each run trains a head preset sized to D = 512 (temporal_init=random, so the width need not
+match the backbone) in a fresh process whose imports come from `--code`: `--max-steps` steps, or one whole epoch with
 `--epoch` (that run's pairs/s is the epoch's, reading included). A sampler in the run's process reads the
 high-water mark (VmHWM) of the trainer processes (the run's own with one worker; Ray Train's workers with
 several) and of the reader actors every 0.2 s.
@@ -22,8 +22,23 @@ import sys
 import time
 from pathlib import Path
 
+import ray
+import torch
+
 from benchmarks.synthetic_gallery import GalleryConfig, build_gallery
 from glscl.backbone_config import BackboneConfig
+from glscl.config import TrainConfig
+from glscl.data import PairData, rank_batches
+from glscl.model import GLSCL
+from glscl.recipes import recipe_head
+from glscl.training import Trainer, TrainModule
+from schemas.catalog import Catalog
+from schemas.store import StoreConfig
+from workers.features import FeatureQuery, read_split
+from workers.ray_config import StreamConfig
+from workers.split_rows import locate_split
+from workers.table_pairs import TablePairs
+from workers.train.stream import ray_batches
 
 FRAMES, DIM, WORDS = 64, 512, 32
 
@@ -40,7 +55,7 @@ from workers.features import FeatureQuery
 from workers.train.worker import TrainJob, ray_train, train_worker
 
 db, out, max_steps = sys.argv[1], sys.argv[2], sys.argv[4]
-workers, batch, words = int(sys.argv[3]), int(sys.argv[5]), int(sys.argv[6])
+workers, batch, words, head = int(sys.argv[3]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 peaks = {"trainer": 0.0, "readers": 0.0}
 
 def hwm(pid):
@@ -71,7 +86,7 @@ def sample():
 threading.Thread(target=sample, daemon=True).start()
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 backbone = BackboneConfig()
-model = recipe_head("paper", "project", {"temporal_init": "random"}, 512, 64, words, False)
+model = recipe_head(head, "project", {"temporal_init": "random"}, 512, 64, words, False)
 job = TrainJob(
     store=StoreConfig(db), backbone=backbone, train_query=FeatureQuery("train", backbone.model_id, words),
     val_query=None, model=model, train=TrainConfig(epochs=1, batch_size=batch, log_every=1),
@@ -100,15 +115,37 @@ def gallery(root: Path, videos: int) -> str:
     return str(db)
 
 
-def run_once(code: Path, db: str, output: Path, workers: int, steps: str, batch: int) -> dict:
+def run_once(code: Path, db: str, output: Path, workers: int, steps: str, batch: int, head: str) -> dict:
     """One training run in a fresh interpreter importing from `code`; its measurements."""
     env = {**os.environ, "PYTHONPATH": str(code), "RAY_DEDUP_LOGS": "0"}
-    argv = [sys.executable, "-c", _RUN, db, str(output), str(workers), steps, str(batch), str(WORDS)]
+    argv = [sys.executable, "-c", _RUN, db, str(output), str(workers), steps, str(batch), str(WORDS), head]
     done = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
         raise RuntimeError(f"run failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def throughput(db: str, head: str, batch: int, epochs: int = 2) -> list[dict]:
+    """Pairs/s per epoch of `Trainer.fit` in this process on the split read whole and on the stream (this
+    checkout's trainer only), with the seconds spent waiting for batches."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    catalog, query = Catalog(StoreConfig(db)), FeatureQuery("train", BackboneConfig().model_id, WORDS)
+    config = recipe_head(head, "project", {"temporal_init": "random"}, DIM, FRAMES, WORDS, False)
+    split = read_split(catalog, query)
+    whole = PairData(
+        split.video_feats, split.video_mask, split.tokens, split.text_to_video, split.sentence, split.token_mask
+    )
+    rows = []
+    for name, data, stream in (
+        ("read whole", whole, rank_batches),
+        ("streamed", TablePairs(locate_split(catalog, query)), ray_batches(StreamConfig())),
+    ):
+        torch.manual_seed(0)
+        trainer = Trainer(TrainModule(GLSCL(config)), config, TrainConfig(epochs=epochs, batch_size=batch, log_every=0))
+        for stats in trainer.fit(data, stream=stream):
+            rows.append({"source": name, **{k: round(v, 2) for k, v in stats.items()}})
+    return rows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,9 +156,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="training workers per run")
     parser.add_argument("--max-steps", default="20", help="steps per run, or 'epoch' for one whole epoch")
     parser.add_argument("--batch-size", type=int, default=64, help="pairs per global batch (default 64)")
+    parser.add_argument(
+        "--head",
+        choices=["tiny", "paper"],
+        default="tiny",
+        help="head preset at D=512 (default tiny: fast steps, so reading the data weighs most; paper: about 15 s "
+        "a step at batch 64 on 2 cores)",
+    )
     parser.add_argument("--code", default=".", help="checkout whose trainer runs (default: this one)")
     parser.add_argument("--label", default="current", help="name of this code version in the results")
     parser.add_argument("--out", default=None, help="JSON file the rows are appended to")
+    parser.add_argument(
+        "--throughput",
+        action="store_true",
+        help="instead: pairs/s per epoch in this process, split read whole vs streamed, on the first --videos size",
+    )
     return parser
 
 
@@ -129,6 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry: one row per (videos, workers), printed as Markdown and appended to --out."""
     args = build_parser().parse_args(argv)
     root, code = Path(args.root), Path(args.code).resolve()
+    if args.throughput:
+        for row in throughput(gallery(root, args.videos[0]), args.head, args.batch_size):
+            print(json.dumps(row), flush=True)
+        return
     rows = []
     print("| code | videos | workers | steps | peak RSS per trainer MB | readers MB | pairs/s | wall s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -137,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         for workers in args.workers:
             output = root / f"run-{args.label}-{videos}-{workers}-{time.time_ns()}"
             row = {"code": args.label, "videos": videos, "workers": workers}
-            row |= run_once(code, db, output, workers, args.max_steps, args.batch_size)
+            row |= run_once(code, db, output, workers, args.max_steps, args.batch_size, args.head)
             rows.append(row)
             cells = [row[k] for k in ("code", "videos", "workers", "steps", "peak_trainer_mb", "peak_readers_mb")]
             cells += [row["pairs_per_s"], row["wall_s"]]

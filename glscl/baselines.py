@@ -176,8 +176,12 @@ class LinearMeanPooling(nn.Module):
 
     def embed(self, t: Tensor, V: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Unit-norm mapped text ``[Nt, D]`` and mapped pooled video ``[Nv, D]`` embeddings."""
+        return self.embed_pooled(t, self.pool.embed_videos(V, mask))
+
+    def embed_pooled(self, t: Tensor, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """`embed` from videos already mean-pooled (``MeanPooling.embed_videos``, the `vector` ingest stores)."""
         texts = F.normalize(self.text(F.normalize(t, dim=-1)), dim=-1)
-        return texts, F.normalize(self.video(self.pool.embed_videos(V, mask)), dim=-1)
+        return texts, F.normalize(self.video(pooled), dim=-1)
 
     def score(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
         """Cosine similarities ``[Nt, Nv]`` of the mapped texts and mapped pooled videos."""
@@ -194,10 +198,11 @@ class LinearMeanPooling(nn.Module):
 
 
 def fit_linear_mean_pooling(
-    t: Tensor, V: Tensor, mask: Tensor, text_to_video: Tensor, steps: int = 400, batch: int = 64, seed: int = 0
+    t: Tensor, pooled: Tensor, text_to_video: Tensor, steps: int = 400, batch: int = 64, seed: int = 0
 ) -> LinearMeanPooling:
     """Train LinearMeanPooling with symmetric InfoNCE (logit scale 20, AdamW 1e-3) on random batches of
-    (text, its video) pairs whose videos are distinct."""
+    (text, its video) pairs whose videos are distinct. Videos come mean-pooled ([Nv, D]): the fit needs
+    nothing else, so it never holds a split's frames."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = LinearMeanPooling(t.shape[-1])
@@ -209,7 +214,8 @@ def fit_linear_mean_pooling(
         keep = torch.zeros(int(first.max()) + 1, dtype=torch.long).scatter_(0, first.flip(0), texts.flip(0))
         chosen = keep[torch.randperm(len(keep), generator=generator)[:size]]
         videos = text_to_video[chosen]
-        logits = 20.0 * model.score(t[chosen], V[videos], mask[videos])
+        texts_embedded, videos_embedded = model.embed_pooled(t[chosen], pooled[videos])
+        logits = 20.0 * texts_embedded @ videos_embedded.T
         labels = torch.arange(len(chosen))
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         optimizer.zero_grad()

@@ -60,7 +60,7 @@ class Batch(NamedTuple):
 
 class Pairs(Protocol):
     """What a trainer draws batches from and evaluates on: `PairData` in memory, or a reader that takes each
-    batch's rows from storage (`workers.train.table_pairs`). Text i describes video `text_to_video[i]`."""
+    batch's rows from storage (`workers.table_pairs`). Text i describes video `text_to_video[i]`."""
 
     text_to_video: Tensor
 

@@ -304,12 +304,14 @@ class Trainer:
         stop = self.schedule.total_steps if max_steps is None else min(max_steps, self.schedule.total_steps)
         per_rank = cfg.batch_size // self.world_size
         local = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
-        seconds, steps, checkpointed = 0.0, 0, self.step
+        seconds, waited, steps, checkpointed = 0.0, 0.0, 0, self.step
         batches = stream(data, sampler, local, self.step, stop)
         while self.step < stop:
             epoch = self.step // sampler.steps_per_epoch
             start = time.perf_counter()
-            terms = self.train_step(next(batches))
+            batch = next(batches)
+            waited += time.perf_counter() - start
+            terms = self.train_step(batch)
             seconds, steps = seconds + time.perf_counter() - start, steps + 1
             if on_step:
                 on_step({"step": self.step, "epoch": epoch, "epochs": cfg.epochs, "stop": stop})
@@ -317,8 +319,8 @@ class Trainer:
                 on_log({"event": "step", "step": self.step, "epoch": epoch, **terms})
             epoch_end = self.step % sampler.steps_per_epoch == 0
             if epoch_end:
-                self._record_epoch(epoch, steps, seconds, on_log)
-                seconds, steps = 0.0, 0
+                self._record_epoch(epoch, steps, seconds, waited, on_log)
+                seconds, waited, steps = 0.0, 0.0, 0
             if epoch_end or (cfg.eval_every and self.step % cfg.eval_every == 0):
                 self._checkpoint_point(epoch, val_data, on_eval, on_checkpoint)
                 checkpointed = self.step
@@ -326,11 +328,13 @@ class Trainer:
             self._checkpoint_point((self.step - 1) // sampler.steps_per_epoch, val_data, on_eval, on_checkpoint)
         return self.epoch_stats
 
-    def _record_epoch(self, epoch: int, steps: int, seconds: float, on_log: Callback | None) -> None:
+    def _record_epoch(self, epoch: int, steps: int, seconds: float, waited: float, on_log: Callback | None) -> None:
         """Store (and log) the epoch's training throughput in global pairs per second (reading the batches
-        included, evaluation excluded) and the number of ranks that shared it."""
+        included, evaluation excluded), the seconds this rank waited for its batches, and the number of ranks that
+        shared it."""
         pairs = steps * self.train_config.batch_size
         stats = {"epoch": epoch, "steps": steps, "pairs": pairs, "seconds": seconds, "pairs_per_s": pairs / seconds}
+        stats["data_wait_s"] = waited
         stats["world_size"] = self.world_size
         self.epoch_stats.append(stats)
         if on_log:

@@ -22,8 +22,8 @@ from schemas.catalog import Catalog
 from workers.features import FeatureQuery
 from workers.plots import plot_training_curves
 from workers.ray_jobs import cluster_has_gpu, ensure_ray
+from workers.split_rows import locate_split
 from workers.train.baselines import baseline_metrics
-from workers.train.split_rows import locate_split
 from workers.train.worker import TrainJob, ray_train, run_outcome, train_worker
 
 
@@ -45,6 +45,7 @@ class TrainSummary:
     pairs_read: int = 0
     peak_memory_mb: float = 0.0
     split_feature_gb: float = 0.0
+    data_wait_share: float = 0.0
 
     def to_markdown(self) -> str:
         """The comparison table and the run facts."""
@@ -66,7 +67,8 @@ class TrainSummary:
             f"training throughput {self.throughput_pairs_per_s:.0f} pairs/s",
             f"- {self.pairs_read} pairs read from the tables batch by batch (the split's features: "
             f"{self.split_feature_gb:.2f} GB as float32); peak memory of the training process "
-            f"{self.peak_memory_mb:.0f} MB",
+            f"{self.peak_memory_mb:.0f} MB; {100 * self.data_wait_share:.0f}% of training time spent waiting for "
+            "batches",
             f"- recipe {self.recipe}; checkpoint (best held-out R@1 on {self.val_split or 'no held-out split'}): "
             f"{self.checkpoint} (sha256 {self.checkpoint_sha256[:16]}); selected on that split, so if it is also "
             "your test split (ActivityNet's val_1 in the usual protocol, as in the authors' code) its numbers are "
@@ -158,6 +160,7 @@ def train_flow(config: TrainFlowConfig) -> TrainSummary:
             outcome.steps * job.train.batch_size,
             outcome.peak_memory_mb,
             job.extra["train_feature_bytes"] / 1e9,
+            outcome.data_wait_share,
         )
     (output / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
     (output / "summary.md").write_text(summary.to_markdown() + "\n")

@@ -179,7 +179,7 @@ def test_linear_mean_pooling_learns_a_mapping_mean_pooling_cannot_see():
     texts = videos.mean(dim=1) @ mixing + 0.05 * torch.randn(40, 16)
     text_to_video = torch.arange(40)
     before = both_directions(MeanPooling().score(texts, videos, mask))["t2v"]["R@1"]
-    model = fit_linear_mean_pooling(texts, videos, mask, text_to_video, steps=150, batch=20)
+    model = fit_linear_mean_pooling(texts, MeanPooling().embed_videos(videos, mask), text_to_video, steps=150, batch=20)
     assert isinstance(model, LinearMeanPooling)
     with torch.no_grad():
         after = both_directions(model.score(texts, videos, mask))["t2v"]["R@1"]

@@ -30,9 +30,9 @@ from workers.features import FeatureQuery, read_split
 from workers.ingest.sampling import SamplingConfig
 from workers.ingest.sources import SourceOptions
 from workers.ray_config import StreamConfig
-from workers.train.split_rows import locate_split
+from workers.split_rows import locate_split
+from workers.table_pairs import TablePairs
 from workers.train.stream import ray_batches
-from workers.train.table_pairs import TablePairs
 from workers.train.worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, order_negative_texts
 
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
@@ -194,7 +194,7 @@ def test_sharded_evaluation_equals_the_dense_computation(store, trained, tmp_pat
     from pipelines.evaluate import evaluate_flow
     from schemas.catalog import Catalog
     from workers.features import FeatureQuery, read_split
-    from workers.glscl_encode import encode_texts, encode_videos
+    from workers.glscl_encode import encode_videos
 
     report = evaluate_flow(
         EvaluateConfig(
@@ -210,7 +210,9 @@ def test_sharded_evaluation_equals_the_dense_computation(store, trained, tmp_pat
     extra = meta["extra"]
     features = read_split(Catalog(store), FeatureQuery("val_1", extra["backbone_model_id"], extra["max_words"], kind))
     with torch.inference_mode():
-        texts = encode_texts(model, features.sentence, features.tokens, features.token_mask, "cpu")
+        texts = model.encode_text(
+            *(torch.from_numpy(a) for a in (features.sentence, features.tokens, features.token_mask))
+        )
         videos = encode_videos(model, features.video_feats, features.video_mask, "cpu")
         matrix = model.score(texts, videos)
         dense = both_directions(matrix, features.text_to_video)

@@ -1,23 +1,12 @@
-"""Encode stored CLIP features with a checkpoint's GLSCL head, a whole split or gallery slice at a time in bounded
-memory: the evaluation shards and the index stage both start here."""
+"""Encode stored frame features with a checkpoint's GLSCL head, a gallery slice at a time in bounded memory: the
+evaluation shards and the index stage both start here."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from glscl.model import GLSCL, TextEncoding, VideoEncoding, encode_in_chunks
-
-
-def encode_texts(
-    model: GLSCL, sentence: np.ndarray, tokens: np.ndarray, mask: np.ndarray, device: torch.device, batch: int = 512
-) -> TextEncoding:
-    """Text encodings of a whole split, once, in batches."""
-
-    def encode(rows: slice) -> TextEncoding:
-        return model.encode_text(*(torch.from_numpy(array[rows]).to(device) for array in (sentence, tokens, mask)))
-
-    return encode_in_chunks(encode, len(sentence), batch)
+from glscl.model import GLSCL, VideoEncoding, encode_in_chunks
 
 
 def encode_videos(

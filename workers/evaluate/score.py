@@ -18,11 +18,13 @@ import torch
 from glscl.checkpoint import load_checkpoint
 from glscl.config import DEFAULT_BLOCK
 from glscl.metrics import RankAccumulator, dual_softmax
-from glscl.model import GLSCL, TextEncoding, VideoEncoding
+from glscl.model import GLSCL, TextEncoding, VideoEncoding, encode_in_chunks
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
-from workers.features import FeatureQuery, read_texts, read_videos
-from workers.glscl_encode import encode_texts, encode_videos
+from workers.features import FeatureQuery, read_videos
+from workers.glscl_encode import encode_videos
+from workers.split_rows import locate_split
+from workers.table_pairs import TablePairs
 
 
 @dataclass(frozen=True)
@@ -79,15 +81,24 @@ class ShardScorer:
         self.timings["encode_videos"] = time.perf_counter() - start
 
     @torch.inference_mode()
-    def encode_texts(self) -> EncodedTexts:
-        """Read and encode every text of the split once (the other shards receive the result)."""
+    def encode_texts(self, chunk: int = 512) -> EncodedTexts:
+        """Encode every text of the split once (the other shards receive the result), reading `chunk` texts at a
+        time: the shard holds the encodings, never the split's token features (L x D floats per text)."""
         if self.model is None:
             raise RuntimeError("prepare() must run before encode_texts()")
         start = time.perf_counter()
-        texts = read_texts(Catalog(self.spec.store), self.spec.query, self.spec.gallery_ids)
-        encoding = encode_texts(self.model, texts.sentence, texts.tokens, texts.token_mask, self.device)
+        rows = locate_split(Catalog(self.spec.store), self.spec.query)
+        if rows.video_ids != self.spec.gallery_ids:
+            raise RuntimeError(f"the gallery of {self.spec.query.split!r} changed while it was being evaluated")
+        texts = TablePairs(rows)
+
+        def encode(index: slice) -> TextEncoding:
+            tokens, sentence, mask = (field.to(self.device) for field in texts.text_input(index))
+            return TextEncoding(*(field.cpu() for field in self.model.encode_text(sentence, tokens, mask)))
+
+        encoding = encode_in_chunks(encode, rows.num_texts, chunk)
         self.timings["encode_texts"] = time.perf_counter() - start
-        return EncodedTexts(TextEncoding(*(field.cpu() for field in encoding)), texts.text_to_video)
+        return EncodedTexts(encoding, rows.text_to_video)
 
     @torch.inference_mode()
     def score(self, texts: EncodedTexts) -> dict[str, dict[int, float]]:

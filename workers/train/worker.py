@@ -29,10 +29,10 @@ from schemas.catalog import Catalog, sql_in
 from schemas.store import StoreConfig
 from workers.features import FeatureQuery, video_sentences
 from workers.ray_config import StreamConfig
+from workers.split_rows import SplitRows, locate_split
+from workers.table_pairs import FramePairs, OrderNegatives, TablePairs
 from workers.terminal import progress
-from workers.train.split_rows import SplitRows, locate_split
 from workers.train.stream import ray_batches
-from workers.train.table_pairs import FramePairs, OrderNegatives, TablePairs
 
 STATE_DIR = "state"
 LATEST_DIR = "checkpoint"
@@ -241,8 +241,9 @@ def ray_train(job: TrainJob, num_workers: int, use_gpu: bool, max_failures: int 
 @dataclass(frozen=True)
 class RunOutcome:
     """What a finished run's history and folder say: its best held-out evaluation (None without any), training
-    throughput, last step, the checkpoint to use (the best one, else the latest), how many ranks trained and the
-    peak resident memory of rank 0's process (0: no epoch ended)."""
+    throughput, last step, the checkpoint to use (the best one, else the latest), how many ranks trained, the
+    peak resident memory of rank 0's process (0: no epoch ended) and the share of training time rank 0 waited for
+    its batches (near 0: the stream keeps up; else more --readers)."""
 
     best_eval: dict | None
     pairs_per_s: float
@@ -250,6 +251,7 @@ class RunOutcome:
     checkpoint: Path
     world_size: int
     peak_memory_mb: float
+    data_wait_share: float
 
 
 def run_outcome(output_dir: str, history: list[dict]) -> RunOutcome:
@@ -265,6 +267,7 @@ def run_outcome(output_dir: str, history: list[dict]) -> RunOutcome:
         checkpoint=out / BEST_DIR if (out / BEST_DIR).exists() else out / LATEST_DIR,
         world_size=max((r["world_size"] for r in epochs), default=1),
         peak_memory_mb=max((r.get("peak_memory_mb", 0.0) for r in epochs), default=0.0),
+        data_wait_share=sum(r.get("data_wait_s", 0.0) for r in epochs) / max(sum(r["seconds"] for r in epochs), 1e-9),
     )
 
 

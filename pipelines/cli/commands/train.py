@@ -24,6 +24,7 @@ from pipelines.cli.options import (
 from pipelines.configs import (
     TrainFlowConfig,
 )
+from workers.ray_config import StreamConfig
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -105,6 +106,19 @@ def _add_run_options(parser: argparse.ArgumentParser, flow: TrainFlowConfig, tra
         "--workers", type=int, default=flow.workers, help=f"Ray Train workers (default {flow.workers}: in-process)"
     )
     parser.add_argument(
+        "--readers",
+        type=int,
+        default=flow.stream.readers,
+        help=f"Ray Data actors reading each worker's batches from the tables (default {flow.stream.readers})",
+    )
+    parser.add_argument(
+        "--read-ahead",
+        type=int,
+        default=flow.stream.prefetch_steps,
+        help=f"steps read ahead of each worker: its memory holds about this many batches "
+        f"(default {flow.stream.prefetch_steps})",
+    )
+    parser.add_argument(
         "--output", default=flow.output_dir, help=f"run folder: checkpoints, history, plots (default {flow.output_dir})"
     )
 
@@ -144,6 +158,7 @@ def train_config(args: argparse.Namespace) -> TrainFlowConfig:
         output_dir=args.output,
         workers=args.workers,
         ray=ray_config(args),
+        stream=StreamConfig(readers=args.readers, prefetch_steps=args.read_ahead),
     )
 
 

@@ -20,7 +20,7 @@ from schemas.rows import dense
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEOS, TableSpec
 from workers.ingest.decode import decode_frames
 from workers.ingest.sampling import SamplingConfig
-from workers.train.split_rows import SplitRows
+from workers.split_rows import SplitRows
 
 
 def _positions(index: Tensor | np.ndarray | slice, size: int) -> np.ndarray:

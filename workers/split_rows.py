@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.catalog import ROW_ID, Catalog, scan_row_ids, sql_string, take_rows
+from schemas.rows import dense
 from schemas.store import StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 from workers.features import (
@@ -59,6 +60,18 @@ class SplitRows:
         """What the split's features would take in memory as float32: what a streaming reader does not hold."""
         words = self.query.max_words
         return 4 * self.dim * (self.num_videos * self.num_frames + self.num_texts * (words + 1))
+
+
+def read_vectors(rows: SplitRows, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """The split's sentence vectors [Nt, D] and mean-pooled video vectors [Nv, D] (the `vector` columns ingest
+    stores), read a chunk at a time: 2 KB per item at D = 512, where the frames are 128 KB per video."""
+    catalog = Catalog(rows.store)
+    parts = []
+    for spec, row_ids in ((TEXTS, rows.text_rows), (FRAMES, rows.frame_rows)):
+        table = catalog.snapshot(spec, rows.versions[spec.name])
+        taken = [take_rows(table, row_ids[i : i + chunk], ["vector"]) for i in range(0, len(row_ids), chunk)]
+        parts.append(np.concatenate([dense(t["vector"], t.num_rows, rows.dim) for t in taken]))
+    return parts[0], parts[1]
 
 
 def _rows_of(table: pa.Table, key: str, ids: list[str]) -> np.ndarray:
