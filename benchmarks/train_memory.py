@@ -37,6 +37,7 @@ from schemas.store import StoreConfig
 from workers.features import FeatureQuery, read_split
 from workers.ray_config import StreamConfig
 from workers.split_rows import locate_split
+from workers.synthetic.videos import SyntheticConfig, generate_synthetic_dataset
 from workers.table_pairs import TablePairs
 from workers.train.stream import ray_batches
 
@@ -56,6 +57,7 @@ from workers.train.worker import TrainJob, ray_train, train_worker
 
 db, out, max_steps = sys.argv[1], sys.argv[2], sys.argv[4]
 workers, batch, words, head = int(sys.argv[3]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+mode, dim = sys.argv[8], int(sys.argv[9])
 peaks = {"trainer": 0.0, "readers": 0.0}
 
 def hwm(pid):
@@ -86,10 +88,10 @@ def sample():
 threading.Thread(target=sample, daemon=True).start()
 ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
 backbone = BackboneConfig()
-model = recipe_head(head, "project", {"temporal_init": "random"}, 512, 64, words, False)
+model = recipe_head(head, "project", {"temporal_init": "random"}, dim, 64, words, False)
 job = TrainJob(
     store=StoreConfig(db), backbone=backbone, train_query=FeatureQuery("train", backbone.model_id, words),
-    val_query=None, model=model, train=TrainConfig(epochs=1, batch_size=batch, log_every=1),
+    val_query=None, model=model, train=TrainConfig(epochs=1, batch_size=batch, log_every=1, mode=mode),
     output_dir=out, max_steps=None if max_steps == "epoch" else int(max_steps),
 )
 start = time.perf_counter()
@@ -115,10 +117,26 @@ def gallery(root: Path, videos: int) -> str:
     return str(db)
 
 
-def run_once(code: Path, db: str, output: Path, workers: int, steps: str, batch: int, head: str) -> dict:
+def video_split(root: Path, videos: int) -> str:
+    """A train split of `videos` generated clips (64 frames of 64 x 64 each, the tiny backbone's input size),
+    ingested with 64 uniform frames through `glscl ingest` (written on first use): full fine-tuning's data."""
+    folder = root / f"videos-{videos}"
+    db = folder / "db"
+    if not (db / "frames.lance").exists():
+        generate_synthetic_dataset(SyntheticConfig(out_dir=folder, n_train=videos, n_val=0, duration=6.4))
+        command = [sys.executable, "-m", "pipelines.cli", "ingest", str(folder / "train.json"), "--db", str(db)]
+        command += ["--video-root", str(folder / "videos"), "--frames", "64", "--max-words", str(WORDS)]
+        env = {**os.environ, "PREFECT_HOME": str(root / "prefect-home")}
+        subprocess.run(command, env=env, check=True, capture_output=True)
+    return str(db)
+
+
+def run_once(code: Path, db: str, output: Path, workers: int, steps: str, batch: int, head: str, mode: str) -> dict:
     """One training run in a fresh interpreter importing from `code`; its measurements."""
     env = {**os.environ, "PYTHONPATH": str(code), "RAY_DEDUP_LOGS": "0"}
+    dim = DIM if mode == "head" else BackboneConfig().embed_dim
     argv = [sys.executable, "-c", _RUN, db, str(output), str(workers), steps, str(batch), str(WORDS), head]
+    argv += [mode, str(dim)]
     done = subprocess.run(argv, cwd=code, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -167,6 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label", default="current", help="name of this code version in the results")
     parser.add_argument("--out", default=None, help="JSON file the rows are appended to")
     parser.add_argument(
+        "--mode",
+        choices=["head", "full"],
+        default="head",
+        help="head: synthetic feature splits (default); full: fine-tune the tiny backbone on generated clips, "
+        "64 frames each, decoded as the run reads them",
+    )
+    parser.add_argument(
         "--throughput",
         action="store_true",
         help="instead: pairs/s per epoch in this process, split read whole vs streamed, on the first --videos size",
@@ -186,11 +211,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| code | videos | workers | steps | peak RSS per trainer MB | readers MB | pairs/s | wall s |")
     print("|---|---|---|---|---|---|---|---|")
     for videos in args.videos:
-        db = gallery(root, videos)
+        db = gallery(root, videos) if args.mode == "head" else video_split(root, videos)
         for workers in args.workers:
             output = root / f"run-{args.label}-{videos}-{workers}-{time.time_ns()}"
-            row = {"code": args.label, "videos": videos, "workers": workers}
-            row |= run_once(code, db, output, workers, args.max_steps, args.batch_size, args.head)
+            row = {"code": args.label, "mode": args.mode, "videos": videos, "workers": workers}
+            row |= run_once(code, db, output, workers, args.max_steps, args.batch_size, args.head, args.mode)
             rows.append(row)
             cells = [row[k] for k in ("code", "videos", "workers", "steps", "peak_trainer_mb", "peak_readers_mb")]
             cells += [row["pairs_per_s"], row["wall_s"]]

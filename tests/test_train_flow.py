@@ -131,7 +131,11 @@ def test_two_ray_train_workers_follow_the_single_process_run(store, tmp_path):
     # averaged, so with dropout off the 2-worker run follows a 1-worker run on the same global batches. Ranks that
     # skipped the gather would score 4 pairs each instead of 8, and ranks out of sync would drift apart.
     config = flow_config(store, tmp_path / "one", epochs=2)
-    config = TrainFlowConfig(**{**config.__dict__, "head_overrides": {"dropout": 0.0}})
+    # Ray Data readers inside Ray Train workers whatever the split's size: their read tasks once waited forever
+    # for a CPU the train workers held.
+    config = TrainFlowConfig(
+        **{**config.__dict__, "head_overrides": {"dropout": 0.0}, "stream": StreamConfig(readers_from_mb=0)}
+    )
     one = train_flow(config)
     two = train_flow(TrainFlowConfig(**{**config.__dict__, "workers": 2, "output_dir": str(tmp_path / "two")}))
     assert (one.world_size, two.world_size) == (1, 2) and one.steps == two.steps == 4

@@ -12,6 +12,7 @@ from glscl.backbone_config import BackboneConfig
 from glscl.config import TrainConfig
 from schemas.store import StoreConfig
 from workers.features import FeatureQuery
+from workers.ray_config import StreamConfig
 from workers.train.worker import PeakMemory, TrainJob, train_worker
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -47,6 +48,7 @@ def test_a_training_worker_holds_batches_not_the_split(large_split, tmp_path):
         train=TrainConfig(epochs=1, batch_size=16, log_every=1),
         output_dir=str(tmp_path),
         max_steps=6,
+        stream=StreamConfig(readers_from_mb=0),
     )
     before = resident_mb()
     peak = PeakMemory(torch.device("cpu"))

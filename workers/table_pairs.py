@@ -80,6 +80,11 @@ class TablePairs:
         return "head"
 
     @property
+    def data_bytes(self) -> int:
+        """What the split's training data would take in memory (here its features as float32)."""
+        return self.rows.feature_bytes
+
+    @property
     def num_videos(self) -> int:
         """Nv."""
         return self.rows.num_videos
@@ -142,6 +147,12 @@ class FramePairs(TablePairs):
     def mode(self) -> Mode:
         """'full'."""
         return "full"
+
+    @property
+    def data_bytes(self) -> int:
+        """What the split's decoded frames (uint8) and token ids would take in memory."""
+        frames = self.sampling.num_frames * self.image_size**2 * 3
+        return self.num_videos * frames + self.num_texts * self.rows.query.max_words * 8
 
     def video_input(self, index: Tensor | np.ndarray | slice) -> VideoInput:
         """Decoded frames and masks of the videos at `index`."""

@@ -15,7 +15,7 @@ import numpy as np
 import ray
 import torch
 
-from glscl.data import Batch, Pairs, PairSampler, TextInput, VideoInput
+from glscl.data import Batch, Pairs, PairSampler, TextInput, VideoInput, rank_batches
 from glscl.training import BatchStream
 from workers.ray_config import StreamConfig
 
@@ -65,6 +65,14 @@ class StepReader:
             videos, texts = self.sampler.batch(*divmod(int(step), self.sampler.steps_per_epoch))
             read.append(batch_columns(self.data.pairs(videos[self.local], texts[self.local])))
         return {"step": steps, **{name: np.stack([r[name] for r in read]) for name in read[0]}}
+
+
+def batch_stream(config: StreamConfig, data_bytes: int) -> BatchStream:
+    """How a run reads a split holding `data_bytes`: through Ray Data readers, or in the training process when the
+    split is under `config.readers_from_mb` (see `StreamConfig`). Both read a batch at a time."""
+    if data_bytes < config.readers_from_mb * 2**20:
+        return rank_batches
+    return ray_batches(config)
 
 
 def ray_batches(config: StreamConfig) -> BatchStream:

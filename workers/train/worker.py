@@ -32,7 +32,7 @@ from workers.ray_config import StreamConfig
 from workers.split_rows import SplitRows, locate_split
 from workers.table_pairs import FramePairs, OrderNegatives, TablePairs
 from workers.terminal import progress
-from workers.train.stream import ray_batches
+from workers.train.stream import batch_stream
 
 STATE_DIR = "state"
 LATEST_DIR = "checkpoint"
@@ -207,7 +207,7 @@ def train_worker(job: TrainJob, rank: int = 0, world_size: int = 1, distributed:
             on_checkpoint=on_checkpoint,
             on_step=on_step,
             max_steps=job.max_steps,
-            stream=ray_batches(job.stream),
+            stream=batch_stream(job.stream, data.data_bytes),
         )
     return history.read()
 

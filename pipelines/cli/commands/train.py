@@ -119,6 +119,13 @@ def _add_run_options(parser: argparse.ArgumentParser, flow: TrainFlowConfig, tra
         f"(default {flow.stream.prefetch_steps})",
     )
     parser.add_argument(
+        "--readers-from-mb",
+        type=int,
+        default=flow.stream.readers_from_mb,
+        help="a split whose training data is smaller is read in the training process, a batch at a time, "
+        f"without reader actors (default {flow.stream.readers_from_mb}; 0: readers always)",
+    )
+    parser.add_argument(
         "--output", default=flow.output_dir, help=f"run folder: checkpoints, history, plots (default {flow.output_dir})"
     )
 
@@ -158,7 +165,7 @@ def train_config(args: argparse.Namespace) -> TrainFlowConfig:
         output_dir=args.output,
         workers=args.workers,
         ray=ray_config(args),
-        stream=StreamConfig(readers=args.readers, prefetch_steps=args.read_ahead),
+        stream=StreamConfig(readers=args.readers, prefetch_steps=args.read_ahead, readers_from_mb=args.readers_from_mb),
     )
 
 
