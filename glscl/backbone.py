@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from glscl import onednn
-from glscl.backbone_config import BackboneConfig, open_clip_registry
+from glscl.backbone_config import BackboneConfig, clip_tokenizer, open_clip_registry
 from glscl.text_tower import OneDnnTextTower
 from glscl.weights import WeightFileError, read_state_dict
 
@@ -46,7 +46,7 @@ class Backbone:
         if from_file:
             load_weight_file(model, config)
         self.model = model.eval()
-        self.tokenizer = open_clip.get_tokenizer(config.model_name)
+        self.tokenizer = clip_tokenizer(config.model_name)
         preprocess = open_clip.get_model_preprocess_cfg(model)
         size = preprocess["size"]
         self.image_size = int(size if isinstance(size, int) else size[0])

@@ -5,9 +5,11 @@ command line import without torch; open_clip's config registry is imported on fi
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from glscl.files import file_sha256
 from glscl.weights import WeightFile, inspect_weights
@@ -24,6 +26,13 @@ def open_clip_registry() -> ModuleType:
 
     open_clip.add_model_config(_CONFIG_DIR)
     return open_clip
+
+
+@functools.cache
+def clip_tokenizer(model_name: str) -> Callable[..., Any]:
+    """open_clip's tokenizer for `model_name`, built once per process: building one reads the BPE vocabulary
+    (about 85 ms), too slow to repeat for every batch a training reader tokenises."""
+    return open_clip_registry().get_tokenizer(model_name)
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,11 @@ class MeanPooling(nn.Module):
 
     def score(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
         """Cosine similarities ``[Nt, Nv]`` of texts and videos."""
-        return F.normalize(t, dim=-1) @ self.embed_videos(V, mask).T
+        return self.score_pooled(t, self.embed_videos(V, mask))
+
+    def score_pooled(self, t: Tensor, pooled: Tensor) -> Tensor:
+        """`score` from videos already pooled by `embed_videos` (the `vector` ingest stores)."""
+        return F.normalize(t, dim=-1) @ pooled.T
 
     def pair_scores(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
         """Cosine similarities ``[N]`` of aligned pairs (text i, video i)."""
@@ -185,7 +189,11 @@ class LinearMeanPooling(nn.Module):
 
     def score(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
         """Cosine similarities ``[Nt, Nv]`` of the mapped texts and mapped pooled videos."""
-        texts, videos = self.embed(t, V, mask)
+        return self.score_pooled(t, self.pool.embed_videos(V, mask))
+
+    def score_pooled(self, t: Tensor, pooled: Tensor) -> Tensor:
+        """`score` from videos already mean-pooled."""
+        texts, videos = self.embed_pooled(t, pooled)
         return texts @ videos.T
 
     def pair_scores(self, t: Tensor, V: Tensor, mask: Tensor) -> Tensor:
@@ -214,8 +222,7 @@ def fit_linear_mean_pooling(
         keep = torch.zeros(int(first.max()) + 1, dtype=torch.long).scatter_(0, first.flip(0), texts.flip(0))
         chosen = keep[torch.randperm(len(keep), generator=generator)[:size]]
         videos = text_to_video[chosen]
-        texts_embedded, videos_embedded = model.embed_pooled(t[chosen], pooled[videos])
-        logits = 20.0 * texts_embedded @ videos_embedded.T
+        logits = 20.0 * model.score_pooled(t[chosen], pooled[videos])
         labels = torch.arange(len(chosen))
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         optimizer.zero_grad()

@@ -123,7 +123,7 @@ def plan_job(config: TrainFlowConfig, run_id: str) -> TrainJob:
 @task(cache_policy=NO_CACHE)
 def run_training(config: TrainFlowConfig, job: TrainJob) -> list[dict]:
     """Train in this process (one worker) or on Ray Train workers; either resumes from the run's state and
-    reads its batches through Ray Data."""
+    reads its batches from the tables (through Ray Data readers unless the split is small, `StreamConfig`)."""
     ensure_ray(config.ray)
     if config.workers <= 1:
         return train_worker(job)

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from glscl.backbone import Backbone
-from glscl.backbone_config import BackboneConfig, open_clip_registry
+from glscl.backbone_config import BackboneConfig, clip_tokenizer
 from glscl.config import Mode
 from glscl.data import Batch, TextInput, VideoInput
 from schemas.catalog import Catalog, take_rows
@@ -52,8 +52,7 @@ class OrderNegatives:
         fallback = next(iter(self.paragraphs.values()))
         told = [self.paragraphs.get(int(v), fallback) for v in videos]
         if self.mode == "full":
-            tokenizer = open_clip_registry().get_tokenizer(self.backbone_config.model_name)
-            tokens = tokenizer(told, context_length=self.max_words)
+            tokens = clip_tokenizer(self.backbone_config.model_name)(told, context_length=self.max_words)
             return TextInput(tokens, None, None), torch.from_numpy(valid)
         if self._backbone is None:
             self._backbone = Backbone(self.backbone_config)
@@ -168,5 +167,5 @@ class FramePairs(TablePairs):
         """CLIP token ids [B, L] of the captions at `index`."""
         rows = self.rows.caption_rows[_positions(index, self.num_texts)]
         texts = self._take(CAPTIONS, rows, ["text"])["text"].to_pylist()
-        tokenizer = open_clip_registry().get_tokenizer(self.backbone.model_name)
+        tokenizer = clip_tokenizer(self.backbone.model_name)
         return TextInput(tokenizer(texts, context_length=self.rows.query.max_words), None, None)

@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
-from glscl.baselines import LinearMeanPooling, fit_linear_mean_pooling
+from glscl.baselines import LinearMeanPooling, MeanPooling, fit_linear_mean_pooling
 from glscl.config import TrainConfig
 from glscl.metrics import both_directions
 from glscl.training import Trainer, TrainModule
@@ -45,9 +44,8 @@ def baseline_metrics(job: TrainJob) -> dict[str, dict]:
     torch.manual_seed(job.train.seed)
     untrained = Trainer(TrainModule(build_head(job.model, job.backbone)), job.model, replace(job.train, mode="head"))
     with torch.no_grad():
-        texts, videos = linear.embed_pooled(sentence, pooled)
         return {
-            "mean pooling (no training)": both_directions(F.normalize(sentence, dim=-1) @ pooled.T, text_to_video),
-            "mean pooling + linear (trained)": both_directions(texts @ videos.T, text_to_video),
+            "mean pooling (no training)": both_directions(MeanPooling().score_pooled(sentence, pooled), text_to_video),
+            "mean pooling + linear (trained)": both_directions(linear.score_pooled(sentence, pooled), text_to_video),
             "GLSCL untrained head": untrained.evaluate(TablePairs(rows)),
         }

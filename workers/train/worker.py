@@ -1,5 +1,5 @@
 """The training worker: locate a split's rows in LanceDB, build the GLSCL trainer, resume from the run's own
-state if there is one, train on batches Ray Data streams from the tables, and write checkpoints and history. A
+state if there is one, train on batches streamed from the tables, and write checkpoints and history. A
 plain function, run in-process for one worker or by Ray Train (TorchTrainer, DDP over gloo/NCCL) for several."""
 
 from __future__ import annotations
