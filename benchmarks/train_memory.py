@@ -117,15 +117,18 @@ def gallery(root: Path, videos: int) -> str:
     return str(db)
 
 
-def video_split(root: Path, videos: int) -> str:
+def video_split(root: Path, videos: int, keep_frames: bool) -> str:
     """A train split of `videos` generated clips (64 frames of 64 x 64 each, the tiny backbone's input size),
-    ingested with 64 uniform frames through `glscl ingest` (written on first use): full fine-tuning's data."""
+    ingested with 64 uniform frames through `glscl ingest`, keeping the frames as JPEG when asked (written on first
+    use): full fine-tuning's data."""
     folder = root / f"videos-{videos}"
-    db = folder / "db"
+    db = folder / ("db-kept" if keep_frames else "db")
     if not (db / "frames.lance").exists():
-        generate_synthetic_dataset(SyntheticConfig(out_dir=folder, n_train=videos, n_val=0, duration=6.4))
+        if not (folder / "train.json").exists():
+            generate_synthetic_dataset(SyntheticConfig(out_dir=folder, n_train=videos, n_val=0, duration=6.4))
         command = [sys.executable, "-m", "pipelines.cli", "ingest", str(folder / "train.json"), "--db", str(db)]
         command += ["--video-root", str(folder / "videos"), "--frames", "64", "--max-words", str(WORDS)]
+        command += ["--keep-frames"] if keep_frames else []
         env = {**os.environ, "PREFECT_HOME": str(root / "prefect-home")}
         subprocess.run(command, env=env, check=True, capture_output=True)
     return str(db)
@@ -192,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
         "64 frames each, decoded as the run reads them",
     )
     parser.add_argument(
+        "--keep-frames",
+        action="store_true",
+        help="full mode: ingest keeping the sampled frames (JPEG), so that the run reads them instead of decoding",
+    )
+    parser.add_argument(
         "--throughput",
         action="store_true",
         help="instead: pairs/s per epoch in this process, split read whole vs streamed, on the first --videos size",
@@ -211,10 +219,11 @@ def main(argv: list[str] | None = None) -> None:
     print("| code | videos | workers | steps | peak RSS per trainer MB | readers MB | pairs/s | wall s |")
     print("|---|---|---|---|---|---|---|---|")
     for videos in args.videos:
-        db = gallery(root, videos) if args.mode == "head" else video_split(root, videos)
+        db = gallery(root, videos) if args.mode == "head" else video_split(root, videos, args.keep_frames)
         for workers in args.workers:
             output = root / f"run-{args.label}-{videos}-{workers}-{time.time_ns()}"
             row = {"code": args.label, "mode": args.mode, "videos": videos, "workers": workers}
+            row |= {"frames": "kept" if args.keep_frames else "decoded"} if args.mode == "full" else {}
             row |= run_once(code, db, output, workers, args.max_steps, args.batch_size, args.head, args.mode)
             rows.append(row)
             cells = [row[k] for k in ("code", "videos", "workers", "steps", "peak_trainer_mb", "peak_readers_mb")]

@@ -41,6 +41,17 @@ class IngestConfig:
     shard_size: int = 256
     retry_failed: bool = False
     hash_threads: int = 4
+    keep_frames: bool = False  # also store the sampled frames (JPEG) in `frame_images`, for full fine-tuning
+    frame_quality: int = 90  # their JPEG quality
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.frame_quality <= 100:
+            raise ValueError(f"frame quality must be a JPEG quality from 1 to 100, got {self.frame_quality}")
+
+    @property
+    def jpeg_quality(self) -> int | None:
+        """The JPEG quality the decode stage keeps frames at, or None when it keeps none."""
+        return self.frame_quality if self.keep_frames else None
 
 
 @dataclass(frozen=True)

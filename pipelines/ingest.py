@@ -24,7 +24,7 @@ from schemas.rows import captions_table, texts_table
 from schemas.tables import CAPTIONS, TEXTS
 from workers.ingest.hashing import content_ids
 from workers.ingest.plan import Discovery, plan_ingest, stored_keys
-from workers.ingest.shards import ShardResult, ShardTally, commit_shard_rows, shard_result
+from workers.ingest.shards import FramesRecipe, ShardResult, ShardTally, commit_shard_rows, shard_result
 from workers.ingest.sources import VideoItem, read_source
 from workers.ray_jobs import ensure_ray, frames_job, texts_job
 from workers.terminal import progress
@@ -79,7 +79,7 @@ def discover(config: IngestConfig) -> Discovery:
                 "%s: %d annotated videos have no file, e.g. %s", source, len(collection.missing), collection.missing[:3]
             )
     ids = content_ids([item.path for item in items], config.hash_threads)
-    stored = stored_keys(Catalog(config.store), config.backbone, config.sampling, config.max_words)
+    stored = stored_keys(Catalog(config.store), config.backbone, config.sampling, config.max_words, config.keep_frames)
     discovery = plan_ingest(items, ids, stored, config.retry_failed, counts)
     discovery.failures.update(failures)
     logger.info(
@@ -115,9 +115,15 @@ def encode_texts(config: IngestConfig, texts: list[dict], run_id: str) -> tuple[
 def decode_encode_shard(config: IngestConfig, shard: list[dict], run_id: str) -> ShardResult:
     """One Ray Data job: decode the shard's videos on CPU tasks and encode them in model actors."""
     image_size = config.backbone.image_size
-    batches = frames_job(shard, config.sampling, config.backbone, config.ray)
-    sampling, sampling_hash = config.sampling.describe(image_size), config.sampling.hash(image_size)
-    return shard_result(batches, config.backbone.model_id, sampling, sampling_hash, run_id)
+    batches = frames_job(shard, config.sampling, config.backbone, config.ray, config.jpeg_quality)
+    recipe = FramesRecipe(
+        config.backbone.model_id,
+        image_size,
+        config.sampling.describe(image_size),
+        config.sampling.hash(image_size),
+        config.jpeg_quality,
+    )
+    return shard_result(batches, recipe, run_id)
 
 
 @task(cache_policy=NO_CACHE)

@@ -64,7 +64,10 @@ def dry_run_config(out_dir: str, train_videos: int = 6, val_videos: int = 3, **o
 
 
 def ingest_config(config: ReproduceConfig) -> IngestConfig:
-    """Both annotation files with the paper's sampling: the first frame of every second, at most 64 (uniform)."""
+    """Both annotation files with the paper's sampling: the first frame of every second, at most 64 (uniform).
+    When any step fine-tunes CLIP (full mode), the sampled frames are kept, so that training reads them instead
+    of decoding every video in every epoch."""
+    full = config.mode == "full" or any(mode == "full" for mode, _ in config.timing)
     return IngestConfig(
         sources=config.annotations,
         store=config.store,
@@ -73,6 +76,7 @@ def ingest_config(config: ReproduceConfig) -> IngestConfig:
         source_options=SourceOptions(video_root=config.video_root, dataset="activitynet"),
         ray=config.ray,
         max_words=config.max_words,
+        keep_frames=full,
     )
 
 

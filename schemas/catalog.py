@@ -10,7 +10,15 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.store import StoreConfig, missing_locally
-from schemas.tables import ALL_TABLES, EMBED_DIM_KEY, SCHEMA_VERSION_KEY, VIDEO_OK, VIDEOS, TableSpec
+from schemas.tables import (
+    ALL_TABLES,
+    EMBED_DIM_KEY,
+    OPTIONAL_TABLES,
+    SCHEMA_VERSION_KEY,
+    VIDEO_OK,
+    VIDEOS,
+    TableSpec,
+)
 
 ROW_ID = "_rowid"  # LanceDB's row id column, as `with_row_id` names it
 
@@ -109,7 +117,11 @@ class Catalog:
     def versions(self) -> dict[str, int]:
         """The current version of every glscl table present, for run reports."""
         present = set(self.table_names())
-        return {spec.name: self.db.open_table(spec.name).version for spec in ALL_TABLES if spec.name in present}
+        return {
+            spec.name: self.db.open_table(spec.name).version
+            for spec in (*ALL_TABLES, *OPTIONAL_TABLES)
+            if spec.name in present
+        }
 
     def _rows_at(self, spec: TableSpec, version: int) -> int:
         """The table's row count at one version: a commit is checked against the version just before it, so that

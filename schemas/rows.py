@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
+from schemas.tables import CAPTIONS, FRAME_IMAGES, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 
 
 def now_utc() -> datetime:
@@ -73,6 +73,28 @@ def frames_table(
         "frame_mask": list_array(mask, pa.bool_()),
         "timestamps": list_array(np.asarray(batch["timestamps"])[ok].astype(np.float32), pa.float32()),
         "vector": vector_array(np.asarray(batch["vector"])[ok]),
+        "created_at": pa.array([now_utc()] * count, schema.field("created_at").type),
+        "run_id": pa.array([run_id] * count, pa.string()),
+    }
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def frame_images_table(
+    batch: dict[str, np.ndarray], sampling: str, sampling_hash: str, image_size: int, quality: int, run_id: str
+) -> pa.Table:
+    """`frame_images` rows (the sampled frames as JPEG) for the ok videos of a decoded batch."""
+    ok = np.asarray(batch["status"]) == VIDEO_OK
+    mask = np.asarray(batch["frame_mask"])[ok].astype(bool)
+    count = int(ok.sum())
+    schema = FRAME_IMAGES.schema()
+    columns = {
+        "video_id": pa.array(np.asarray(batch["video_id"])[ok].tolist(), pa.string()),
+        "sampling_hash": pa.array([sampling_hash] * count, pa.string()),
+        "sampling": pa.array([sampling] * count, pa.string()),
+        "image_size": pa.array([image_size] * count, pa.int32()),
+        "quality": pa.array([quality] * count, pa.int32()),
+        "jpeg": pa.array([list(images) for images in np.asarray(batch["jpeg"])[ok]], pa.list_(pa.binary())),
+        "frame_mask": list_array(mask, pa.bool_()),
         "created_at": pa.array([now_utc()] * count, schema.field("created_at").type),
         "run_id": pa.array([run_id] * count, pa.string()),
     }

@@ -67,6 +67,20 @@ def _frames(dim: int | None) -> list[pa.Field]:
     ]
 
 
+def _frame_images(_: int | None) -> list[pa.Field]:
+    return [
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("sampling_hash", pa.string(), nullable=False),
+        pa.field("sampling", pa.string(), nullable=False),
+        pa.field("image_size", pa.int32(), nullable=False),
+        pa.field("quality", pa.int32(), nullable=False),
+        pa.field("jpeg", pa.list_(pa.binary()), nullable=False),
+        pa.field("frame_mask", pa.list_(pa.bool_()), nullable=False),
+        pa.field("created_at", _TIMESTAMP, nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+    ]
+
+
 def _captions(_: int | None) -> list[pa.Field]:
     return [
         pa.field("caption_id", pa.string(), nullable=False),
@@ -202,6 +216,10 @@ VIDEOS = TableSpec("videos", ("video_id",), 1, _videos)
 FRAMES = TableSpec("frames", ("video_id", "model_id", "sampling_hash"), 1, _frames, needs_dim=True)
 CAPTIONS = TableSpec("captions", ("caption_id",), 1, _captions)
 TEXTS = TableSpec("texts", ("caption_id", "model_id", "max_words"), 1, _texts, needs_dim=True)
+# The sampled frames themselves (JPEG, the valid ones in order), kept when ingest is asked to (`--keep-frames`), so
+# that full fine-tuning reads them instead of decoding every source video in every epoch. Keyed by the sampling
+# (which includes the image size), not the model: any backbone with that input size reads them.
+FRAME_IMAGES = TableSpec("frame_images", ("video_id", "sampling_hash"), 1, _frame_images)
 RUNS = TableSpec("runs", ("run_id",), 1, _runs)
 # Where each run's process runs and when it last showed it was alive: a table of its own, so that a heartbeat never
 # rewrites (or races with) the run's `runs` row, and `runs` keeps its version 1 schema.
@@ -307,3 +325,5 @@ def projection_spec(index_name: str) -> TableSpec:
 
 
 ALL_TABLES: tuple[TableSpec, ...] = (VIDEOS, FRAMES, CAPTIONS, TEXTS, RUNS, RUN_HEARTBEATS)
+# Tables only some stores have (created by an option), reported beside the others when present.
+OPTIONAL_TABLES: tuple[TableSpec, ...] = (FRAME_IMAGES,)

@@ -4,6 +4,7 @@ unbroken run, 2-worker Ray Train (DDP over gloo), reports and refusals."""
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import lancedb
@@ -30,8 +31,8 @@ from workers.features import FeatureQuery, read_split
 from workers.ingest.sampling import SamplingConfig
 from workers.ingest.sources import SourceOptions
 from workers.ray_config import StreamConfig
-from workers.split_rows import locate_split
-from workers.table_pairs import TablePairs
+from workers.split_rows import NO_ROW, locate_split
+from workers.table_pairs import FramePairs, TablePairs
 from workers.train.stream import ray_batches
 from workers.train.worker import BEST_DIR, HISTORY_FILE, LATEST_DIR, order_negative_texts
 
@@ -145,9 +146,42 @@ def test_two_ray_train_workers_follow_the_single_process_run(store, tmp_path):
     assert "on 2 worker(s)" in (tmp_path / "two" / "summary.md").read_text()
 
 
-def test_full_fine_tuning_changes_the_backbone_and_its_weights_ingest_again(store, tmp_path):
-    config = flow_config(store, tmp_path / "full", epochs=1, mode="full")
-    summary = train_flow(TrainFlowConfig(**{**config.__dict__, "head_overrides": {"clip_lr": 1e-3}}))
+def synthetic_ingest(store, backbone: BackboneConfig, *splits: str, keep_frames: bool = False) -> IngestConfig:
+    """The ingest of the module's synthetic splits, with another backbone or keeping the frames."""
+    root = Path(store.uri).parent
+    return IngestConfig(
+        sources=tuple(str(root / f"{split}.json") for split in splits),
+        store=store,
+        backbone=backbone,
+        sampling=SamplingConfig("uniform", DEMO_FRAMES),
+        source_options=SourceOptions(video_root=str(root / "videos"), dataset="synthetic"),
+        max_words=DEMO_MAX_WORDS,
+        keep_frames=keep_frames,
+    )
+
+
+def test_full_fine_tuning_reads_kept_frames_changes_the_backbone_and_its_weights_ingest_again(store, tmp_path):
+    # Ingest again keeping the frames: the features are already stored, so only `frame_images` gains rows.
+    kept = ingest_flow(synthetic_ingest(store, BackboneConfig(), "train", "val_1", keep_frames=True))
+    assert kept.counts["frame_images_written"] == 24 and kept.counts["frames_rows_written"] == 0
+    query = FeatureQuery("train", BackboneConfig().model_id, DEMO_MAX_WORDS)
+    rows = locate_split(Catalog(store), query)
+    assert rows.kept_images == rows.num_videos == 16
+    image_size = BackboneConfig().image_size
+    stored = FramePairs(rows, BackboneConfig(), image_size).video_input(np.arange(16))
+    decoded = FramePairs(replace(rows, image_rows=np.full(16, NO_ROW)), BackboneConfig(), image_size)
+    decoded = decoded.video_input(np.arange(16))
+    assert torch.equal(stored.mask, decoded.mask) and stored.mask.any()
+    difference = (stored.data.float() - decoded.data.float()).abs()[stored.mask]
+    assert difference.mean() < 2.0 and difference.max() > 0  # JPEG at quality 90: close, not equal
+    # Training reads the kept frames: with the source files moved away, full fine-tuning still runs.
+    videos = Path(store.uri).parent / "videos"
+    videos.rename(videos.with_name("videos-away"))
+    try:
+        config = flow_config(store, tmp_path / "full", epochs=1, mode="full")
+        summary = train_flow(TrainFlowConfig(**{**config.__dict__, "head_overrides": {"clip_lr": 1e-3}}))
+    finally:
+        videos.with_name("videos-away").rename(videos)
     assert summary.steps == 2
     weights = tmp_path / "full" / LATEST_DIR / "backbone.safetensors"
     random = BackboneConfig()
@@ -158,16 +192,7 @@ def test_full_fine_tuning_changes_the_backbone_and_its_weights_ingest_again(stor
     assert "visual.conv1.weight" not in changed  # frozen, as in the paper
     # The saved weights are a backbone the pipeline takes as --pretrained: ingesting val again with them stores
     # features under their own model id, and those differ from the random backbone's for the same frames.
-    root = Path(store.uri).parent
-    again = IngestConfig(
-        sources=(str(root / "val_1.json"),),
-        store=store,
-        backbone=tuned,
-        sampling=SamplingConfig("uniform", DEMO_FRAMES),
-        source_options=SourceOptions(video_root=str(root / "videos"), dataset="synthetic"),
-        max_words=DEMO_MAX_WORDS,
-    )
-    assert ingest_flow(again).exit_code == 0
+    assert ingest_flow(synthetic_ingest(store, tuned, "val_1")).exit_code == 0
     catalog = Catalog(store)
     old = read_split(catalog, FeatureQuery("val_1", random.model_id, DEMO_MAX_WORDS))
     new = read_split(catalog, FeatureQuery("val_1", tuned.model_id, DEMO_MAX_WORDS))

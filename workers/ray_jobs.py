@@ -75,14 +75,18 @@ def _encoder_resources(gpu: bool) -> dict[str, float]:
 
 
 def frames_job(
-    items: list[dict], sampling: SamplingConfig, backbone: BackboneConfig, config: RayConfig
+    items: list[dict],
+    sampling: SamplingConfig,
+    backbone: BackboneConfig,
+    config: RayConfig,
+    jpeg_quality: int | None = None,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Decode (CPU tasks) and encode (model actors) the given videos; yield encoded batches as they finish."""
+    """Decode (CPU tasks) and encode (model actors) the given videos; yield encoded batches as they finish (with
+    each video's frames as JPEG files when `jpeg_quality` is set)."""
     gpu = cluster_has_gpu()
     dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    dataset = dataset.map(
-        decode_item, fn_kwargs={"sampling": sampling, "image_size": backbone.image_size}, num_cpus=1
-    ).map_batches(
+    decode_kwargs = {"sampling": sampling, "image_size": backbone.image_size, "jpeg_quality": jpeg_quality}
+    dataset = dataset.map(decode_item, fn_kwargs=decode_kwargs, num_cpus=1).map_batches(
         FrameEncoder,
         fn_constructor_kwargs={"backbone": backbone, "use_gpu": gpu},
         batch_size=config.videos_per_encode_batch,

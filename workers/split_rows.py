@@ -13,7 +13,7 @@ import pyarrow as pa
 from schemas.catalog import ROW_ID, Catalog, scan_row_ids, sql_string, take_rows
 from schemas.rows import dense
 from schemas.store import StoreConfig
-from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_OK, VIDEOS
+from schemas.tables import CAPTIONS, FRAME_IMAGES, FRAMES, TEXTS, VIDEO_OK, VIDEOS
 from workers.features import (
     CAPTION_ORDER,
     FeatureQuery,
@@ -23,6 +23,8 @@ from workers.features import (
     pair_texts,
     text_rows_where,
 )
+
+NO_ROW = np.iinfo(np.uint64).max  # a row id that stands for "not stored"
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class SplitRows:
     text_to_video: np.ndarray
     num_frames: int
     dim: int
+    image_rows: np.ndarray  # each video's kept frames in `frame_images` (`NO_ROW` where none are kept)
 
     @property
     def num_videos(self) -> int:
@@ -54,6 +57,11 @@ class SplitRows:
     def num_texts(self) -> int:
         """Texts whose video has features."""
         return len(self.text_rows)
+
+    @property
+    def kept_images(self) -> int:
+        """Videos whose sampled frames are stored (`glscl ingest --keep-frames`)."""
+        return int(np.count_nonzero(self.image_rows != NO_ROW))
 
     @property
     def feature_bytes(self) -> int:
@@ -74,9 +82,12 @@ def read_vectors(rows: SplitRows, chunk: int = 8192) -> tuple[np.ndarray, np.nda
     return parts[0], parts[1]
 
 
-def _rows_of(table: pa.Table, key: str, ids: list[str]) -> np.ndarray:
-    """The row id of each of `ids` (in that order) in a scan of `key` and row ids."""
+def _rows_of(table: pa.Table, key: str, ids: list[str], missing: int | None = None) -> np.ndarray:
+    """The row id of each of `ids` (in that order) in a scan of `key` and row ids; `missing` stands for an id the
+    scan lacks (None: every id must be there)."""
     position = dict(zip(table[key].to_pylist(), table[ROW_ID].to_numpy(), strict=True))
+    if missing is not None:
+        return np.array([position.get(i, missing) for i in ids], dtype=np.uint64)
     return np.array([position[i] for i in ids], dtype=np.uint64)
 
 
@@ -84,7 +95,8 @@ def locate_split(catalog: Catalog, query: FeatureQuery) -> SplitRows:
     """Find the rows of `query`'s split (the videos and texts `read_split` would read) in table versions pinned
     now, reading ids and row addresses only."""
     sampling_hash, video_ids = gallery(catalog, query)
-    tables = {spec.name: catalog.snapshot(spec) for spec in (FRAMES, VIDEOS, CAPTIONS, TEXTS)}
+    specs = (FRAMES, VIDEOS, CAPTIONS, TEXTS, *([FRAME_IMAGES] if catalog.exists(FRAME_IMAGES) else []))
+    tables = {spec.name: catalog.snapshot(spec) for spec in specs}
     frames = scan_row_ids(tables[FRAMES.name], ["video_id"], frame_rows_where(query, sampling_hash))
     videos = scan_row_ids(
         tables[VIDEOS.name], ["video_id"], f"split = {sql_string(query.split)} AND status = {sql_string(VIDEO_OK)}"
@@ -93,6 +105,9 @@ def locate_split(catalog: Catalog, query: FeatureQuery) -> SplitRows:
     texts = scan_row_ids(tables[TEXTS.name], ["caption_id"], text_rows_where(query))
     captions, texts, text_to_video = pair_texts(captions, texts, video_ids, query, catalog.store.uri)
     frame_rows = _rows_of(frames, "video_id", video_ids)
+    images = pa.table({"video_id": pa.array([], pa.string()), ROW_ID: pa.array([], pa.uint64())})
+    if FRAME_IMAGES.name in tables:
+        images = scan_row_ids(tables[FRAME_IMAGES.name], ["video_id"], f"sampling_hash = {sql_string(sampling_hash)}")
     first = take_rows(tables[FRAMES.name], frame_rows[:1], ["features", "frame_mask", "sampling"])
     return SplitRows(
         store=catalog.store,
@@ -108,4 +123,5 @@ def locate_split(catalog: Catalog, query: FeatureQuery) -> SplitRows:
         text_to_video=text_to_video,
         num_frames=len(first["frame_mask"][0]),
         dim=len(first["features"][0][0]),
+        image_rows=_rows_of(images, "video_id", video_ids, missing=NO_ROW),
     )

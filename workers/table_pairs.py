@@ -1,7 +1,8 @@
 """Training pairs read from the tables a batch at a time (the `glscl.data.Pairs` contract): the rows a batch
 names are taken by row id from pinned table versions, so memory holds one batch, never the split. Head mode
-takes stored CLIP features; full mode decodes the batch's videos with the ingest decode stage and tokenizes its
-captions. Plain classes (no Ray): the training stream runs them in Ray Data actors, evaluation in-process."""
+takes stored CLIP features; full mode reads the batch's kept frames (or decodes its videos with the ingest decode
+stage) and tokenizes its captions. Plain classes (no Ray): the training stream runs them in Ray Data actors,
+evaluation in-process."""
 
 from __future__ import annotations
 
@@ -17,10 +18,11 @@ from glscl.config import Mode
 from glscl.data import Batch, TextInput, VideoInput
 from schemas.catalog import Catalog, take_rows
 from schemas.rows import dense
-from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEOS, TableSpec
+from schemas.tables import CAPTIONS, FRAME_IMAGES, FRAMES, TEXTS, VIDEOS, TableSpec
 from workers.ingest.decode import decode_frames
+from workers.ingest.frame_images import decode_jpegs
 from workers.ingest.sampling import SamplingConfig
-from workers.split_rows import SplitRows
+from workers.split_rows import NO_ROW, SplitRows
 
 
 def _positions(index: Tensor | np.ndarray | slice, size: int) -> np.ndarray:
@@ -131,8 +133,9 @@ class TablePairs:
 
 
 class FramePairs(TablePairs):
-    """Full fine-tuning pairs: each batch's videos decoded from their source files with the sampling recipe the
-    features were made with (uint8 [B, F, S, S, 3]), its captions tokenized to CLIP token ids."""
+    """Full fine-tuning pairs: each batch's videos as uint8 frames [B, F, S, S, 3] with the sampling recipe the
+    features were made with, read from `frame_images` where ingest kept them and decoded from their source files
+    where it did not; its captions tokenized to CLIP token ids."""
 
     def __init__(
         self, rows: SplitRows, backbone: BackboneConfig, image_size: int, negatives: OrderNegatives | None = None
@@ -154,14 +157,24 @@ class FramePairs(TablePairs):
         return self.num_videos * frames + self.num_texts * self.rows.query.max_words * 8
 
     def video_input(self, index: Tensor | np.ndarray | slice) -> VideoInput:
-        """Decoded frames and masks of the videos at `index`."""
-        rows = self.rows.video_rows[_positions(index, self.num_videos)]
-        paths = self._take(VIDEOS, rows, ["source_path"])["source_path"].to_pylist()
-        decoded = [decode_frames(path, self.sampling, self.image_size) for path in paths]
-        return VideoInput(
-            torch.from_numpy(np.stack([d.frames for d in decoded])),
-            torch.from_numpy(np.stack([d.mask for d in decoded])),
-        )
+        """Frames and masks of the videos at `index`: kept images where stored, else decoded from the source."""
+        positions = _positions(index, self.num_videos)
+        slots, size = self.sampling.num_frames, self.image_size
+        frames = np.zeros((len(positions), slots, size, size, 3), dtype=np.uint8)
+        masks = np.zeros((len(positions), slots), dtype=bool)
+        image_rows = self.rows.image_rows[positions]
+        kept = np.flatnonzero(image_rows != NO_ROW)
+        if len(kept):
+            taken = self._take(FRAME_IMAGES, image_rows[kept], ["jpeg", "frame_mask"])
+            for slot, jpegs, mask in zip(kept, taken["jpeg"].to_pylist(), taken["frame_mask"].to_pylist(), strict=True):
+                frames[slot], masks[slot] = decode_jpegs(jpegs, np.array(mask), size), mask
+        missing = np.flatnonzero(image_rows == NO_ROW)
+        if len(missing):
+            paths = self._take(VIDEOS, self.rows.video_rows[positions[missing]], ["source_path"])["source_path"]
+            for slot, path in zip(missing, paths.to_pylist(), strict=True):
+                decoded = decode_frames(path, self.sampling, size)
+                frames[slot], masks[slot] = decoded.frames, decoded.mask
+        return VideoInput(torch.from_numpy(frames), torch.from_numpy(masks))
 
     def text_input(self, index: Tensor | np.ndarray | slice) -> TextInput:
         """CLIP token ids [B, L] of the captions at `index`."""

@@ -14,6 +14,7 @@ import ffmpeg
 import numpy as np
 
 from schemas.tables import VIDEO_FAILED, VIDEO_OK
+from workers.ingest.frame_images import encode_jpegs
 from workers.ingest.probe import VideoError, VideoInfo, last_line, probe_video
 from workers.ingest.sampling import SamplingConfig, plan_frames
 
@@ -66,12 +67,17 @@ def decode_frames(path: str | Path, sampling: SamplingConfig, image_size: int) -
     return DecodedVideo(frames, mask, timestamps, info, time.perf_counter() - start)
 
 
-def decode_item(row: dict, sampling: SamplingConfig, image_size: int) -> dict:
+def decode_item(row: dict, sampling: SamplingConfig, image_size: int, jpeg_quality: int | None = None) -> dict:
     """Decode one discovered video into a row for the encode stage; any failure becomes a `failed` row with its
-    reason (and zero frames) so that one bad file never stops a run."""
+    reason (and zero frames) so that one bad file never stops a run. With `jpeg_quality` the row also carries its
+    valid frames as JPEG files (`jpeg`), for the `frame_images` table."""
     out = dict(row)
+    if jpeg_quality is not None:
+        out["jpeg"] = []
     try:
         decoded = decode_frames(row["path"], sampling, image_size)
+        if jpeg_quality is not None:
+            out["jpeg"] = encode_jpegs(decoded.frames, decoded.mask, jpeg_quality)
     except VideoError as error:
         return _failed(out, str(error), sampling, image_size)
     except Exception as error:  # any other decoder crash is still one bad input, not a stopped run

@@ -40,7 +40,17 @@ class FrameEncoder:
         batch["vector"] = mean_vector(features, mask)
         seconds = time.perf_counter() - start
         batch["encode_seconds"] = np.full(len(mask), seconds / max(len(mask), 1))
+        if "jpeg" in batch:  # kept frames pass through; Ray hands them in as arrays it cannot convert back to Arrow
+            batch["jpeg"] = as_object_lists(batch["jpeg"])
         return batch
+
+
+def as_object_lists(column: np.ndarray | list) -> np.ndarray:
+    """A column whose items are sequences (of JPEG files), as an object array of plain lists: the form Ray Data
+    turns back into an Arrow list column (an object array of object arrays it would pickle instead)."""
+    out = np.empty(len(column), dtype=object)
+    out[:] = [list(items) for items in column]
+    return out
 
 
 def mean_vector(features: np.ndarray, mask: np.ndarray) -> np.ndarray:

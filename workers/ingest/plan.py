@@ -11,7 +11,7 @@ from pathlib import Path
 
 from glscl.backbone_config import BackboneConfig
 from schemas.catalog import Catalog, sql_string
-from schemas.tables import CAPTIONS, FRAMES, TEXTS, VIDEO_FAILED, VIDEOS
+from schemas.tables import CAPTIONS, FRAME_IMAGES, FRAMES, TEXTS, VIDEO_FAILED, VIDEOS
 from workers.ingest.hashing import text_id
 from workers.ingest.sampling import SamplingConfig
 from workers.ingest.sources import VideoItem
@@ -38,17 +38,24 @@ class StoredKeys:
     encoded_texts: set[str]
 
 
-def stored_keys(catalog: Catalog, backbone: BackboneConfig, sampling: SamplingConfig, max_words: int) -> StoredKeys:
-    """Videos encoded with this backbone and sampling, videos stored as failed, stored captions, texts encoded
-    with this backbone and length."""
+def stored_keys(
+    catalog: Catalog, backbone: BackboneConfig, sampling: SamplingConfig, max_words: int, keep_frames: bool = False
+) -> StoredKeys:
+    """Videos encoded with this backbone and sampling (and, for a run that keeps frames, whose frames are kept:
+    the others are decoded again, their features merged as a no-op), videos stored as failed, stored captions,
+    texts encoded with this backbone and length."""
     model = sql_string(backbone.model_id)
     sampling_hash = sql_string(sampling.hash(backbone.image_size))
     encoded = catalog.scan(FRAMES, ["video_id"], f"model_id = {model} AND sampling_hash = {sampling_hash}")
+    done = set(encoded["video_id"].to_pylist())
+    if keep_frames:
+        kept = catalog.scan(FRAME_IMAGES, ["video_id"], f"sampling_hash = {sampling_hash}")
+        done &= set(kept["video_id"].to_pylist())
     failed = catalog.scan(VIDEOS, ["video_id"], f"status = {sql_string(VIDEO_FAILED)}")
     captions = catalog.scan(CAPTIONS, ["caption_id"])
     texts = catalog.scan(TEXTS, ["caption_id"], f"model_id = {model} AND max_words = {int(max_words)}")
     return StoredKeys(
-        set(encoded["video_id"].to_pylist()),
+        done,
         set(failed["video_id"].to_pylist()),
         set(captions["caption_id"].to_pylist()),
         set(texts["caption_id"].to_pylist()),

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from schemas.catalog import Catalog
-from schemas.rows import frames_table, videos_table
-from schemas.tables import FRAMES, VIDEO_FAILED, VIDEOS
+from schemas.rows import frame_images_table, frames_table, videos_table
+from schemas.tables import FRAME_IMAGES, FRAMES, VIDEO_FAILED, VIDEOS
 
 
 @dataclass
@@ -22,38 +22,58 @@ class ShardResult:
 
     videos: list[dict]
     frames: pa.Table
+    images: pa.Table | None
     decode_seconds: float
     encode_seconds: float
     wall_seconds: float
 
 
-def shard_result(
-    batches: Iterable[dict[str, np.ndarray]], model_id: str, sampling: str, sampling_hash: str, run_id: str
-) -> ShardResult:
-    """Collect a shard's encoded batches (as the frames job yields them) into `videos` rows and one `frames`
-    table, summing the decode and encode seconds the workers measured."""
+@dataclass(frozen=True)
+class FramesRecipe:
+    """What a shard's rows are made with: the backbone's model id and input size, the sampling (as stored and its
+    hash) and the JPEG quality of kept frames (None: none kept)."""
+
+    model_id: str
+    image_size: int
+    sampling: str
+    sampling_hash: str
+    jpeg_quality: int | None = None
+
+
+def shard_result(batches: Iterable[dict[str, np.ndarray]], recipe: FramesRecipe, run_id: str) -> ShardResult:
+    """Collect a shard's encoded batches (as the frames job yields them) into `videos` rows, one `frames` table
+    and (when frames are kept) one `frame_images` table, summing the decode and encode seconds the workers
+    measured."""
     start = time.perf_counter()
-    videos, frames, decode_s, encode_s = [], [], 0.0, 0.0
+    videos, frames, images, decode_s, encode_s = [], [], [], 0.0, 0.0
     for batch in batches:
         n = len(batch["video_id"])
         columns = [name for name in (*VIDEOS.schema().names, "retry") if name in batch]
         videos.extend({name: _plain(batch[name][i]) for name in columns} for i in range(n))
-        frames.append(frames_table(batch, model_id, sampling, sampling_hash, run_id))
+        frames.append(frames_table(batch, recipe.model_id, recipe.sampling, recipe.sampling_hash, run_id))
+        if recipe.jpeg_quality is not None:
+            images.append(
+                frame_images_table(
+                    batch, recipe.sampling, recipe.sampling_hash, recipe.image_size, recipe.jpeg_quality, run_id
+                )
+            )
         decode_s += float(np.sum(batch["decode_seconds"]))
         encode_s += float(np.sum(batch["encode_seconds"]))
-    return ShardResult(videos, pa.concat_tables(frames), decode_s, encode_s, time.perf_counter() - start)
+    kept = pa.concat_tables(images) if images else None
+    return ShardResult(videos, pa.concat_tables(frames), kept, decode_s, encode_s, time.perf_counter() - start)
 
 
 def commit_shard_rows(catalog: Catalog, result: ShardResult, embed_dim: int, run_id: str) -> dict[str, int]:
-    """Write a shard: `videos` first (new rows; failed rows retried successfully are updated), then `frames`, each
-    one merge on its key, so a shard committed twice leaves one row per video."""
+    """Write a shard: `videos` first (new rows; failed rows retried successfully are updated), then `frames` and
+    kept `frame_images`, each one merge on its key, so a shard committed twice leaves one row per video."""
     retried, fresh = [], []
     for video in result.videos:
         (retried if video.pop("retry") else fresh).append(video)
     inserted = catalog.merge(VIDEOS, videos_table(fresh, run_id)).inserted
     updated = catalog.merge(VIDEOS, videos_table(retried, run_id), update=True).updated if retried else 0
     frames = catalog.merge(FRAMES, result.frames, embed_dim).inserted
-    return {"videos_inserted": inserted, "videos_updated": updated, "frames_rows": frames}
+    images = catalog.merge(FRAME_IMAGES, result.images).inserted if result.images is not None else 0
+    return {"videos_inserted": inserted, "videos_updated": updated, "frames_rows": frames, "frame_images": images}
 
 
 def _plain(value: object) -> object:
@@ -91,6 +111,8 @@ class ShardTally:
         failed = sum(shard_failures.values())
         counts.update(ok=len(result.videos) - failed, failed=failed, frames=shard_frames)
         counts["frames_rows_written"] += written["frames_rows"]
+        if written["frame_images"]:
+            counts["frame_images_written"] += written["frame_images"]
         return shard_frames, failed
 
     def throughput(self, attempted: int) -> dict[str, float]:

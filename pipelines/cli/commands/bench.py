@@ -21,6 +21,7 @@ BENCHMARKS = {
     "startup": ("benchmarks.startup_bench", "flow command start-up: glscl's local Prefect server vs temporary ones"),
     "serve": ("benchmarks.serve_load", "load test of glscl serve on loopback: 1-32 clients, throughput, p50/p95/p99"),
     "train-memory": ("benchmarks.train_memory", "training worker memory and pairs/s against the split's size"),
+    "frame-source": ("benchmarks.frame_source", "full fine-tuning's frames: decoded per epoch or kept as JPEG"),
     "gallery": ("benchmarks.synthetic_gallery", "write a synthetic ActivityNet-sized gallery for `glscl evaluate`"),
 }
 
