@@ -10,6 +10,8 @@ milliseconds.
 The server listens on 127.0.0.1 only, on a port the OS picks (the previous one when it is still free), and keeps its
 SQLite database, log and state in `$PREFECT_HOME/glscl-server/`. A file lock stops two commands from starting two
 servers; a server whose process is gone, that does not answer, or that runs another Prefect version is replaced.
+A watchdog (pipelines/server_watchdog.py) stops it after GLSCL_PREFECT_SERVER_IDLE_MINUTES (60) without a flow
+command, and at once when its home is deleted; `glscl prefect-server start --idle-minutes 0` keeps it on.
 Linux only: liveness is read from /proc.
 """
 
@@ -27,7 +29,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -38,6 +40,8 @@ START_TIMEOUT_S = 180.0
 STOP_GRACE_S = 15.0
 MODE_VARIABLE = "GLSCL_PREFECT_SERVER"
 TEMPORARY = "temporary"
+IDLE_VARIABLE = "GLSCL_PREFECT_SERVER_IDLE_MINUTES"
+DEFAULT_IDLE_MINUTES = 60.0
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -53,6 +57,8 @@ class ServerState:
     port: int
     prefect_version: str
     started_at: str
+    idle_s: float | None = None  # stopped after this long without a flow command; 0: kept on; None: not recorded
+    watchdog_pid: int | None = None
 
     @property
     def ui_url(self) -> str:
@@ -93,6 +99,46 @@ class LocalServer:
         """The server's standard output and error."""
         return self.folder / "server.log"
 
+    def in_use_lock(self) -> Path:
+        """The lock flow commands hold (shared) while they use the server, and the watchdog (exclusive) to stop it."""
+        return self.folder / "in-use.lock"
+
+    @property
+    def _last_used(self) -> Path:
+        return self.folder / "last-used"
+
+    def idle_seconds(self) -> float:
+        """Seconds since a flow command last started or finished using the server (or since it started)."""
+        for path in (self._last_used, self.folder / "server.json"):
+            with suppress(OSError):
+                return max(0.0, time.time() - path.stat().st_mtime)
+        return 0.0
+
+    def stops_at(self, state: ServerState) -> datetime | None:
+        """When the watchdog stops the server if nothing uses it before; None when it is kept on."""
+        if not state.idle_s:
+            return None
+        return datetime.fromtimestamp(time.time() - self.idle_seconds() + state.idle_s, UTC)
+
+    @contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Mark the server as used while the block runs (a shared lock the watchdog must wait for), and as last used
+        when it starts and ends."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with self.in_use_lock().open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            self._last_used.touch()
+            try:
+                yield
+            finally:
+                self._last_used.touch()
+
+    def forget(self, state: ServerState) -> None:
+        """Remove the state file when it still records `state`'s server."""
+        current = self.state()
+        if current is not None and current.pid == state.pid:
+            (self.folder / "server.json").unlink(missing_ok=True)
+
     def state(self) -> ServerState | None:
         """The last started server's record, or None."""
         try:
@@ -103,23 +149,33 @@ class LocalServer:
     def running(self) -> ServerState | None:
         """The server, when its process is alive and its API answers."""
         state = self.state()
-        return state if state is not None and _alive(state) and _healthy(state) else None
+        return state if state is not None and process_alive(state) and _healthy(state) else None
 
-    def ensure(self, timeout: float = START_TIMEOUT_S) -> ServerState:
-        """The running server, started (or replaced) first when needed; raises ServerError when it cannot start."""
+    def ensure(self, timeout: float = START_TIMEOUT_S, idle_s: float | None = None) -> ServerState:
+        """The running server, started (or replaced) first when needed, with its watchdog; raises ServerError when it
+        cannot start. `idle_s` sets its idle limit (None: a new server takes GLSCL_PREFECT_SERVER_IDLE_MINUTES, a
+        running one keeps its own)."""
         prefect_version = version("prefect")
         state = self.running()
-        if state is not None and state.prefect_version == prefect_version:
+        if (
+            state is not None
+            and state.prefect_version == prefect_version
+            and state.idle_s is not None
+            and idle_s in (None, state.idle_s)
+            and _watched(state)
+        ):
             return state
         with self._lock():
             state = self.state()
-            current = state is not None and _alive(state) and state.prefect_version == prefect_version
+            current = state is not None and process_alive(state) and state.prefect_version == prefect_version
             # A live server that does not answer yet was started by a command stopped while it waited, or is busy:
             # it gets the time a start gets.
+            if idle_s is None:  # a running server keeps its own limit; one started by an older glscl has none
+                idle_s = state.idle_s if current and state and state.idle_s is not None else idle_limit_s()
             if current and _wait_healthy(state, timeout):
-                return state
+                return self._watch(replace(state, idle_s=idle_s))
             self._stop(state)
-            return self._start(state.port if state else None, prefect_version, timeout)
+            return self._watch(self._start(state.port if state else None, prefect_version, timeout, idle_s))
 
     def stop(self) -> ServerState | None:
         """Stop the server (SIGTERM, then SIGKILL after a grace period); returns what was stopped, or None."""
@@ -134,7 +190,22 @@ class LocalServer:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
 
-    def _start(self, previous_port: int | None, prefect_version: str, timeout: float) -> ServerState:
+    def _watch(self, state: ServerState) -> ServerState:
+        """Record `state`, with a watchdog (started when its own is not running)."""
+        if not _watched(state):
+            watchdog = subprocess.Popen(
+                [sys.executable, "-m", "pipelines.server_watchdog", str(self.folder), str(state.pid)],
+                cwd=self.folder,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            state = replace(state, watchdog_pid=watchdog.pid)
+        self._write_state(state)
+        return state
+
+    def _start(self, previous_port: int | None, prefect_version: str, timeout: float, idle_s: float) -> ServerState:
         env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
         env |= {
             "PREFECT_HOME": str(self.home),
@@ -156,7 +227,7 @@ class LocalServer:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own process group: a Ctrl-C or a killed command leaves it running
                 )
-            state = ServerState(process.pid, port, prefect_version, datetime.now(UTC).isoformat())
+            state = ServerState(process.pid, port, prefect_version, datetime.now(UTC).isoformat(), idle_s)
             self._write_state(state)
             while time.monotonic() < deadline and process.poll() is None:
                 if _healthy(state):
@@ -179,16 +250,9 @@ class LocalServer:
     def _stop(self, state: ServerState | None) -> bool:
         """Stop the state's server if it runs; remove the state file. Returns whether a process was stopped."""
         (self.folder / "server.json").unlink(missing_ok=True)
-        if state is None or not _alive(state):
+        if state is None or not process_alive(state):
             return False
-        for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
-            with suppress(ProcessLookupError):
-                os.killpg(state.pid, sig)
-            deadline = time.monotonic() + grace
-            while _alive(state) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if not _alive(state):
-                break
+        stop_process_group(state.pid)
         return True
 
     def _write_state(self, state: ServerState) -> None:
@@ -197,17 +261,52 @@ class LocalServer:
         scratch.replace(self.folder / "server.json")
 
 
-def _alive(state: ServerState) -> bool:
-    """Whether the state's process still runs and is that server (a reused pid is not), reaping it if it is ours."""
-    with suppress(ChildProcessError):
-        os.waitpid(state.pid, os.WNOHANG)
+def idle_limit_s() -> float:
+    """The idle limit of a server a flow command starts: GLSCL_PREFECT_SERVER_IDLE_MINUTES (default 60; 0 keeps it
+    on), in seconds."""
+    text = os.environ.get(IDLE_VARIABLE, "").strip() or str(DEFAULT_IDLE_MINUTES)
     try:
-        stat = Path(f"/proc/{state.pid}/stat").read_text()
-        command = Path(f"/proc/{state.pid}/cmdline").read_bytes().split(b"\0")
+        minutes = float(text)
+    except ValueError:
+        minutes = -1.0
+    if not minutes >= 0:
+        raise ServerError(f"{IDLE_VARIABLE}={text!r} is not a number of minutes (0 keeps the server on)")
+    return 60.0 * minutes
+
+
+def stop_process_group(pid: int) -> None:
+    """Stop a process group (SIGTERM, then SIGKILL after a grace period) and wait until its leader is gone."""
+    for sig, grace in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 5.0)):
+        with suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        deadline = time.monotonic() + grace
+        while _running(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not _running(pid):
+            return
+
+
+def _running(pid: int, *words: bytes) -> bool:
+    """Whether process `pid` runs (not a zombie, reaped if it is ours) and its command line holds `words`."""
+    with suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     zombie = stat.rsplit(")", 1)[1].split()[0] == "Z"
-    return not zombie and b"server" in command and str(state.port).encode() in command
+    return not zombie and all(word in command for word in words)
+
+
+def process_alive(state: ServerState) -> bool:
+    """Whether the state's process still runs and is that server (a reused pid is not)."""
+    return _running(state.pid, b"server", str(state.port).encode())
+
+
+def _watched(state: ServerState) -> bool:
+    """Whether the state's watchdog runs."""
+    return state.watchdog_pid is not None and _running(state.watchdog_pid, b"pipelines.server_watchdog")
 
 
 def _healthy(state: ServerState, timeout: float = 2.0) -> bool:
@@ -221,7 +320,7 @@ def _healthy(state: ServerState, timeout: float = 2.0) -> bool:
 
 def _wait_healthy(state: ServerState, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive(state) and time.monotonic() < deadline:
+    while process_alive(state) and time.monotonic() < deadline:
         if _healthy(state):
             return True
         time.sleep(0.2)
@@ -265,14 +364,16 @@ def prefect_api(warn: Callable[[str], None]) -> Iterator[str]:
         yield configured
         return
     if os.environ.get(MODE_VARIABLE, "") != TEMPORARY:
-        try:
-            state = LocalServer.default().ensure()
-        except ServerError as error:
-            warn(f"{error}; this command uses a temporary Prefect server instead")
-        else:
-            with temporary_settings(updates={PREFECT_API_URL: state.api_url}):
-                yield state.api_url
-            return
+        server = LocalServer.default()
+        with server.in_use():
+            try:
+                state = server.ensure()
+            except ServerError as error:
+                warn(f"{error}; this command uses a temporary Prefect server instead")
+            else:
+                with temporary_settings(updates={PREFECT_API_URL: state.api_url}):
+                    yield state.api_url
+                return
     yield _start_temporary()
 
 

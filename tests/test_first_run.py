@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -345,12 +345,37 @@ def test_server_commands_lock_loopback_kill_and_stop(tmp_path):
         assert_ran_on_the_local_server(done, state, Counter({"glscl-maintain": 1}))
         assert servers_of(user.home) == [state.pid]
 
-        stopped = glscl(user.env, "server", "stop")  # the old name works for one release, and says so
-        assert stopped.returncode == 0 and f"stopped the local Prefect server (pid {state.pid})" in stopped.stdout
-        assert "`glscl server` is now `glscl prefect-server`" in stopped.stderr
-        assert servers_of(user.home) == []
-        status = json.loads(glscl(user.env, "prefect-server", "status", "--json").stdout)
-        assert status["running"] is False and status["pid"] is None
+        # Unused for its idle limit (60 min unless set; 3 s here), it stops by itself, but never while a command
+        # holds it.
+        status = glscl(user.env, "prefect-server", "status").stdout
+        assert "stops by itself at" in status and "after 60 min unused" in status, status
+        short = json.loads(glscl(user.env, "prefect-server", "start", "--idle-minutes", "0.05", "--json").stdout)
+        assert short["pid"] == state.pid and short["idle_minutes"] == 0.05 and short["stops_at"]
+        with user.server.in_use():
+            time.sleep(6)
+            assert user.server.running() is not None, "the watchdog stopped a server a command was using"
+        assert wait_until(lambda: servers_of(user.home) == [], 30), "the unused server did not stop by itself"
+        assert user.server.state() is None and "unused for 0.05 min" in user.server.log.read_text()
+
+        old_name = glscl(user.env, "server", "status")  # the old name works for one release, and says so
+        assert old_name.returncode == 0 and "the local Prefect server is not running" in old_name.stdout
+        assert "`glscl server` is now `glscl prefect-server`" in old_name.stderr
+
+        # A server whose Prefect home is deleted stops by itself.
+        started = json.loads(glscl(user.env, "prefect-server", "start", "--json").stdout)
+        assert started["running"] and servers_of(user.home) == [started["pid"]]
+        shutil.rmtree(user.home)
+        assert wait_until(lambda: servers_of(user.home) == [], 60), "a server without a home kept running"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether `condition` holds within `timeout` seconds (checked every 0.2 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
 
 
 def timed(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, float]:
