@@ -51,7 +51,12 @@ def add_reproduce_parser(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--mode", choices=("head", "full"), default=mode, help=f"head-only or full (default {mode})")
     parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
-    parser.add_argument("--batch-size", type=int, default=batch, help=f"global batch (default {batch}, the authors')")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help=f"global batch (default {batch}, the authors'; a dry run: its training videos, at most {batch})",
+    )
     parser.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps")
     parser.add_argument(
         "--eval-every",
@@ -106,6 +111,8 @@ def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
         settings["timing"] = tuple(args.time_steps)
     if args.max_steps is not None:
         settings["max_steps"] = args.max_steps
+    if args.batch_size is not None:
+        settings["batch_size"] = args.batch_size
     if args.dry_run:
         return dry_run_config(args.out, weights=args.weights, **settings)
     return ReproduceConfig(
@@ -114,7 +121,6 @@ def reproduce_config(args: argparse.Namespace) -> ReproduceConfig:
         video_root=args.video_root,
         weights=args.weights or default(ReproduceConfig, "weights"),
         epochs=args.epochs,
-        batch_size=args.batch_size,
         workers=args.workers,
         eval_every=args.eval_every,
         **settings,
