@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from datetime import timedelta
 
+import numpy as np
 import pytest
 import torch
 import uvicorn
@@ -31,6 +32,7 @@ from pipelines.service.app import create_app
 from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
 from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS, segment_rows_spec
+from workers.features import FeatureQuery, read_videos
 from workers.index.ann_vectors import query_vectors
 from workers.index.config import AnnConfig
 from workers.index.projection import load_projection
@@ -41,6 +43,7 @@ from workers.search.config import SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.results import STAGES
 from workers.search.searcher import Searcher, SearchError
+from workers.search.spans import frame_match_weights, span
 from workers.train.worker import BEST_DIR
 from workers.upkeep import maintain_table
 
@@ -232,12 +235,41 @@ def test_filters_apply_before_ranking(indexed):
     assert none.hits == []
 
 
-def test_hits_carry_metadata_and_a_time_span(indexed):
+def test_hits_carry_metadata_and_a_time_span_around_the_best_matching_frame(indexed):
+    # The span comes from the query's CLIP sentence against the hit's stored CLIP frames (before the temporal
+    # transformer mixes them): it holds the frame that matches best and lasts at least one sampling interval.
     store, checkpoint, _ = indexed
-    hit = searcher(store, checkpoint).search("a red circle", k=1).hits[0]
-    assert hit.source_path.endswith(".mp4") and hit.duration_s > 0 and hit.text
-    start, end = hit.span_s
-    assert 0 <= start <= end <= hit.duration_s
+    engine = searcher(store, checkpoint)
+    hits = engine.search("a red circle moves left", k=5).hits
+    sentence = engine.encode("a red circle moves left").sentence[0].numpy()
+    model = load_checkpoint(checkpoint)[2]["extra"]
+    query = FeatureQuery("", model["backbone_model_id"], 0, sampling_hash=model["sampling_hash"])
+    stored = read_videos(Catalog(store), query, model["sampling_hash"], [h.video_id for h in hits])
+    weights = frame_match_weights(sentence, stored.feats, stored.mask)
+    for hit, weight, mask, times in zip(hits, weights, stored.mask, stored.timestamps, strict=True):
+        assert hit.source_path.endswith(".mp4") and hit.duration_s > 0 and hit.text
+        start, end = hit.span_s
+        best = times[np.argmax(np.where(mask, weight, -np.inf))]
+        interval = float(np.diff(times[mask]).min())
+        assert 0 <= start <= best <= end <= hit.duration_s and end - start >= interval - 1e-6, (hit.span_s, best)
+        assert hit.span_s == pytest.approx(span(weight, times, mask, hit.duration_s))
+    # `glscl index` gave `frames` the id lookup these reads take.
+    assert "video_id" in {c for index in Catalog(store).open_existing(FRAMES).list_indices() for c in index.columns}
+
+
+def test_a_span_keeps_the_frames_near_the_best_and_lasts_one_interval_at_least():
+    times = np.arange(8, dtype=np.float32) * 0.5 + 0.25
+    mask = np.ones(8, dtype=bool)
+    sentence = np.array([1.0, 0.0], dtype=np.float32)
+    # Frames 2-4 show the described moment (cosine 0.9 with the text), the others something else (0.3).
+    frames = np.array([[0.3, 0.95]] * 8, dtype=np.float32)
+    frames[2:5] = [0.9, 0.44]
+    weights = frame_match_weights(sentence, frames[None], mask[None])[0]
+    assert span(weights, times, mask, 4.0) == (1.0, 2.5)
+    # One frame alone: half an interval each side; at the video's edges, clipped to the video.
+    frames[2:5] = [0.3, 0.95]
+    frames[7] = [0.9, 0.44]
+    assert span(frame_match_weights(sentence, frames[None], mask[None])[0], times, mask, 4.0) == (3.5, 4.0)
 
 
 def test_hybrid_mode_fuses_full_text_matches(indexed):

@@ -110,6 +110,15 @@ def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> I
     return IndexUpdate(done, built)
 
 
+def ensure_id_lookup(table: lancedb.table.Table) -> list[str]:
+    """A BTREE index on a feature table's `video_id` (`frames`): a search reads its hits' stored frames by id for
+    their time spans (workers/search/spans.py), a few milliseconds with it, a scan of the table without."""
+    if "video_id" in _index_types(table):
+        return []
+    table.create_index("video_id", config=BTree())
+    return [f"built btree index on {table.name}.video_id"]
+
+
 def indexed_columns(table: lancedb.table.Table) -> dict[str, list[str]]:
     """The columns of a `video_index` table that have an index, by kind: vector, fts and scalar."""
     kinds: dict[str, list[str]] = {"vector": [], "fts": [], "scalar": []}

@@ -37,7 +37,7 @@ from workers.features import FeatureQuery, read_videos
 from workers.glscl_encode import encode_videos
 from workers.index.ann_vectors import segment_vectors
 from workers.index.config import AnnConfig
-from workers.index.indexes import IndexUpdate, ensure_indexes
+from workers.index.indexes import IndexUpdate, ensure_id_lookup, ensure_indexes
 from workers.index.packed_encodings import pack_encodings
 from workers.index.projection import Projection, save_projection
 from workers.index.segment_rows import ensure_segment_rows
@@ -261,7 +261,8 @@ def refresh_indexes(
     that upkeep rebuilds them the same way."""
     update = ensure_indexes(table, ann, segment_vector_width(table.schema))
     rebuilt = ensure_segment_rows(catalog, table, ann, progress)
-    update = IndexUpdate(update.actions + rebuilt, update.vector_indexes_built or bool(rebuilt))
+    lookup = ensure_id_lookup(catalog.open_existing(FRAMES))
+    update = IndexUpdate(update.actions + rebuilt + lookup, update.vector_indexes_built or bool(rebuilt))
     if update.vector_indexes_built and projection.ann != asdict(ann):
         projection = replace(projection, ann=asdict(ann))
         save_projection(catalog, index.spec.name, projection)

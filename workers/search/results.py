@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class VideoFile:
@@ -19,7 +17,7 @@ class VideoFile:
 @dataclass
 class SearchHit:
     """One ranked video: its exact GLSCL score, the fused rank score in hybrid mode, and where the text matches
-    best in time (the frames the text-conditioned pooling weighs most)."""
+    best in time (`workers.search.spans`)."""
 
     rank: int
     video_id: str
@@ -71,17 +69,3 @@ class SearchResult:
     def to_dict(self) -> dict:
         """JSON-able form."""
         return asdict(self)
-
-
-def span(weights: np.ndarray, timestamps: np.ndarray, mask: np.ndarray) -> tuple[float, float] | None:
-    """Contiguous frames around the most-weighted one that keep at least half its weight, as seconds."""
-    if not mask.any():
-        return None
-    peak = int(np.argmax(np.where(mask, weights, -np.inf)))
-    keep = mask & (weights >= 0.5 * weights[peak])
-    low = high = peak
-    while low > 0 and keep[low - 1]:
-        low -= 1
-    while high + 1 < len(keep) and keep[high + 1]:
-        high += 1
-    return float(timestamps[low]), float(timestamps[high])

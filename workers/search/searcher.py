@@ -49,7 +49,8 @@ from workers.search.candidates.base import ALL_PARTITIONS, CandidateStage, Probe
 from workers.search.candidates.choice import candidate_stages, stages_outdated
 from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
-from workers.search.results import SearchHit, SearchResult, Stopwatch, VideoFile, span
+from workers.search.results import SearchHit, SearchResult, Stopwatch, VideoFile
+from workers.search.spans import StoredFrames, frame_match_weights, span
 
 MAX_K = 1000
 RRF_OFFSET = 60
@@ -131,6 +132,8 @@ class Searcher:
         self.pool = ThreadPoolExecutor(len(self.segment_columns), thread_name_prefix="segment-search")
         self.max_words = int(extra.get("max_words", self.model_config.max_words))
         self.backbone = Backbone(backbone) if backbone else None
+        sampling_hash = extra.get("sampling_hash")
+        self.stored_frames = StoredFrames(self.catalog, checkpoint_model, sampling_hash) if sampling_hash else None
         self._refreshing = threading.Lock()
         self._read_index_state()
         if config.prewarm:
@@ -167,6 +170,8 @@ class Searcher:
             version = self.table.version
             self.table.checkout_latest()
             outdated = stages_outdated(self.catalog, self.table, self.config, self.stages, self.ann.segment_rows)
+            if self.stored_frames is not None:
+                self.stored_frames.refresh()
             if self.table.version != version or outdated:
                 self._read_index_state()
                 if self.config.prewarm:
@@ -337,13 +342,12 @@ class Searcher:
         order = np.array([i for i in order.tolist() if int(row_ids[i]) in found], dtype=np.int64)
         if len(order) == 0:
             return []
-        frames, mask = video.frames[order], video.mask[order]
-        sentence = encoding.sentence.expand(len(order), -1)
-        weights = pooling_weights(sentence, frames, mask, self.model_config.global_temperature).numpy()
+        rows = [found[int(row_ids[index])] for index in order.tolist()]
+        weights = self._span_weights(encoding, video, order, [meta["video_id"][row].as_py() for row in rows])
         timestamps = dense(meta["timestamps"], meta.num_rows, self.slots)
         hits = []
-        for rank, index in enumerate(order.tolist()):
-            row = found[int(row_ids[index])]
+        for rank, (index, row) in enumerate(zip(order.tolist(), rows, strict=True)):
+            duration = meta["duration_s"][row].as_py()
             hits.append(
                 SearchHit(
                     rank=rank + 1,
@@ -353,12 +357,24 @@ class Searcher:
                     dataset=meta["dataset"][row].as_py(),
                     split=meta["split"][row].as_py(),
                     duration_s=meta["duration_s"][row].as_py(),
-                    span_s=span(weights[rank], timestamps[row], mask[rank].numpy()),
+                    span_s=span(weights[rank], timestamps[row], video.mask[index].numpy(), duration),
                     text=meta["text"][row].as_py(),
                     fused=None if fused is None else float(fused[index]),
                 )
             )
         return hits
+
+    def _span_weights(
+        self, encoding: TextEncoding, video: VideoEncoding, order: np.ndarray, video_ids: list[str]
+    ) -> np.ndarray:
+        """How well the query matches each frame of the hits (`workers.search.spans`): against their stored CLIP
+        frames, or the GLSCL pooling weights when those are not in the database."""
+        stored = self.stored_frames.read(video_ids, self.slots) if self.stored_frames else None
+        if stored is not None:
+            return frame_match_weights(encoding.sentence[0].float().numpy(), *stored)
+        sentence = encoding.sentence.expand(len(order), -1)
+        frames, mask = video.frames[order], video.mask[order]
+        return pooling_weights(sentence, frames, mask, self.model_config.global_temperature).numpy()
 
 
 @contextmanager
