@@ -106,6 +106,9 @@ DESCRIBED_DEFAULTS = {
     "glscl serve index_cache_gb",
     "glscl serve token",
     "glscl serve workers",
+    "glscl reproduce batch_size",
+    "glscl prefect-server idle_minutes",
+    "glscl server idle_minutes",
 }
 
 
@@ -131,6 +134,7 @@ def test_every_stated_default_is_the_value_used() -> None:
     assert "OUT/lancedb" in next(a.help for a in demo_parser()._actions if a.dest == "db")
     argv = ("reproduce", "activitynet", "t.json", "--video-root", "v")
     assert reproduce.reproduce_config(parse(*argv)).weights == "openai"
+    assert reproduce.reproduce_config(parse(*argv)).batch_size == 64
 
 
 def demo_parser() -> argparse.ArgumentParser:
