@@ -12,7 +12,6 @@ web video), so its frames compress more easily than natural ones; `--photo` says
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import ffmpeg
 import numpy as np
 
+from benchmarks.entry import measure_and_report
 from schemas.catalog import Catalog, scan_row_ids, take_rows
 from schemas.rows import frame_images_table
 from schemas.store import StoreConfig
@@ -170,11 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> str:
     """Command-line entry: the measurements as Markdown (and JSON with --out)."""
-    args = build_parser().parse_args(argv)
-    result = run(args)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    return to_markdown(result)
+    return measure_and_report(build_parser(), run, to_markdown, argv)
 
 
 if __name__ == "__main__":

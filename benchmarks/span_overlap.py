@@ -11,12 +11,11 @@ Usage: python -m benchmarks.span_overlap --db DB --checkpoint CKPT [--split val_
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks.entry import measure_and_report
 from schemas.catalog import Catalog, sql_string
 from schemas.store import StoreConfig
 from schemas.tables import CAPTION_SENTENCE, CAPTIONS, VIDEOS
@@ -148,11 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> str:
     """Command-line entry: the scores as Markdown (and JSON with --out)."""
-    args = build_parser().parse_args(argv)
-    result = run(args)
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    return to_markdown(result)
+    return measure_and_report(build_parser(), run, to_markdown, argv)
 
 
 if __name__ == "__main__":
