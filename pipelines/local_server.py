@@ -193,9 +193,12 @@ class LocalServer:
     def _watch(self, state: ServerState) -> ServerState:
         """Record `state`, with a watchdog (started when its own is not running)."""
         if not _watched(state):
+            # This checkout first on its path, so that the watchdog is this code even where glscl is not installed.
+            paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
             watchdog = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.server_watchdog", str(self.folder), str(state.pid)],
                 cwd=self.folder,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
