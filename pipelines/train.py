@@ -91,7 +91,7 @@ def _report_frame_source(rows: SplitRows) -> None:
         return
     logger.warning(
         "full mode: %d of %d videos have no kept frames and are decoded from their files in every epoch (about "
-        "2 s per 2-minute video on one core); `glscl ingest --keep-frames` stores them once (about 0.5 MB per video)",
+        "2 s per 2-minute video on one core); `glscl ingest --keep-frames` stores them once (0.5 to 1.7 MB per video)",
         decoded,
         rows.num_videos,
     )

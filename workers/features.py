@@ -128,13 +128,17 @@ def gallery(catalog: Catalog, query: FeatureQuery) -> tuple[str, list[str]]:
     return sampling_hash, ids[: query.limit_videos] if query.limit_videos is not None else ids
 
 
-def read_videos(catalog: Catalog, query: FeatureQuery, sampling_hash: str, video_ids: list[str]) -> VideoFeatures:
-    """Frame features and masks of the given videos, in the given order."""
-    frames = catalog.scan(
-        FRAMES,
-        ["video_id", "features", "frame_mask", "timestamps"],
-        f"{frame_rows_where(query, sampling_hash)} AND {sql_in('video_id', video_ids)}",
-    )
+VIDEO_COLUMNS = ["video_id", "features", "frame_mask", "timestamps"]  # the `frames` columns `read_videos` reads
+
+
+def videos_where(query: FeatureQuery, sampling_hash: str, video_ids: list[str]) -> str:
+    """The filter of the `frames` rows of the given videos for a query's backbone and sampling."""
+    return f"{frame_rows_where(query, sampling_hash)} AND {sql_in('video_id', video_ids)}"
+
+
+def videos_in_order(frames: pa.Table, video_ids: list[str]) -> VideoFeatures:
+    """`frames` rows (`VIDEO_COLUMNS`, any order) as dense frame features, masks and times in the order of
+    `video_ids`, every one of which must be among them."""
     position = {vid: i for i, vid in enumerate(frames["video_id"].to_pylist())}
     frames = frames.take(pa.array([position[vid] for vid in video_ids], pa.int64()))
     slots = len(frames["frame_mask"][0]) if frames.num_rows else 0
@@ -144,6 +148,12 @@ def read_videos(catalog: Catalog, query: FeatureQuery, sampling_hash: str, video
         mask=dense(frames["frame_mask"], frames.num_rows, slots, dtype=bool),
         timestamps=dense(frames["timestamps"], frames.num_rows, slots),
     )
+
+
+def read_videos(catalog: Catalog, query: FeatureQuery, sampling_hash: str, video_ids: list[str]) -> VideoFeatures:
+    """Frame features and masks of the given videos, in the given order."""
+    frames = catalog.scan(FRAMES, VIDEO_COLUMNS, videos_where(query, sampling_hash, video_ids))
+    return videos_in_order(frames, video_ids)
 
 
 CAPTION_ORDER = ["caption_id", "video_id", "order"]  # the captions columns that fix the text order

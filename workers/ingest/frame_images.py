@@ -1,5 +1,5 @@
 """The sampled frames of a video as JPEG images, both ways: ingest keeps them when asked (`--keep-frames`) so that
-full fine-tuning reads about 0.5 MB per video from a table instead of decoding the whole source file in every epoch
+full fine-tuning reads 0.5 to 1.7 MB per video from a table instead of decoding the whole source file in every epoch
 (measured in benchmarks/RESULTS.md, "Full fine-tuning: frames kept at ingest or decoded in every epoch")."""
 
 from __future__ import annotations

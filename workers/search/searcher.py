@@ -356,7 +356,7 @@ class Searcher:
                     source_path=meta["source_path"][row].as_py(),
                     dataset=meta["dataset"][row].as_py(),
                     split=meta["split"][row].as_py(),
-                    duration_s=meta["duration_s"][row].as_py(),
+                    duration_s=duration,
                     span_s=span(weights[rank], timestamps[row], video.mask[index].numpy(), duration),
                     text=meta["text"][row].as_py(),
                     fused=None if fused is None else float(fused[index]),

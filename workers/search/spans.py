@@ -9,9 +9,9 @@ from __future__ import annotations
 import lancedb
 import numpy as np
 
-from schemas.catalog import Catalog, sql_in, sql_string
-from schemas.rows import dense
+from schemas.catalog import Catalog
 from schemas.tables import FRAMES
+from workers.features import VIDEO_COLUMNS, FeatureQuery, videos_in_order, videos_where
 
 SPAN_LOGIT_SCALE = 100.0  # CLIP's: frames within a few hundredths of cosine of the best one count as matching
 
@@ -54,7 +54,7 @@ class StoredFrames:
 
     def __init__(self, catalog: Catalog, model_id: str, sampling_hash: str) -> None:
         self.catalog = catalog
-        self.where = f"model_id = {sql_string(model_id)} AND sampling_hash = {sql_string(sampling_hash)}"
+        self.query, self.sampling_hash = FeatureQuery("", model_id, 0, sampling_hash=sampling_hash), sampling_hash
         self._table: lancedb.table.Table | None = None
 
     def refresh(self) -> None:
@@ -68,13 +68,9 @@ class StoredFrames:
             if not self.catalog.exists(FRAMES):
                 return None
             self._table = self.catalog.open_existing(FRAMES)
-        where = f"{sql_in('video_id', video_ids)} AND {self.where}"
-        rows = self._table.search().where(where).select(["video_id", "features", "frame_mask"]).to_arrow()
-        position = {video_id: i for i, video_id in enumerate(rows["video_id"].to_pylist())}
-        if not video_ids or any(video_id not in position for video_id in video_ids):
+        where = videos_where(self.query, self.sampling_hash, video_ids)
+        rows = self._table.search().where(where).select(VIDEO_COLUMNS).to_arrow()
+        if not video_ids or set(video_ids) - set(rows["video_id"].to_pylist()):
             return None
-        rows = rows.take([position[video_id] for video_id in video_ids])
-        if len(rows["frame_mask"][0]) != slots:
-            return None
-        features = dense(rows["features"], rows.num_rows, slots, -1)
-        return features, dense(rows["frame_mask"], rows.num_rows, slots, dtype=bool)
+        videos = videos_in_order(rows, video_ids)
+        return (videos.feats, videos.mask) if videos.mask.shape[1] == slots else None

@@ -66,7 +66,7 @@ def add_ingest_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--keep-frames",
         action="store_true",
-        help="also store the sampled frames as JPEG (table frame_images, about 0.5 MB per video at 64 frames of "
+        help="also store the sampled frames as JPEG (table frame_images, 0.5 to 1.7 MB per video at 64 frames of "
         "224 px), so that `glscl train --mode full` reads them instead of decoding every video in every epoch",
     )
     parser.add_argument(
