@@ -6,9 +6,10 @@ and row a query reads is a random read from disk. `exact=True` scores the whole 
 instead; `hybrid=True` adds full-text matches on captions and fuses both rankings (RRF).
 
 A Searcher keeps the model, text tower and table handles warm; the CLI, the HTTP API and `search()` share it.
-Several threads may search with one Searcher at once: the model and text tower are only read (inference mode),
-LanceDB's table handle takes concurrent queries, and moving to the table's newest version is done by one thread
-at a time.
+Several threads may search with one Searcher at once: the model and text tower are only read (inference mode), and
+each query reads one `IndexState` (table handles pinned at one version, with the candidate stages built on them)
+from start to end. Following the tables' newest versions builds a new state on new handles and swaps it in, so a
+query never mixes row ids of one version with rows of another (compaction renumbers rows).
 """
 
 from __future__ import annotations
@@ -91,6 +92,21 @@ def _open_video_index(
     return table
 
 
+@dataclass(frozen=True)
+class IndexState:
+    """What queries read at one version of the video index: its table handle (pinned there), video count, probe
+    settings and candidate stages (`workers.search.candidates.choice`), built together and never changed."""
+
+    table: lancedb.table.Table
+    videos: int
+    probes: ProbeSettings
+    stages: list[CandidateStage]
+
+    def stage_for(self, where: str | None) -> CandidateStage:
+        """The first candidate stage that can answer a query with this filter (or without one)."""
+        return next(stage for stage in self.stages if where is None or stage.takes_filters)
+
+
 @dataclass
 class _Scored:
     """Rows scored for one query: their row ids, encodings and exact scores, and fused ranks in hybrid mode."""
@@ -119,15 +135,15 @@ class Searcher:
         checkpoint_model = extra["backbone_model_id"]
         backbone = (config.backbone or recorded_backbone(extra)) if config.encode_text else None
         query_model = backbone.model_id if backbone else checkpoint_model
-        self.table = _open_video_index(self.catalog, name, config, checkpoint_model, query_model)
+        table = _open_video_index(self.catalog, name, config, checkpoint_model, query_model)
         projection = load_projection(self.catalog, name)
         if projection is None:
             raise SearchError(f"video index {name} has no projection: run `glscl index` again")
         self.basis = torch.from_numpy(np.array(projection.basis))
         self.ann = stored_ann(projection.ann)
-        self.segment_columns = stored_segment_columns(self.table.schema)
+        self.segment_columns = stored_segment_columns(table.schema)
         self.slots = packed_slots(
-            self.table.schema.field(_ENCODINGS), self.model_config.num_queries, self.model_config.embed_dim
+            table.schema.field(_ENCODINGS), self.model_config.num_queries, self.model_config.embed_dim
         )
         self.pool = ThreadPoolExecutor(len(self.segment_columns), thread_name_prefix="segment-search")
         self.max_words = int(extra.get("max_words", self.model_config.max_words))
@@ -135,59 +151,78 @@ class Searcher:
         sampling_hash = extra.get("sampling_hash")
         self.stored_frames = StoredFrames(self.catalog, checkpoint_model, sampling_hash) if sampling_hash else None
         self._refreshing = threading.Lock()
-        self._read_index_state()
+        self.state = self._index_state(table)
         if config.prewarm:
             self.prewarm()
         self._checked = time.monotonic()
 
-    def prewarm(self) -> None:
-        """Load what each candidate stage reads into memory or LanceDB's index cache (when the cache can hold it)."""
-        for stage in self.stages:
-            stage.prewarm()
+    @property
+    def table(self) -> lancedb.table.Table:
+        """The video index table, pinned at the version queries read now."""
+        return self.state.table
 
-    def _read_index_state(self) -> None:
-        """How many videos the table holds, how deep a query probes (every IVF partition of a small gallery), and
-        the candidate stages a query may take (`workers.search.candidates.choice`)."""
-        self.videos = self.table.count_rows()
-        small = self.videos <= self.config.probe_all_below
-        nprobes = ALL_PARTITIONS if small else self.config.nprobes
-        self.probes = ProbeSettings(nprobes, self.config.ef, self.config.refine_factor)
-        self.stages = candidate_stages(self.catalog, self.table, self.segment_columns, self.config, self.pool)
+    @property
+    def videos(self) -> int:
+        """Videos in the version of the index queries read now."""
+        return self.state.videos
+
+    @property
+    def probes(self) -> ProbeSettings:
+        return self.state.probes
 
     def stage_for(self, where: str | None) -> CandidateStage:
-        """The first candidate stage that can answer a query with this filter (or without one)."""
-        return next(stage for stage in self.stages if where is None or stage.takes_filters)
+        """The first candidate stage that can answer a query with this filter, at the version queries read now."""
+        return self.state.stage_for(where)
 
-    def _follow_latest(self) -> None:
-        """Move to the table's newest version and its newest segment rows (at most every `refresh_s` seconds) and
-        re-read its index state (and prewarm the indexes again when the searcher prewarms); a thread that finds
-        another one doing it goes on with the version it has."""
+    def prewarm(self) -> None:
+        """Load what each candidate stage reads into memory or LanceDB's index cache (when the cache can hold it)."""
+        for stage in self.state.stages:
+            stage.prewarm()
+
+    def _index_state(self, table: lancedb.table.Table) -> IndexState:
+        """The state queries read at `table`'s version: its videos, how deep a query probes (every IVF partition of a
+        small gallery) and the candidate stages a query may take."""
+        videos = table.count_rows()
+        nprobes = ALL_PARTITIONS if videos <= self.config.probe_all_below else self.config.nprobes
+        probes = ProbeSettings(nprobes, self.config.ef, self.config.refine_factor)
+        return IndexState(
+            table, videos, probes, candidate_stages(self.catalog, table, self.segment_columns, self.config, self.pool)
+        )
+
+    def _follow_latest(self) -> IndexState:
+        """The state a query should read: at most every `refresh_s` seconds, one thread looks for a newer version of
+        the table or of its segment rows and, when there is one, builds its state on new handles (prewarmed when the
+        searcher prewarms) and swaps it in; other threads go on with the state they find."""
         now = time.monotonic()
         if now - self._checked < self.config.refresh_s or not self._refreshing.acquire(blocking=False):
-            return
+            return self.state
         try:
             self._checked = now
-            version = self.table.version
-            self.table.checkout_latest()
-            outdated = stages_outdated(self.catalog, self.table, self.config, self.stages, self.ann.segment_rows)
+            state = self.state
+            latest = self.catalog.open_table(self.table.name)
+            outdated = stages_outdated(self.catalog, latest, self.config, state.stages, self.ann.segment_rows)
             if self.stored_frames is not None:
                 self.stored_frames.refresh()
-            if self.table.version != version or outdated:
-                self._read_index_state()
+            if latest.version != state.table.version or outdated:
+                fresh = self._index_state(latest)
                 if self.config.prewarm:
-                    self.prewarm()
+                    for stage in fresh.stages:
+                        stage.prewarm()
+                self.state = fresh
+            return self.state
         finally:
             self._refreshing.release()
 
     def describe(self) -> dict[str, str | int]:
         """What is served: the video index table, how many videos it holds and how unfiltered queries find their
         candidates."""
-        return {"index": self.table.name, "videos": self.table.count_rows(), "candidate_stage": self.stages[0].name}
+        state = self.state
+        return {"index": state.table.name, "videos": state.videos, "candidate_stage": state.stages[0].name}
 
     def video_file(self, video_id: str) -> VideoFile | None:
         """The source file and duration of an indexed video, or None for a video not in the index."""
         where = f"video_id = {sql_string(video_id)}"
-        rows = self.table.search().where(where).select(["source_path", "duration_s"]).limit(1).to_arrow()
+        rows = self.state.table.search().where(where).select(["source_path", "duration_s"]).limit(1).to_arrow()
         if not rows.num_rows:
             return None
         return VideoFile(rows["source_path"][0].as_py() or "", rows["duration_s"][0].as_py())
@@ -210,11 +245,11 @@ class Searcher:
     ) -> SearchResult:
         """Top-k videos for `text` (see the module docstring for the modes)."""
         where = self._where(k, filters)
-        self._follow_latest()
+        state = self._follow_latest()
         watch = Stopwatch()
         encoding = self.encode(text)
         watch.lap("text")
-        result = self._run(encoding, k, where, exact, text if hybrid else None, watch)
+        result = self._run(state, encoding, k, where, exact, text if hybrid else None, watch)
         result.query = text
         return result
 
@@ -223,8 +258,7 @@ class Searcher:
     ) -> SearchResult:
         """Top-k videos for an already encoded query (one text)."""
         where = self._where(k, filters)
-        self._follow_latest()
-        return self._run(encoding, k, where, exact, None, Stopwatch())
+        return self._run(self._follow_latest(), encoding, k, where, exact, None, Stopwatch())
 
     def _where(self, k: int, filters: tuple[Filter, ...] | list[Filter]) -> str | None:
         if not 1 <= k <= MAX_K:
@@ -236,6 +270,7 @@ class Searcher:
 
     def _run(
         self,
+        state: IndexState,
         encoding: TextEncoding,
         k: int,
         where: str | None,
@@ -244,25 +279,31 @@ class Searcher:
         watch: Stopwatch,
     ) -> SearchResult:
         if exact:
-            scored = self._exact(encoding, k, where, watch)
+            scored = self._exact(state.table, encoding, k, where, watch)
         else:
-            scored = self._two_stage(encoding, max(k, self.config.candidates), where, hybrid_text, watch)
-        hits = self._hits(encoding, scored, k)
+            scored = self._two_stage(state, encoding, max(k, self.config.candidates), where, hybrid_text, watch)
+        hits = self._hits(state.table, encoding, scored, k)
         watch.lap("metadata")
         return SearchResult("", scored.mode, hits, len(scored.row_ids), watch.timings())
 
     def _two_stage(
-        self, encoding: TextEncoding, limit: int, where: str | None, hybrid_text: str | None, watch: Stopwatch
+        self,
+        state: IndexState,
+        encoding: TextEncoding,
+        limit: int,
+        where: str | None,
+        hybrid_text: str | None,
+        watch: Stopwatch,
     ) -> _Scored:
         """ANN candidates (and full-text matches in hybrid mode), scored exactly from their packed encodings."""
-        row_ids = self.candidates(encoding, limit, where)
+        row_ids = self.candidates(encoding, limit, where, state)
         text_ranks = {}
         if hybrid_text is not None:
-            text_ids = self._text_matches(hybrid_text, limit, where)
+            text_ids = _text_matches(state.table, hybrid_text, limit, where)
             text_ranks = {row_id: rank for rank, row_id in enumerate(text_ids.tolist(), 1)}
             row_ids = _union(row_ids, text_ids)
         watch.lap("ann")
-        rows = self._take(row_ids, [_ENCODINGS])
+        rows = _take(state.table, row_ids, [_ENCODINGS])
         row_ids = rows[ROW_ID].to_numpy()
         watch.lap("fetch")
         video = self._videos(rows[_ENCODINGS])
@@ -274,28 +315,14 @@ class Searcher:
         watch.lap("rerank")
         return _Scored("hybrid", row_ids, video, scores, fused)
 
-    def candidates(self, encoding: TextEncoding, limit: int, where: str | None) -> np.ndarray:
-        """Row ids of the `limit` videos whose best segment is nearest the query, best first, from the first stage
-        that can answer it."""
+    def candidates(
+        self, encoding: TextEncoding, limit: int, where: str | None, state: IndexState | None = None
+    ) -> np.ndarray:
+        """Row ids (at `state`'s version; default: the one queries read now) of the `limit` videos whose best segment
+        is nearest the query, best first, from the first stage that can answer it."""
+        state = state or self.state
         vector = query_vectors(encoding, self.model_config.local_weight, self.ann) @ self.basis
-        return self.stage_for(where).nearest(vector[0].numpy(), limit, where, self.probes)
-
-    def _text_matches(self, text: str, limit: int, where: str | None) -> np.ndarray:
-        """Row ids of the best full-text matches on the caption text, best first."""
-        query = self.table.search(text, query_type="fts", fts_columns="text").limit(limit)
-        if where:
-            query = query.where(where, prefilter=True)
-        return query.with_row_id(True).select([ROW_ID, "_score"]).to_arrow()[ROW_ID].to_numpy()
-
-    def _take(self, row_ids: np.ndarray, columns: list[str]) -> pa.Table:
-        """Some columns of rows by row id, in the order asked (LanceDB returns them in row-id order); rows gone
-        since the ids were read are left out."""
-        if len(row_ids) == 0:
-            empty = self.table.schema.empty_table().select(columns)
-            return empty.append_column(ROW_ID, pa.array([], pa.uint64()))
-        rows = self.table.take_row_ids(row_ids.tolist()).select(columns).with_row_id().to_arrow()
-        position = {row_id: index for index, row_id in enumerate(rows[ROW_ID].to_pylist())}
-        return rows.take(pa.array([position[r] for r in row_ids.tolist() if r in position], pa.int64()))
+        return state.stage_for(where).nearest(vector[0].numpy(), limit, where, state.probes)
 
     def _videos(self, encodings: pa.ChunkedArray | pa.Array) -> VideoEncoding:
         return unpack_encodings(encodings, self.slots, self.model_config.num_queries, self.model_config.embed_dim)
@@ -308,14 +335,16 @@ class Searcher:
         text = TextEncoding(encoding.sentence.expand(count, -1), encoding.local.expand(count, -1, -1))
         return self.model.pair_scores(text, video).numpy()
 
-    def _exact(self, encoding: TextEncoding, k: int, where: str | None, watch: Stopwatch) -> _Scored:
+    def _exact(
+        self, table: lancedb.table.Table, encoding: TextEncoding, k: int, where: str | None, watch: Stopwatch
+    ) -> _Scored:
         """Score every (filtered) row exactly, streaming batches and keeping the running top-k."""
-        query = self.table.search().select([_ENCODINGS]).with_row_id(True)
+        query = table.search().select([_ENCODINGS]).with_row_id(True)
         if where:
             query = query.where(where)
         best_ids = np.zeros(0, dtype=np.uint64)
         best_scores = np.zeros(0, dtype=np.float32)
-        best_encodings = pa.array([], self.table.schema.field(_ENCODINGS).type)
+        best_encodings = pa.array([], table.schema.field(_ENCODINGS).type)
         for batch in query.to_batches(self.config.exact_batch):
             watch.lap("fetch")
             if batch.num_rows == 0:
@@ -332,12 +361,12 @@ class Searcher:
         return _Scored("exact", best_ids, video, best_scores)
 
     @torch.inference_mode()
-    def _hits(self, encoding: TextEncoding, scored: _Scored, k: int) -> list[SearchHit]:
+    def _hits(self, table: lancedb.table.Table, encoding: TextEncoding, scored: _Scored, k: int) -> list[SearchHit]:
         """The top k as hits, with their metadata (read now, for these rows only) and time spans."""
         row_ids, video, scores, fused = scored.row_ids, scored.video, scored.scores, scored.fused
         ranking = fused if fused is not None else scores
         order = np.argsort(-ranking, kind="stable")[:k]
-        meta = self._take(row_ids[order], list(INDEX_HIT_COLUMNS))
+        meta = _take(table, row_ids[order], list(INDEX_HIT_COLUMNS))
         found = {row_id: index for index, row_id in enumerate(meta[ROW_ID].to_pylist())}
         order = np.array([i for i in order.tolist() if int(row_ids[i]) in found], dtype=np.int64)
         if len(order) == 0:
@@ -375,6 +404,25 @@ class Searcher:
         sentence = encoding.sentence.expand(len(order), -1)
         frames, mask = video.frames[order], video.mask[order]
         return pooling_weights(sentence, frames, mask, self.model_config.global_temperature).numpy()
+
+
+def _text_matches(table: lancedb.table.Table, text: str, limit: int, where: str | None) -> np.ndarray:
+    """Row ids of the best full-text matches on the caption text, best first."""
+    query = table.search(text, query_type="fts", fts_columns="text").limit(limit)
+    if where:
+        query = query.where(where, prefilter=True)
+    return query.with_row_id(True).select([ROW_ID, "_score"]).to_arrow()[ROW_ID].to_numpy()
+
+
+def _take(table: lancedb.table.Table, row_ids: np.ndarray, columns: list[str]) -> pa.Table:
+    """Some columns of rows by row id, in the order asked (LanceDB returns them in row-id order); rows gone since
+    the ids were read are left out."""
+    if len(row_ids) == 0:
+        empty = table.schema.empty_table().select(columns)
+        return empty.append_column(ROW_ID, pa.array([], pa.uint64()))
+    rows = table.take_row_ids(row_ids.tolist()).select(columns).with_row_id().to_arrow()
+    position = {row_id: index for index, row_id in enumerate(rows[ROW_ID].to_pylist())}
+    return rows.take(pa.array([position[r] for r in row_ids.tolist() if r in position], pa.int64()))
 
 
 @contextmanager
