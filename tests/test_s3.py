@@ -21,9 +21,10 @@ from glscl.checkpoint import save_checkpoint
 from glscl.config import TINY_HEAD, GLSCLConfig
 from glscl.model import GLSCL
 from pipelines.cli import main
-from schemas.catalog import Catalog
+from schemas.catalog import Catalog, sql_in
 from schemas.store import StoreConfig
 from schemas.tables import CAPTIONS, FRAMES, RUNS, TEXTS, VIDEOS
+from workers.index.segment_rows import current_segment_rows
 from workers.search.config import SearchConfig
 from workers.search.searcher import Searcher
 
@@ -180,6 +181,14 @@ def test_index_and_query_on_s3(s3_server, ingested, tmp_path, capsys):
     settings = SearchConfig(checkpoint, StoreConfig(uri, s3_server.storage_options), in_memory_below=0)
     engine = Searcher(settings)
     assert engine.describe()["candidate_stage"] == "segment rows" and len(engine.search("a red screen", k=2).hits) == 2
+    for table in (catalog.db.open_table(engine.table.name), current_segment_rows(catalog, engine.table.name)):
+        table.delete(sql_in("video_id", [hits[0]["video_id"]]))  # indexed again below, incrementally on S3
+    assert (
+        main(["index", "--checkpoint", checkpoint, *s3_server.cli_options(uri), *rows, "--retrain-share", "0.6"]) == 0
+    )
+    report = capsys.readouterr().out
+    assert "indexed 1 new rows incrementally" in report, report
+    assert f"appended 1 videos to {engine.table.name}_segments_g1" in report, report
 
 
 def test_tables_reads_s3_configured_by_aws_environment_variables(s3_server, ingested):

@@ -186,19 +186,27 @@ def test_segment_rows_follow_compaction_changed_videos_and_being_turned_off(inde
     assert [h.video_id for h in result.hits] == [h.video_id for h in exact.hits]
 
     def generation_built(update) -> int:
-        built = [re.search(r"_segments_g(\d+)\)$", action) for action in update.actions]
+        built = [re.search(r"_segments_g(\d+)\)", action) for action in update.actions]
         return next(int(match.group(1)) for match in built if match)
 
     said: list[str] = []
     [action] = ensure_segment_rows(Catalog(store), table, SEGMENT_ROWS_ANN, said.append)
-    assert action.endswith("_segments_g2)"), "rebuilt without the deleted videos"
+    assert action.endswith("_segments_g2): 3 videos gone from the index"), "rebuilt without the deleted videos"
     assert said == [
         f"segment rows: 21/21 videos written to {summary.table}_segments_g2",
         "segment rows: building one IVF_FLAT index over 84 rows",
     ]
     assert engine.search("shapes", k=3).hits and engine.stage_for(None).table.name.endswith("_g2")
     update = index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN))
-    assert update.added == 3 and generation_built(update) == 3
+    assert update.added == 3 and f"appended 3 videos to {summary.table}_segments_g2" in update.actions[-1]
+    assert engine.search("shapes", k=24).candidates == 24 and engine.stage_for(None).table.name.endswith("_g2")
+    companion = current_segment_rows(Catalog(store), summary.table)
+    assert companion.index_stats("segment_vector_idx").num_indices == 2, "the new videos' rows in a delta index"
+    assert companion.index_stats("segment_vector_idx").num_unindexed_rows == 0
+    drifted = dataclasses.replace(SEGMENT_ROWS_ANN, retrain_share=0.05)
+    update = index_flow(IndexConfig(checkpoint, store, ann=drifted))
+    assert update.added == 0 and generation_built(update) == 3, "3 of 24 videos outside the trained base > 5%"
+    assert "12.5% of rows outside the trained base" in update.actions[-1]
     assert engine.search("shapes", k=24).candidates == 24 and engine.stage_for(None).table.name.endswith("_g3")
     kept = [name for name in Catalog(store).table_names() if "_segments_g" in name]
     assert [name[-3:] for name in kept] == ["_g2", "_g3"], "the generation before the newest stays for readers"
@@ -494,3 +502,65 @@ def test_a_running_searcher_sees_videos_indexed_after_it_started(indexed, tmp_pa
     assert engine.search("a shape moves", k=5, filters=only).hits == []
     assert index_flow(IndexConfig(checkpoint, store, ann=SMALL_ANN)).added == 2
     assert {hit.video_id for hit in engine.search("a shape moves", k=5, filters=only).hits} == set(gone)
+
+
+def test_an_appended_batch_is_indexed_in_delta_indexes_and_found_without_a_retrain(indexed, tmp_path):
+    shared, checkpoint, summary = indexed
+    store = copied_store(shared, tmp_path)
+    table = Catalog(store).db.open_table(summary.table)
+    trained = {name: table.index_stats(name).num_indices for name in ("vector_0_idx", "text_idx")}
+    gone = table.search().select(["video_id"]).limit(4).to_arrow()["video_id"].to_pylist()
+    table.delete(sql_in("video_id", gone))
+    update = index_flow(IndexConfig(checkpoint, store, ann=SMALL_ANN))
+    assert update.added == 4 and not any("retrained" in action for action in update.actions), update.actions
+    assert update.actions[0].startswith("indexed 4 new rows incrementally (vector indexes: delta indexes, 4 of 24")
+    table = Catalog(store).db.open_table(summary.table)
+    for segment in range(SMALL_ANN.segments):
+        stats = table.index_stats(f"vector_{segment}_idx")
+        assert (stats.num_indices, stats.num_unindexed_rows) == (trained["vector_0_idx"] + 1, 0), "one delta each"
+    text = table.index_stats("text_idx")
+    assert (text.num_indices, text.num_unindexed_rows) == (trained["text_idx"], 0), "full-text: folded in"
+    engine = searcher(store, checkpoint, candidates=4, in_memory_below=0)
+    found = engine.search("a shape moves", k=4, filters=[Filter("video_id", "in", gone)])
+    assert {hit.video_id for hit in found.hits} == set(gone)
+
+
+def test_queries_during_an_index_run_never_miss_a_video_searchable_before(indexed, tmp_path):
+    """A new generation of segment rows is built (8 new videos of 24: past the retrain share) while two threads
+    query a searcher that follows the tables."""
+    shared, checkpoint, summary = indexed
+    store = copied_store(shared, tmp_path)
+    index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN))
+    catalog = Catalog(store)
+    table = catalog.db.open_table(summary.table)
+    gone = table.search().select(["video_id"]).limit(8).to_arrow()["video_id"].to_pylist()
+    for rows in (table, current_segment_rows(catalog, summary.table)):
+        rows.delete(sql_in("video_id", gone))
+    engine = searcher(store, checkpoint, candidates=24, in_memory_below=0, refresh_s=0.0)
+    before = {hit.video_id for hit in engine.search("shapes", k=24).hits}
+    assert len(before) == 16 and engine.describe()["candidate_stage"] == "segment rows"
+    done, missed, answered, failures = threading.Event(), [], [], []
+
+    def ask() -> None:
+        while not done.is_set():
+            try:
+                seen = {hit.video_id for hit in engine.search("shapes", k=24).hits}
+            except Exception as error:  # every failure is reported by the assertion below
+                failures.append(repr(error))
+                continue
+            answered.append(len(seen))
+            if before - seen:
+                missed.append(sorted(before - seen))
+
+    askers = [threading.Thread(target=ask) for _ in range(2)]
+    for asker in askers:
+        asker.start()
+    try:
+        update = index_flow(IndexConfig(checkpoint, store, ann=SEGMENT_ROWS_ANN))
+    finally:
+        done.set()
+        for asker in askers:
+            asker.join()
+    assert update.added == 8 and any("segments_g2" in action for action in update.actions), update.actions
+    assert not failures and not missed and len(answered) > 5, (failures[:3], missed[:3], len(answered))
+    assert max(answered) == 24 and engine.search("shapes", k=24).candidates == 24

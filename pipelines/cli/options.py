@@ -171,6 +171,13 @@ def add_ann_options(parser: argparse.ArgumentParser, ann: AnnConfig, index_types
         "instead of one per segment column: one ANN search per query, for large galleries whose videos hold many "
         "events (filtered queries still use the segment columns)",
     )
+    parser.add_argument(
+        "--retrain-share",
+        type=float,
+        default=ann.retrain_share,
+        help="new videos go into delta indexes (time in proportion to them) until this share of the rows lies "
+        f"outside the vector index's training; the run past it retrains over every row (default {ann.retrain_share})",
+    )
 
 
 def ann_options(args: argparse.Namespace, base: AnnConfig) -> AnnConfig:
@@ -182,4 +189,5 @@ def ann_options(args: argparse.Namespace, base: AnnConfig) -> AnnConfig:
         concept_weight=args.concept_weight,
         index_type=args.index_type,
         segment_rows=args.segment_rows,
+        retrain_share=args.retrain_share,
     )

@@ -33,6 +33,10 @@ class AnnConfig:
     instead of one index per column (workers/search/segment_rows.py): one ANN search per query, which halves the
     ANN time on hard galleries at equal recall; filtered queries still go through the segment columns (scanned
     exactly when they have no index). Measurements: benchmarks/RESULTS.md.
+
+    Index runs that add videos index them in delta indexes on the trained partitions (time in proportion to the new
+    videos) until more than `retrain_share` of the rows lie outside the trained base; the run that crosses it
+    compacts the table and retrains the vector indexes (the segment rows: a new generation) over every row.
     """
 
     vector_dim: int = 512
@@ -48,6 +52,7 @@ class AnnConfig:
     hnsw_partition_rows: int = 1_000_000
     concept_weight: float = 1.0
     segment_rows: bool = False
+    retrain_share: float = 0.2
 
     def __post_init__(self) -> None:
         if self.index_type not in VECTOR_INDEX_TYPES:
@@ -60,5 +65,7 @@ class AnnConfig:
             raise ValueError(f"concept_weight must be >= 0, got {self.concept_weight}")
         if self.segment_kind not in SEGMENT_KINDS:
             raise ValueError(f"segment_kind must be one of {SEGMENT_KINDS}, got {self.segment_kind!r}")
+        if not 0 <= self.retrain_share <= 1:
+            raise ValueError(f"retrain_share must be within [0, 1], got {self.retrain_share}")
         if self.segment_rows and self.index_type == "none":
             raise ValueError("segment_rows (--segment-rows) needs a vector index type, got --index-type none")

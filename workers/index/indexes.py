@@ -12,6 +12,7 @@ from lancedb.index import FTS, Bitmap, BTree, IvfFlat, IvfHnswFlat, IvfHnswSq, I
 
 from schemas.tables import stored_segment_columns
 from workers.index.config import HNSW_INDEX_TYPES, AnnConfig
+from workers.index.delta import add_delta_indexes, fold_into_indexes, vector_drift
 
 # LanceDB's names in list_indices() for the types above.
 _STORED_TYPE = {"IVF_FLAT": "IvfFlat", "IVF_PQ": "IvfPq", "IVF_HNSW_FLAT": "IvfHnswFlat", "IVF_HNSW_SQ": "IvfHnswSq"}
@@ -73,10 +74,12 @@ class IndexUpdate:
 
 
 def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> IndexUpdate:
-    """Create missing indexes, rebuild the vector indexes when another type is asked for, and fold new rows
-    into existing indexes (the vector indexes are retrained instead, see `retrain_vector_indexes`). A table
-    whose indexes already cover every row is left as it is. With `config.segment_rows` no per-column vector index
-    is built (the companion's one index serves unfiltered queries, workers/search/segment_rows.py)."""
+    """Create missing indexes, rebuild the vector indexes when another type is asked for, and bring existing
+    indexes up to date with new rows: in proportion to the new rows while the vector indexes' drift from their
+    training stays within `config.retrain_share` (delta indexes, workers/index/delta.py), else by compacting and
+    retraining them over every row (`retrain_vector_indexes`). A table whose indexes cover every row is left as it
+    is. With `config.segment_rows` no per-column vector index is built (the companion's one index serves unfiltered
+    queries, workers/search/segment_rows.py)."""
     done = []
     built = False
     rows = table.count_rows()
@@ -85,11 +88,24 @@ def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> I
     vector_types = {indexed.get(column) for column in columns}
     wanted = None if config.segment_rows else _STORED_TYPE.get(config.index_type)
     rebuild = wanted and rows >= config.min_rows and vector_types != {wanted}
-    if indexed and any(index_health(table).unindexed.values()):
-        table.optimize()
-        done.append("optimised existing indexes and compacted fragments")
-        if has_vector_index(table) and not rebuild:
-            done.append(retrain_vector_indexes(table, config, dim))
+    unindexed = unindexed_rows(table) if indexed else {}
+    if any(unindexed.values()):
+        vectors = [vector_index_name(column) for column in columns if column in indexed]
+        drift = vector_drift(table, vectors[0]) if vectors else None
+        if rebuild or drift is None or drift.share <= config.retrain_share:
+            new_rows = max(unindexed.values())
+            if not rebuild:
+                add_delta_indexes(table, vectors)
+            fold_into_indexes(table, [name for name in unindexed if name not in vectors])
+            done.append(
+                f"indexed {new_rows} new rows incrementally"
+                + (f" (vector indexes: delta indexes, {drift.describe()})" if drift and not rebuild else "")
+            )
+        else:
+            table.optimize()
+            done.append("optimised existing indexes and compacted fragments")
+            retrained = retrain_vector_indexes(table, config, dim)
+            done.append(f"{retrained}: {drift.describe()}, over the retrain share {config.retrain_share:.0%}")
             built = True
     if rebuild:
         for column in columns:

@@ -4,12 +4,14 @@ vector index over them all, so a query runs one ANN search instead of one per se
 
 On hard galleries (events anywhere, peak-frame segments) eight per-column HNSW graphs cost 52-77 ms of LanceDB time
 at 100k videos; one graph over the same 800,000 vectors reaches the same recall in about half (benchmarks/
-RESULTS.md). The companion is derived data: it is rebuilt whole, as a new generation (`<index>_segments_g<N>`),
-whenever the videos it was built from change, and a generation is complete once its vector index exists, so a
-searcher never reads one half written. A finished rebuild keeps the complete generation searchers were reading and
-any newer one another index run may still be writing, and drops those before. Its rows carry the video id, not the
-video table's row id, because compacting the video table renumbers rows: a searcher maps companion rows to video
-rows in memory (`RowMap`), joined on the id whenever either table changes.
+RESULTS.md). The companion is derived data, kept in generations (`<index>_segments_g<N>`). New videos are appended
+to the newest complete generation (LanceDB searches rows no index covers yet exactly, and a delta index then covers
+them); a new generation is built whole when videos left the index or its index drifted too far from its training.
+A generation is complete once its vector index exists, so a searcher never reads one half written. A finished
+rebuild keeps the complete generation searchers were reading and any newer one another index run may still be
+writing, and drops those before. Its rows carry the video id, not the video table's row id, because compacting the
+video table renumbers rows: a searcher maps companion rows to video rows in memory (`RowMap`), joined on the id
+whenever either table changes.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.catalog import Catalog
+from schemas.catalog import Catalog, sql_in
 from schemas.tables import (
     SEGMENT_ROW_VECTOR,
     TableSpec,
@@ -33,7 +35,8 @@ from schemas.tables import (
 )
 from workers.index.ann_vectors import stacked_segments
 from workers.index.config import AnnConfig
-from workers.index.indexes import vector_index
+from workers.index.delta import add_delta_indexes, vector_drift
+from workers.index.indexes import vector_index, vector_index_name
 
 _BATCH = 8192
 
@@ -101,17 +104,23 @@ def _segment_row_batches(table: lancedb.table.Table) -> Iterator[pa.Table]:
             yield _exploded(batch, columns, width)
 
 
-def segment_rows_current(catalog: Catalog, table: lancedb.table.Table) -> bool:
-    """Whether the newest complete generation holds every segment of exactly the video index's videos."""
-    rows = current_segment_rows(catalog, table.name)
-    if rows is None:
-        return False
-    segments = len(stored_segment_columns(table.schema))
-    if rows.count_rows() != segments * table.count_rows():
-        return False
-    videos = table.search().select(["video_id"]).to_arrow()["video_id"]
-    stored = rows.search().select(["video_id"]).where("segment = 0").to_arrow()["video_id"]
-    return len(videos) == len(stored) and pc.all(pc.is_in(videos, value_set=stored.combine_chunks())).as_py()
+def _video_ids(table: lancedb.table.Table, where: str | None = None) -> set[str]:
+    search = table.search().select(["video_id"])
+    return set((search.where(where) if where else search).to_arrow()["video_id"].to_pylist())
+
+
+def append_segment_rows(companion: lancedb.table.Table, table: lancedb.table.Table, video_ids: list[str]) -> None:
+    """Add the segment rows of the video index's videos `video_ids` (ones the generation does not hold) to a complete
+    generation and index them in a delta index on its trained partitions, in proportion to their number. Each batch
+    is one commit, so a run killed midway leaves whole videos, and the next run appends only the videos still
+    missing."""
+    columns, width = stored_segment_columns(table.schema), segment_vector_width(table.schema)
+    for start in range(0, len(video_ids), _BATCH):
+        batch = table.search().where(sql_in("video_id", video_ids[start : start + _BATCH]))
+        rows = batch.select(["video_id", *columns]).to_arrow()
+        exploded = pa.concat_tables(_exploded(part, columns, width) for part in rows.to_batches() if part.num_rows)
+        companion.add(exploded)
+    add_delta_indexes(companion, [vector_index_name(SEGMENT_ROW_VECTOR)])
 
 
 def rebuild_segment_rows(
@@ -141,16 +150,32 @@ def ensure_segment_rows(
     config: AnnConfig,
     progress: Callable[[str], None],
 ) -> list[str]:
-    """Bring the video index's segment rows in line with `config`: rebuilt when asked for (from `min_rows` videos)
-    and missing or out of date (telling `progress` how it goes), dropped when not asked for. Returns what it did,
-    in words."""
+    """Bring the video index's segment rows in line with `config` and the video index, when asked for (from
+    `min_rows` videos): new videos are appended to the newest complete generation (in proportion to their number);
+    a new generation is built when there is none, when it holds videos the index does not, or when its index has
+    drifted from its training past `config.retrain_share` (telling `progress` how that goes). Dropped when not asked
+    for. Returns what it did and why, in words."""
     if not config.segment_rows:
         present = generations(catalog, table.name)
         _drop(catalog, table.name, present)
         return [f"dropped {len(present)} generations of segment rows"] if present else []
-    if table.count_rows() < config.min_rows or segment_rows_current(catalog, table):
+    if table.count_rows() < config.min_rows:
         return []
-    return [rebuild_segment_rows(catalog, table, config, progress)]
+    companion = current_segment_rows(catalog, table.name)
+    if companion is None:
+        return [rebuild_segment_rows(catalog, table, config, progress)]
+    videos, held = _video_ids(table), _video_ids(companion, "segment = 0")
+    new, gone = sorted(videos - held), held - videos
+    segments = len(stored_segment_columns(table.schema))
+    drift = vector_drift(companion, vector_index_name(SEGMENT_ROW_VECTOR))
+    outside = (drift.untrained + len(new) * segments) / (drift.rows + len(new) * segments)
+    if gone or outside > config.retrain_share:
+        why = f"{len(gone)} videos gone from the index" if gone else f"{outside:.1%} of rows outside the trained base"
+        return [f"{rebuild_segment_rows(catalog, table, config, progress)}: {why}"]
+    if not new:
+        return []
+    append_segment_rows(companion, table, new)
+    return [f"appended {len(new)} videos to {companion.name} (delta index; {outside:.1%} outside the trained base)"]
 
 
 def _drop(catalog: Catalog, index_name: str, generations: list[int]) -> None:

@@ -34,13 +34,15 @@ def candidate_stages(
 def stages_outdated(
     catalog: Catalog, table: lancedb.table.Table, config: SearchConfig, stages: list[CandidateStage], rows_built: bool
 ) -> bool:
-    """Whether the stages would be chosen differently though the video table has not changed: a newer complete
-    generation of segment rows than the one served (or a first one) appeared. Looked for only where the index
-    records it is built with segment rows (`rows_built`): a generation completes after the video table's last
-    change."""
+    """Whether the stages would be chosen differently, or read other rows, though the video table has not changed: a
+    newer complete generation of segment rows than the one served (or a first one) appeared, or videos were appended
+    to the one served. Looked for only where the index records it is built with segment rows (`rows_built`): a
+    generation completes, and an index run appends to it, after the video table's last change."""
     in_memory = any(isinstance(stage, InMemory) for stage in stages)
     if not (rows_built and config.use_segment_rows) or in_memory:
         return False
     companion = current_segment_rows(catalog, table.name)
-    serving = next((stage.table.name for stage in stages if isinstance(stage, SegmentRows)), None)
-    return companion is not None and companion.name != serving
+    serving = next(
+        ((stage.table.name, stage.table.version) for stage in stages if isinstance(stage, SegmentRows)), None
+    )
+    return companion is not None and (companion.name, companion.version) != serving
