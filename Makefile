@@ -39,7 +39,7 @@ browser:
 test: dev browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadfile
 
 lint: dev
 	$(VENV)/bin/ruff format .

@@ -31,6 +31,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(PREFECT_HOME, ignore_errors=True)
 
 
+def slow_seconds(item: pytest.Item) -> float:
+    """What a test's `slow(seconds=N)` mark says it takes (0 for a test not marked slow)."""
+    return sum(mark.kwargs.get("seconds", 30) for mark in item.iter_markers("slow"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with the most slow seconds first. `make test` runs two workers that each take whole files in this
+    order (`-n 2 --dist loadfile`): the longest files start first instead of ending the run on one worker."""
+    per_file: dict[Path, float] = {}
+    for item in items:
+        per_file[item.path] = per_file.get(item.path, 0.0) + slow_seconds(item)
+    items.sort(key=lambda item: -per_file[item.path])
+
+
 def make_video(path: Path, colours: list[str], seconds_each: float = 1.0, size: str = "96x64", fps: int = 10) -> Path:
     """A video showing each colour in turn for `seconds_each` seconds (h264 mp4 or whatever the suffix says)."""
     path.parent.mkdir(parents=True, exist_ok=True)

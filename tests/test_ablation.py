@@ -17,6 +17,7 @@ pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 VARIANTS = ("ICL authors:icl_form=authors", "ICL off:icl_weight=0", "CLIP init:temporal_init=clip")
 
 
+@pytest.mark.slow(seconds=58)
 def test_ablation_reports_each_variant_and_seed_and_reuses_finished_runs(tmp_path, capsys):
     demo_dir, output = tmp_path / "demo", tmp_path / "ablation"
     demo = DemoConfig(

@@ -99,7 +99,7 @@ def test_progress_bar_prints_nothing_without_a_terminal(capsys):
     assert capsys.readouterr() == ("", "")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=60)
 def test_ingest_command_is_quiet_and_verbose_on_request(tmp_path: Path):
     """A real `glscl ingest` that starts Ray: stdout holds only the report and stderr nothing of Ray's, Prefect's
     or deprecation warnings; with `-v` Prefect's run lines come back."""

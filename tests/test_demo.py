@@ -14,6 +14,7 @@ from schemas.store import StoreConfig
 pytestmark = pytest.mark.usefixtures("ray_local", "prefect_server")
 
 
+@pytest.mark.slow(seconds=37)
 def test_demo_generates_and_ingests_both_splits(tmp_path):
     config = DemoConfig(
         out_dir=str(tmp_path),

@@ -95,6 +95,7 @@ def test_concurrent_commits_store_each_key_once(tmp_path):
 
 
 @pytest.mark.usefixtures("ray_local", "prefect_server")
+@pytest.mark.slow(seconds=42)
 def test_two_ingest_runs_on_overlapping_inputs(tmp_path):
     first, second = make_clips(tmp_path / "first", range(4)), tmp_path / "second"
     second.mkdir()
@@ -148,7 +149,7 @@ def descendants_named(tree: tuple[dict[int, int], dict[int, str]], root: int, fr
     return [pid for pid, command in commands.items() if any(f in command for f in fragments) and under_root(pid)]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_ray_worker_killed_mid_ingest_is_retried(tmp_path):
     folder, db = make_clips(tmp_path / "videos", range(6)), tmp_path / "db"
     command = [sys.executable, "-m", "pipelines.cli", "ingest", str(folder), "--db", str(db), "--frames", "4"]
@@ -188,6 +189,7 @@ def manifests(table: Path) -> int:
 
 
 @pytest.mark.usefixtures("ray_local", "prefect_server")
+@pytest.mark.slow(seconds=32)
 def test_killed_after_a_commit_before_the_run_is_recorded(tmp_path):
     folder, db = make_clips(tmp_path / "videos", range(4)), tmp_path / "db"
     command = [sys.executable, "-m", "pipelines.cli", "ingest", str(folder), "--db", str(db), "--frames", "4"]

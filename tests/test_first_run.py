@@ -292,7 +292,7 @@ def test_temporary_server_on_request(tmp_path):
     assert LocalServer(tmp_path / "home").state() is None and servers_of(tmp_path / "home") == []
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_first_run_with_both_cores_busy(tmp_path):
     """Two busy loops hold both cores while a new user's first command starts its server; it completes."""
     make_video(tmp_path / "videos" / "a.mp4", ["red", "blue"])
@@ -321,6 +321,7 @@ def test_first_run_with_both_cores_busy(tmp_path):
         assert_ran_on_the_local_server(done, state, Counter({"glscl-ingest": 1}))
 
 
+@pytest.mark.slow(seconds=57)
 def test_server_commands_lock_loopback_kill_and_stop(tmp_path):
     with fresh_home(tmp_path / "home") as user:
         # Three processes ask for the server at the same instant: the lock lets one start it, the others reuse it.
@@ -455,6 +456,7 @@ def readme_commands() -> list[str]:
     return commands
 
 
+@pytest.mark.slow(seconds=45)
 def test_every_readme_example_runs_or_says_why_not(user, demo, tmp_path):
     """Run as printed (optional [...] parts left out) in a folder where ./data holds the demo's database and run
     folder at the examples' default paths, as `glscl ingest` and `glscl train` would have left them."""

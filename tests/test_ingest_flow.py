@@ -170,7 +170,7 @@ def _frames_rows(db_path) -> int:
         return 0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=33)
 def test_run_killed_half_way_resumes_without_duplicates(tmp_path):
     folder = tmp_path / "videos"
     colours = ["red", "blue", "green", "yellow", "white", "purple", "orange", "cyan"]

@@ -246,6 +246,7 @@ def test_schedules_are_deployed_paused_and_resume(stack):
     stack.cli("deployment", "schedule", "pause", maintain, str(schedule.id))
 
 
+@pytest.mark.slow(seconds=55)
 def test_server_stopped_mid_run_then_restarted(stack, tmp_path):
     videos, db = make_videos(tmp_path / "videos", len(COLOURS)), tmp_path / "db"
     first = stack.run_ingest(videos, db)

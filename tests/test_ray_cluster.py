@@ -73,7 +73,7 @@ def cluster(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=75)
 def test_ingest_and_evaluate_through_a_two_node_cluster(cluster, tmp_path):
     for index, colour in enumerate(["red", "blue", "green"]):
         make_video(tmp_path / "videos" / f"clip{index}.mp4", [colour])

@@ -10,7 +10,7 @@ from conftest import openai_torchscript_archive
 from pipelines.cli import main
 from pipelines.configs import STAGES
 
-pytestmark = [pytest.mark.usefixtures("ray_local", "prefect_server"), pytest.mark.slow]
+pytestmark = [pytest.mark.usefixtures("ray_local", "prefect_server"), pytest.mark.slow(seconds=175)]
 
 
 def test_dry_run_runs_every_stage_at_paper_shapes_and_resumes(tmp_path, capsys):

@@ -126,7 +126,7 @@ def test_streamed_batches_train_as_the_in_memory_pairs_do(store):
     np.testing.assert_allclose(steps["stream"], steps["memory"], rtol=1e-5)
 
 
-@pytest.mark.slow  # Ray Train starts two worker processes that each load the data and build the head
+@pytest.mark.slow(seconds=40)  # Ray Train starts two worker processes that each load the data and build the head
 def test_two_ray_train_workers_follow_the_single_process_run(store, tmp_path):
     # Each rank encodes its half of every global batch; the halves are gathered before the loss and the gradients
     # averaged, so with dropout off the 2-worker run follows a 1-worker run on the same global batches. Ranks that

@@ -104,7 +104,7 @@ def test_a_bad_weight_file_is_named_in_one_line_and_nothing_is_stored(user, data
     assert stored == [], f"tables written despite the bad weights: {stored}"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=140)
 def test_openais_torchscript_archive_ingests_and_fine_tunes(user, dataset, tmp_path):
     archive = openai_torchscript_archive(tmp_path / "ViT-B-32.pt")
     found = inspect_weights(archive)
