@@ -22,6 +22,7 @@ BENCHMARKS = {
     "serve": ("benchmarks.serve_load", "load test of glscl serve on loopback: 1-32 clients, throughput, p50/p95/p99"),
     "train-memory": ("benchmarks.train_memory", "training worker memory and pairs/s against the split's size"),
     "frame-source": ("benchmarks.frame_source", "full fine-tuning's frames: decoded per epoch or kept as JPEG"),
+    "upkeep": ("benchmarks.upkeep_rounds", "index upkeep over rounds of new videos: time, recall vs a full rebuild"),
     "span": ("benchmarks.span_overlap", "whether a hit's time span overlaps the event its query describes"),
     "gallery": ("benchmarks.synthetic_gallery", "write a synthetic ActivityNet-sized gallery for `glscl evaluate`"),
 }
