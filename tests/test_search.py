@@ -524,6 +524,17 @@ def test_an_appended_batch_is_indexed_in_delta_indexes_and_found_without_a_retra
     found = engine.search("a shape moves", k=4, filters=[Filter("video_id", "in", gone)])
     assert {hit.video_id for hit in found.hits} == set(gone)
 
+    again = [
+        video for video in table.search().select(["video_id"]).to_arrow()["video_id"].to_pylist() if video not in gone
+    ]
+    table.delete(sql_in("video_id", again[:2]))
+    update = index_flow(
+        IndexConfig(checkpoint, store, ann=dataclasses.replace(SMALL_ANN, max_deltas=1, retrain_share=0.5))
+    )
+    assert update.added == 2 and update.actions[0].endswith("1 deltas; merged 1 deltas into one)"), update.actions
+    stats = Catalog(store).db.open_table(summary.table).index_stats("vector_0_idx")
+    assert (stats.num_indices, stats.num_unindexed_rows) == (trained["vector_0_idx"] + 1, 0), "still one delta"
+
 
 def test_queries_during_an_index_run_never_miss_a_video_searchable_before(indexed, tmp_path):
     """A new generation of segment rows is built (8 new videos of 24: past the retrain share) while two threads

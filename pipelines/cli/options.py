@@ -178,6 +178,13 @@ def add_ann_options(parser: argparse.ArgumentParser, ann: AnnConfig, index_types
         help="new videos go into delta indexes (time in proportion to them) until this share of the rows lies "
         f"outside the vector index's training; the run past it retrains over every row (default {ann.retrain_share})",
     )
+    parser.add_argument(
+        "--max-deltas",
+        type=int,
+        default=ann.max_deltas,
+        help="delta indexes a vector index keeps (each is searched on its own); a run that would make more merges "
+        f"them with its new rows into one (default {ann.max_deltas})",
+    )
 
 
 def ann_options(args: argparse.Namespace, base: AnnConfig) -> AnnConfig:
@@ -190,4 +197,5 @@ def ann_options(args: argparse.Namespace, base: AnnConfig) -> AnnConfig:
         index_type=args.index_type,
         segment_rows=args.segment_rows,
         retrain_share=args.retrain_share,
+        max_deltas=args.max_deltas,
     )

@@ -26,6 +26,11 @@ class Drift:
     def share(self) -> float:
         return self.untrained / self.rows if self.rows else 0.0
 
+    def to_merge(self, max_deltas: int) -> int:
+        """How many delta indexes the next one should merge with: all of them when one more would make more than
+        `max_deltas`, else none."""
+        return self.deltas if self.deltas >= max_deltas else 0
+
     def describe(self) -> str:
         """In words, for index reports."""
         return f"{self.untrained} of {self.rows} rows ({self.share:.1%}) outside the trained base, {self.deltas} deltas"
@@ -43,12 +48,12 @@ def vector_drift(table: lancedb.table.Table, index_name: str) -> Drift:
     return Drift(rows - max(covered, default=0), rows, max(len(segments) - 1, 0))
 
 
-def add_delta_indexes(table: lancedb.table.Table, index_names: list[str]) -> None:
+def add_delta_indexes(table: lancedb.table.Table, index_names: list[str], merge: int = 0) -> None:
     """Index the rows the named vector indexes do not cover yet as one new delta index each, with the trained
-    partitions (no training, nothing already indexed is rewritten)."""
+    partitions (no training; the base is never rewritten), merged with the latest `merge` deltas."""
     if index_names:
         table.checkout_latest()
-        table.to_lance().optimize.optimize_indices(num_indices_to_merge=0, index_names=index_names)
+        table.to_lance().optimize.optimize_indices(num_indices_to_merge=merge, index_names=index_names)
         table.checkout_latest()
 
 

@@ -94,12 +94,14 @@ def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> I
         drift = vector_drift(table, vectors[0]) if vectors else None
         if rebuild or drift is None or drift.share <= config.retrain_share:
             new_rows = max(unindexed.values())
+            merge = drift.to_merge(config.max_deltas) if drift else 0
             if not rebuild:
-                add_delta_indexes(table, vectors)
+                add_delta_indexes(table, vectors, merge)
             fold_into_indexes(table, [name for name in unindexed if name not in vectors])
+            merged = f"; merged {merge} deltas into one" if merge else ""
             done.append(
                 f"indexed {new_rows} new rows incrementally"
-                + (f" (vector indexes: delta indexes, {drift.describe()})" if drift and not rebuild else "")
+                + (f" (vector indexes: delta indexes, {drift.describe()}{merged})" if drift and not rebuild else "")
             )
         else:
             table.optimize()

@@ -109,9 +109,12 @@ def _video_ids(table: lancedb.table.Table, where: str | None = None) -> set[str]
     return set((search.where(where) if where else search).to_arrow()["video_id"].to_pylist())
 
 
-def append_segment_rows(companion: lancedb.table.Table, table: lancedb.table.Table, video_ids: list[str]) -> None:
+def append_segment_rows(
+    companion: lancedb.table.Table, table: lancedb.table.Table, video_ids: list[str], merge: int
+) -> None:
     """Add the segment rows of the video index's videos `video_ids` (ones the generation does not hold) to a complete
-    generation and index them in a delta index on its trained partitions, in proportion to their number. Each batch
+    generation and index them in a delta index on its trained partitions (merged with the latest `merge` deltas), in
+    proportion to their number. Each batch
     is one commit, so a run killed midway leaves whole videos, and the next run appends only the videos still
     missing."""
     columns, width = stored_segment_columns(table.schema), segment_vector_width(table.schema)
@@ -120,7 +123,7 @@ def append_segment_rows(companion: lancedb.table.Table, table: lancedb.table.Tab
         rows = batch.select(["video_id", *columns]).to_arrow()
         exploded = pa.concat_tables(_exploded(part, columns, width) for part in rows.to_batches() if part.num_rows)
         companion.add(exploded)
-    add_delta_indexes(companion, [vector_index_name(SEGMENT_ROW_VECTOR)])
+    add_delta_indexes(companion, [vector_index_name(SEGMENT_ROW_VECTOR)], merge)
 
 
 def rebuild_segment_rows(
@@ -174,8 +177,12 @@ def ensure_segment_rows(
         return [f"{rebuild_segment_rows(catalog, table, config, progress)}: {why}"]
     if not new:
         return []
-    append_segment_rows(companion, table, new)
-    return [f"appended {len(new)} videos to {companion.name} (delta index; {outside:.1%} outside the trained base)"]
+    merge = drift.to_merge(config.max_deltas)
+    append_segment_rows(companion, table, new, merge)
+    merged = f", merged with {merge} deltas" if merge else ""
+    return [
+        f"appended {len(new)} videos to {companion.name} (delta index{merged}; {outside:.1%} outside the trained base)"
+    ]
 
 
 def _drop(catalog: Catalog, index_name: str, generations: list[int]) -> None:
