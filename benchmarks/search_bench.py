@@ -47,14 +47,13 @@ from glscl.search_vectors import fill_absent_segments
 from pipelines.cli.options import add_ann_options, ann_options
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
-from schemas.tables import segment_vector_width, video_index_spec
+from schemas.tables import video_index_spec
 from workers.index.ann_vectors import segment_vectors
 from workers.index.config import VECTOR_INDEX_TYPES, AnnConfig
-from workers.index.indexes import ensure_indexes, index_health
+from workers.index.indexes import index_health
 from workers.index.packed_encodings import packed_slots, unpack_encodings
 from workers.index.projection import Projection, save_projection
-from workers.index.segment_rows import ensure_segment_rows
-from workers.index.video_index import project_rows, video_index_table
+from workers.index.video_index import project_rows, update_indexes, video_index_table
 from workers.plots import new_figure, save_figure
 from workers.search.candidates.base import ALL_PARTITIONS
 from workers.search.config import SearchConfig
@@ -268,10 +267,9 @@ def load_or_build(config: SearchBenchConfig, size: int, source: GallerySource) -
     catalog = Catalog(StoreConfig(built["store"]))
     table = catalog.open_table(built["table"])
     start = time.perf_counter()
-    update = ensure_indexes(table, config.ann, segment_vector_width(table.schema))
-    rebuilt = ensure_segment_rows(catalog, table, config.ann, print)
-    if update.vector_indexes_built or rebuilt:
-        built |= {"index_s": time.perf_counter() - start, "actions": update.actions + rebuilt}
+    update = update_indexes(catalog, table, config.ann, print)
+    if update.vector_indexes_built:
+        built |= {"index_s": time.perf_counter() - start, "actions": update.actions}
         facts.write_text(json.dumps(built, indent=2))
     built["health"] = asdict(index_health(table))
     with np.load(arrays) as data:

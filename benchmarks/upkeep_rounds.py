@@ -1,6 +1,6 @@
 """Index upkeep as an hourly schedule runs it: a hard gallery (benchmarks/hard_gallery.py) of `--base` videos is
 written and indexed, then `--rounds` rounds each add `--share` x base new videos and run the index flow's upkeep on
-them (`refresh_indexes`: delta indexes while the drift stays within `--retrain-share`, else a retrain), while one
+them (`update_indexes`: delta indexes while the drift stays within `--retrain-share`, else a retrain), while one
 searcher follows the table. Per round: seconds to write the rows and to bring the indexes up to date, what upkeep
 did, seconds from the round's first write until the searcher answers from the new version, query p50, and recall@10
 of the two-stage search against exact GLSCL over the videos present, separately for exact top-10 members that are
@@ -36,10 +36,10 @@ from schemas.store import StoreConfig
 from schemas.tables import segment_vector_width, video_index_spec
 from workers.index.ann_vectors import segment_vectors
 from workers.index.config import VECTOR_INDEX_TYPES, AnnConfig
-from workers.index.indexes import ensure_indexes, has_vector_index, retrain_vector_indexes
+from workers.index.indexes import has_vector_index, retrain_vector_indexes
 from workers.index.projection import Projection, save_projection
-from workers.index.segment_rows import ensure_segment_rows, rebuild_segment_rows
-from workers.index.video_index import project_rows
+from workers.index.segment_rows import rebuild_segment_rows
+from workers.index.video_index import project_rows, update_indexes
 from workers.search.config import SearchConfig
 from workers.search.searcher import Searcher
 
@@ -171,9 +171,10 @@ def run(config: RoundsConfig) -> dict:
         print(f"base: {table.count_rows()}/{config.base} videos written", flush=True)
     write_s = time.perf_counter() - start
     start = time.perf_counter()
-    actions = upkeep(catalog, table, config.ann)
-    report = {"config": asdict(config), "base_write_s": round(write_s, 1), "base_index_s": 0.0, "rounds": []}
-    report["base_index_s"] = round(time.perf_counter() - start, 1)
+    actions = update_indexes(catalog, table, config.ann, print).actions
+    index_s = time.perf_counter() - start
+    report = {"config": asdict(config), "base_write_s": round(write_s, 1), "base_index_s": round(index_s, 1)}
+    report["rounds"] = []
     settings = SearchConfig(
         str(checkpoint), store, candidates=config.candidates, nprobes=config.nprobes, encode_text=False
     )
@@ -188,7 +189,7 @@ def run(config: RoundsConfig) -> dict:
         catalog.merge(spec, project_rows(rows, projection.basis, spec, head.embed_dim), head.embed_dim)
         written = time.perf_counter()
         table = catalog.open_existing(spec)
-        actions = upkeep(catalog, table, config.ann)
+        actions = update_indexes(catalog, table, config.ann, print).actions
         indexed = time.perf_counter()
         searcher.search_encoded(TextEncoding(gallery.text.sentence[:1], gallery.text.local[:1]), k=10)
         searchable = time.perf_counter()
@@ -210,13 +211,6 @@ def run(config: RoundsConfig) -> dict:
     )
     print(json.dumps(report["rebuild"]), flush=True)
     return report
-
-
-def upkeep(catalog: Catalog, table, ann: AnnConfig) -> list[str]:
-    """The index flow's upkeep of a video index after new rows (`refresh_indexes` without the frames table's id
-    lookup, which a synthetic gallery has no frames table for); what it did, in words."""
-    update = ensure_indexes(table, ann, segment_vector_width(table.schema))
-    return update.actions + ensure_segment_rows(catalog, table, ann, print)
 
 
 def rebuild(catalog: Catalog, name: str, ann: AnnConfig) -> dict:

@@ -190,7 +190,7 @@ def test_segment_rows_follow_compaction_changed_videos_and_being_turned_off(inde
         return next(int(match.group(1)) for match in built if match)
 
     said: list[str] = []
-    [action] = ensure_segment_rows(Catalog(store), table, SEGMENT_ROWS_ANN, said.append)
+    [action] = ensure_segment_rows(Catalog(store), table, SEGMENT_ROWS_ANN, said.append).actions
     assert action.endswith("_segments_g2): 3 videos gone from the index"), "rebuilt without the deleted videos"
     assert said == [
         f"segment rows: 21/21 videos written to {summary.table}_segments_g2",

@@ -36,7 +36,7 @@ from schemas.tables import (
 from workers.index.ann_vectors import stacked_segments
 from workers.index.config import AnnConfig
 from workers.index.delta import add_delta_indexes, vector_drift
-from workers.index.indexes import vector_index, vector_index_name
+from workers.index.indexes import IndexUpdate, vector_index, vector_index_name
 
 _BATCH = 8192
 
@@ -114,9 +114,8 @@ def append_segment_rows(
 ) -> None:
     """Add the segment rows of the video index's videos `video_ids` (ones the generation does not hold) to a complete
     generation and index them in a delta index on its trained partitions (merged with the latest `merge` deltas), in
-    proportion to their number. Each batch
-    is one commit, so a run killed midway leaves whole videos, and the next run appends only the videos still
-    missing."""
+    proportion to their number. Each batch is one commit, so a run killed midway leaves whole videos, and the next
+    run appends only the videos still missing."""
     columns, width = stored_segment_columns(table.schema), segment_vector_width(table.schema)
     for start in range(0, len(video_ids), _BATCH):
         batch = table.search().where(sql_in("video_id", video_ids[start : start + _BATCH]))
@@ -152,21 +151,21 @@ def ensure_segment_rows(
     table: lancedb.table.Table,
     config: AnnConfig,
     progress: Callable[[str], None],
-) -> list[str]:
+) -> IndexUpdate:
     """Bring the video index's segment rows in line with `config` and the video index, when asked for (from
     `min_rows` videos): new videos are appended to the newest complete generation (in proportion to their number);
     a new generation is built when there is none, when it holds videos the index does not, or when its index has
     drifted from its training past `config.retrain_share` (telling `progress` how that goes). Dropped when not asked
-    for. Returns what it did and why, in words."""
+    for. Returns what it did and why, in words, and whether it built a generation (with `config`'s index type)."""
     if not config.segment_rows:
         present = generations(catalog, table.name)
         _drop(catalog, table.name, present)
-        return [f"dropped {len(present)} generations of segment rows"] if present else []
+        return IndexUpdate([f"dropped {len(present)} generations of segment rows"] if present else [], False)
     if table.count_rows() < config.min_rows:
-        return []
+        return IndexUpdate([], False)
     companion = current_segment_rows(catalog, table.name)
     if companion is None:
-        return [rebuild_segment_rows(catalog, table, config, progress)]
+        return IndexUpdate([rebuild_segment_rows(catalog, table, config, progress)], True)
     videos, held = _video_ids(table), _video_ids(companion, "segment = 0")
     new, gone = sorted(videos - held), held - videos
     segments = len(stored_segment_columns(table.schema))
@@ -174,15 +173,16 @@ def ensure_segment_rows(
     outside = (drift.untrained + len(new) * segments) / (drift.rows + len(new) * segments)
     if gone or outside > config.retrain_share:
         why = f"{len(gone)} videos gone from the index" if gone else f"{outside:.1%} of rows outside the trained base"
-        return [f"{rebuild_segment_rows(catalog, table, config, progress)}: {why}"]
+        return IndexUpdate([f"{rebuild_segment_rows(catalog, table, config, progress)}: {why}"], True)
     if not new:
-        return []
+        return IndexUpdate([], False)
     merge = drift.to_merge(config.max_deltas)
     append_segment_rows(companion, table, new, merge)
     merged = f", merged with {merge} deltas" if merge else ""
-    return [
+    appended = (
         f"appended {len(new)} videos to {companion.name} (delta index{merged}; {outside:.1%} outside the trained base)"
-    ]
+    )
+    return IndexUpdate([appended], False)
 
 
 def _drop(catalog: Catalog, index_name: str, generations: list[int]) -> None:

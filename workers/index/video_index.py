@@ -248,6 +248,14 @@ def write_index(
     return written, projection
 
 
+def update_indexes(catalog: Catalog, table: Table, ann: AnnConfig, progress: Callable[[str], None]) -> IndexUpdate:
+    """Bring a video index table's own indexes and its segment rows up to date with its rows (`ensure_indexes`,
+    `ensure_segment_rows`): what was done, and whether vector indexes were (re)built with `ann`'s settings."""
+    columns = ensure_indexes(table, ann, segment_vector_width(table.schema))
+    rows = ensure_segment_rows(catalog, table, ann, progress)
+    return IndexUpdate(columns.actions + rows.actions, columns.vector_indexes_built or rows.vector_indexes_built)
+
+
 def refresh_indexes(
     catalog: Catalog,
     table: Table,
@@ -259,10 +267,9 @@ def refresh_indexes(
     """Build or bring up to date the table's indexes (and its segment rows, telling `progress` how a rebuild goes);
     when that (re)built the vector indexes with other settings than the projection records, store the new ones, so
     that upkeep rebuilds them the same way."""
-    update = ensure_indexes(table, ann, segment_vector_width(table.schema))
-    rebuilt = ensure_segment_rows(catalog, table, ann, progress)
+    update = update_indexes(catalog, table, ann, progress)
     lookup = ensure_id_lookup(catalog.open_existing(FRAMES))
-    update = IndexUpdate(update.actions + rebuilt + lookup, update.vector_indexes_built or bool(rebuilt))
+    update = IndexUpdate(update.actions + lookup, update.vector_indexes_built)
     if update.vector_indexes_built and projection.ann != asdict(ann):
         projection = replace(projection, ann=asdict(ann))
         save_projection(catalog, index.spec.name, projection)

@@ -106,6 +106,11 @@ class IndexState:
         """The first candidate stage that can answer a query with this filter (or without one)."""
         return next(stage for stage in self.stages if where is None or stage.takes_filters)
 
+    def prewarm(self) -> None:
+        """Load what each candidate stage reads into memory or LanceDB's index cache (when the cache can hold it)."""
+        for stage in self.stages:
+            stage.prewarm()
+
 
 @dataclass
 class _Scored:
@@ -175,9 +180,8 @@ class Searcher:
         return self.state.stage_for(where)
 
     def prewarm(self) -> None:
-        """Load what each candidate stage reads into memory or LanceDB's index cache (when the cache can hold it)."""
-        for stage in self.state.stages:
-            stage.prewarm()
+        """Load what the candidate stages of the version queries read now hold ahead of the first query."""
+        self.state.prewarm()
 
     def _index_state(self, table: lancedb.table.Table) -> IndexState:
         """The state queries read at `table`'s version: its videos, how deep a query probes (every IVF partition of a
@@ -199,15 +203,14 @@ class Searcher:
         try:
             self._checked = now
             state = self.state
-            latest = self.catalog.open_table(self.table.name)
+            latest = self.catalog.open_table(state.table.name)
             outdated = stages_outdated(self.catalog, latest, self.config, state.stages, self.ann.segment_rows)
             if self.stored_frames is not None:
                 self.stored_frames.refresh()
             if latest.version != state.table.version or outdated:
                 fresh = self._index_state(latest)
                 if self.config.prewarm:
-                    for stage in fresh.stages:
-                        stage.prewarm()
+                    fresh.prewarm()
                 self.state = fresh
             return self.state
         finally:
