@@ -3,6 +3,7 @@ only module that connects to LanceDB or lists its tables."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import lancedb
@@ -20,6 +21,8 @@ from schemas.tables import (
     TableSpec,
 )
 
+# Waits before opening again a listed table whose first version is not committed yet (1.55 s in all).
+_CREATING_RETRY_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 ROW_ID = "_rowid"  # LanceDB's row id column, as `with_row_id` names it
 
 
@@ -85,9 +88,22 @@ class Catalog:
         """Open `spec`'s table (creating it if missing) after checking its schema version and embed dim."""
         if not self.exists(spec):
             return self.db.create_table(spec.name, schema=spec.schema(dim), exist_ok=True)
-        table = self.db.open_table(spec.name)
+        table = self._open_listed(spec.name)
         check_schema(spec, table.schema, self.store.uri, dim)
         return table
+
+    def _open_listed(self, name: str) -> lancedb.table.Table:
+        """Open a table the listing shows. One that another process is creating is listed before its first version
+        is committed, and opening it then fails as not found: retried for a moment (two ingests starting at once on
+        a new database met it)."""
+        for delay in _CREATING_RETRY_S:
+            try:
+                return self.db.open_table(name)
+            except ValueError as error:
+                if "not found" not in str(error):
+                    raise
+                time.sleep(delay)
+        return self.db.open_table(name)
 
     def open_existing(self, spec: TableSpec) -> lancedb.table.Table:
         """Open a table that must already exist, with a clear error naming the database when it does not."""
