@@ -331,7 +331,11 @@ def _wait_healthy(state: ServerState, timeout: float) -> bool:
 
 
 def _port_free(port: int) -> bool:
+    """Whether the server could listen on `port` now. As uvicorn, the probe reuses the address: a server just killed
+    leaves its connections in TIME_WAIT, and its port is free again for a new server (which running commands'
+    Prefect clients, still pointed at it, then reach)."""
     with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:

@@ -5,6 +5,10 @@ and 240 MB). Flow commands hold a shared lock on `in-use.lock` while they run; t
 while it holds that lock exclusively, so no command loses its server mid-run, and a command arriving then waits
 and starts a new one.
 
+A server that dies while a command uses it (killed, out of memory) is started again on its port and database: the
+running flows' Prefect clients retry for minutes, so they carry on instead of failing the command (the soak
+benchmark found a killed server failing the command after about four minutes of retries).
+
 Run as `python -m pipelines.server_watchdog FOLDER PID`; it exits when the server it watches is gone or replaced.
 Standard library only: it stays small.
 """
@@ -17,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines.local_server import LocalServer, ServerState, process_alive, stop_process_group
+from pipelines.local_server import LocalServer, ServerError, ServerState, process_alive, stop_process_group
 
 MAX_CHECK_S = 5.0
 
@@ -35,12 +39,36 @@ def watch(server: LocalServer, pid: int) -> str:
             stop_process_group(pid)
             return "its Prefect home was deleted"
         state = server.state()
-        if state is None or state.pid != pid or not process_alive(state):
+        if state is None or state.pid != pid:
             return "the server stopped or was replaced"
+        if not process_alive(state):
+            return _restart_if_used(server, state)
         limit = state.idle_s or 0.0
         if limit > 0 and server.idle_seconds() >= limit and _stop_if_unused(server, limit, state):
             return f"unused for {limit / 60:g} min"
         time.sleep(check_interval(limit))
+
+
+def _in_use(server: LocalServer) -> bool:
+    """Whether a flow command holds the server now (its shared lock keeps this exclusive try out)."""
+    with server.in_use_lock().open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False
+
+
+def _restart_if_used(server: LocalServer, state: ServerState) -> str:
+    """Start a server that died on its port again when a command is using it (the command's next request reaches the
+    new one, which gets its own watchdog); a server nobody uses is left for the next command to start."""
+    if not _in_use(server):
+        return "the server stopped"
+    try:
+        restarted = server.ensure(idle_s=state.idle_s)
+    except ServerError as error:
+        return f"the server died while a command used it, and could not be started again: {error}"
+    return f"the server died while a command used it; started again as {restarted.pid} on port {restarted.port}"
 
 
 def _stop_if_unused(server: LocalServer, limit: float, state: ServerState) -> bool:

@@ -346,6 +346,16 @@ def test_server_commands_lock_loopback_kill_and_stop(tmp_path):
         assert_ran_on_the_local_server(done, state, Counter({"glscl-maintain": 1}))
         assert servers_of(user.home) == [state.pid]
 
+        # Killed while a command holds it: its watchdog starts it again on the same port and database, where the
+        # command's Prefect client (which retries for minutes) finds it.
+        with user.server.in_use():
+            os.kill(state.pid, signal.SIGKILL)
+            assert wait_until(lambda: (user.server.running() or state).pid != state.pid, 120), "not restarted"
+        restarted = user.server.running()
+        assert restarted.port == state.port and servers_of(user.home) == [restarted.pid]
+        assert "died while a command used it; started again" in user.server.log.read_text()
+        state = restarted
+
         # Unused for its idle limit (60 min unless set; 3 s here), it stops by itself, but never while a command
         # holds it.
         status = glscl(user.env, "prefect-server", "status").stdout

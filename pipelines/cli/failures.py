@@ -44,11 +44,12 @@ def classify(error: BaseException) -> Failure:
         return Failure(EXIT_BAD_INPUT, str(error), False)
     if isinstance(error, ServerError):
         return Failure(EXIT_ENVIRONMENT, str(error), True)
-    if isinstance(error, ConnectionError):
+    if (lost := lost_connection(error)) is not None:
         return Failure(
             EXIT_ENVIRONMENT,
-            f"cannot connect ({type(error).__name__}: {error}): check that the service it names runs (with "
-            "--ray-address, the Ray cluster; leave the option out to start Ray locally)",
+            f"cannot connect ({type(lost).__name__}: {lost}{'' if lost is error else f'; {error}'}): check that the "
+            "service it names runs (the Prefect API; with --ray-address, the Ray cluster; leave the option out to "
+            "start Ray locally) and run the command again: what was committed is kept",
             True,
         )
     if isinstance(error, OSError):
@@ -59,6 +60,18 @@ def classify(error: BaseException) -> Failure:
             True,
         )
     return Failure(EXIT_ERROR, f"unexpected {type(error).__name__}: {error}; this is a bug, please report it", True)
+
+
+def lost_connection(error: BaseException) -> BaseException | None:
+    """The connection failure behind `error` (itself or one of its causes), or None. Prefect's client raises httpx
+    errors, or a RuntimeError caused by one when the API is gone at a flow's start."""
+    import httpx
+
+    while error is not None:
+        if isinstance(error, ConnectionError | httpx.TransportError):
+            return error
+        error = error.__cause__
+    return None
 
 
 def one_line(text: str) -> str:
