@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 from conftest import make_video
 
+from benchmarks.chaos import descendants_named, process_tree
 from pipelines.configs import IngestConfig
 from pipelines.ingest import ingest_flow
 from schemas.catalog import Catalog, MergeOutcome
@@ -117,36 +118,6 @@ def test_two_ingest_runs_on_overlapping_inputs(tmp_path):
     # key stored each video's frames once (one run's commit of a shared clip inserted nothing).
     assert [s.counts["ok"] for s in summaries] == [4, 4]
     assert sum(s.counts["frames_rows_written"] for s in summaries) == 6
-
-
-def process_tree() -> tuple[dict[int, int], dict[int, str]]:
-    """One snapshot of /proc: each live process's parent, and its command line."""
-    parents, commands = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents, commands
-
-
-def descendants_named(tree: tuple[dict[int, int], dict[int, str]], root: int, fragments: tuple[str, ...]) -> list[int]:
-    """Pids of `root`'s descendant processes in `tree` whose command line contains one of `fragments` (Ray names
-    its worker processes after what they run, e.g. `ray::MapWorker(Map(decode_item)->MapBatches(FrameEncoder))`)."""
-    parents, commands = tree
-
-    def under_root(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == root:
-                return True
-        return False
-
-    return [pid for pid, command in commands.items() if any(f in command for f in fragments) and under_root(pid)]
 
 
 @pytest.mark.slow(seconds=50)

@@ -23,6 +23,7 @@ BENCHMARKS = {
     "train-memory": ("benchmarks.train_memory", "training worker memory and pairs/s against the split's size"),
     "frame-source": ("benchmarks.frame_source", "full fine-tuning's frames: decoded per epoch or kept as JPEG"),
     "upkeep": ("benchmarks.upkeep_rounds", "index upkeep over rounds of new videos: time, recall vs a full rebuild"),
+    "soak": ("benchmarks.soak", "chaos run: batches ingested and indexed under random kills while serving queries"),
     "span": ("benchmarks.span_overlap", "whether a hit's time span overlaps the event its query describes"),
     "gallery": ("benchmarks.synthetic_gallery", "write a synthetic ActivityNet-sized gallery for `glscl evaluate`"),
 }
