@@ -21,3 +21,10 @@ def measure_and_report(
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     return to_markdown(result)
+
+
+def add_int_options(parser: argparse.ArgumentParser, defaults: object, names: Sequence[str]) -> None:
+    """One integer option `--a-name` per field `a_name` of the config dataclass `defaults`, defaulting to its value."""
+    for name in names:
+        default = getattr(defaults, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=default, help=f"(default {default})")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.chaos import FAULTS, Ordeal, run_until_done
-from benchmarks.entry import measure_and_report
+from benchmarks.entry import add_int_options, measure_and_report
 from benchmarks.serve_load import server
 from benchmarks.soak_audit import Expected, audit_tables
 from pipelines.configs import DEMO_FRAMES, DEMO_MAX_WORDS
@@ -42,6 +42,7 @@ from workers.synthetic.videos import SyntheticConfig, generate_synthetic_dataset
 from workers.train.worker import BEST_DIR
 
 EXIT_OK, EXIT_SOME_FAILED = 0, 3
+INT_OPTIONS = ("videos", "batches", "corrupt_per_batch", "clients", "seed", "min_rows", "max_attempts")
 # Variables that would point the commands at another Prefect API or Ray cluster than the soak's own.
 FOREIGN_VARIABLES = ("PREFECT_API_URL", "GLSCL_PREFECT_SERVER", "RAY_ADDRESS", "PREFECT_HOME")
 
@@ -324,11 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = SoakConfig(root="")
     parser = argparse.ArgumentParser(prog="glscl bench soak", description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="empty folder for the videos, database, logs and Prefect home")
-    for name in ("videos", "batches", "corrupt_per_batch", "clients", "seed", "min_rows", "max_attempts"):
-        option = "--" + name.replace("_", "-")
-        parser.add_argument(
-            option, type=int, default=getattr(defaults, name), help=f"(default {getattr(defaults, name)})"
-        )
+    add_int_options(parser, defaults, INT_OPTIONS)
     parser.add_argument(
         "--fault-share", type=float, default=defaults.fault_share, help="share of attempts hit by a fault"
     )
@@ -338,8 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> SoakConfig:
-    names = ("videos", "batches", "corrupt_per_batch", "clients", "seed", "min_rows", "max_attempts")
-    options = {name: getattr(args, name) for name in names}
+    options = {name: getattr(args, name) for name in INT_OPTIONS}
     return SoakConfig(args.root, fault_share=args.fault_share, segment_rows=args.segment_rows, **options)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.entry import measure_and_report
+from benchmarks.entry import add_int_options, measure_and_report
 from benchmarks.hard_gallery import GALLERY_SPLIT, KINDS, HardConfig, HardSource, Texts, train_head
 from benchmarks.search_bench import MODEL_ID, SearchBenchConfig, _rows
 from glscl.checkpoint import checkpoint_hash, save_checkpoint
@@ -42,6 +42,8 @@ from workers.index.segment_rows import rebuild_segment_rows
 from workers.index.video_index import project_rows, update_indexes
 from workers.search.config import SearchConfig
 from workers.search.searcher import Searcher
+
+INT_OPTIONS = ("base", "rounds", "queries", "candidates", "nprobes", "chunk", "train_videos", "epochs", "seed")
 
 
 @dataclass(frozen=True)
@@ -260,11 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = RoundsConfig(root="")
     parser = argparse.ArgumentParser(prog="glscl bench upkeep", description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="folder for the head, the gallery and its database")
-    for name in ("base", "rounds", "queries", "candidates", "nprobes", "chunk", "train_videos", "epochs", "seed"):
-        option = "--" + name.replace("_", "-")
-        parser.add_argument(
-            option, type=int, default=getattr(defaults, name), help=f"(default {getattr(defaults, name)})"
-        )
+    add_int_options(parser, defaults, INT_OPTIONS)
     parser.add_argument("--share", type=float, default=defaults.share, help="new videos per round, a share of the base")
     parser.add_argument("--head", default=defaults.head, help=f"head preset trained (default {defaults.head})")
     parser.add_argument("--vector-dim", type=int, default=defaults.ann.vector_dim, help="ANN vector width")
@@ -276,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> RoundsConfig:
     defaults = RoundsConfig(root="")
     ann = replace(ann_options(args, defaults.ann), vector_dim=args.vector_dim)
-    names = ("base", "rounds", "queries", "candidates", "nprobes", "chunk", "train_videos", "epochs", "seed")
-    return RoundsConfig(args.root, share=args.share, head=args.head, ann=ann, **{n: getattr(args, n) for n in names})
+    options = {name: getattr(args, name) for name in INT_OPTIONS}
+    return RoundsConfig(args.root, share=args.share, head=args.head, ann=ann, **options)
 
 
 def main(argv: list[str] | None = None) -> str:
