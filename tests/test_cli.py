@@ -14,7 +14,7 @@ import pytest
 from glscl.backbone_config import BackboneConfig, recorded_backbone
 from pipelines import cli
 from pipelines.cli.commands import bench, demo, evaluate, index, ingest, maintain, reproduce, search, train
-from pipelines.cli.failures import EXIT_BAD_INPUT, classify
+from pipelines.cli.failures import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_ERROR, classify
 from pipelines.configs import (
     DEFAULT_RETENTION,
     DemoConfig,
@@ -170,6 +170,20 @@ def test_bad_input_errors_are_told_apart_without_importing_their_modules() -> No
     for error in (CheckpointError("no weights"), VideoError("not a video"), ValueError("bad")):
         assert classify(error).exit_code == EXIT_BAD_INPUT
     assert classify(RuntimeError("boom")).exit_code != EXIT_BAD_INPUT
+
+
+def test_a_lost_connection_behind_an_error_is_the_environment() -> None:
+    import httpx
+
+    lost = httpx.ConnectError("[Errno 111] Connection refused")
+    try:
+        raise RuntimeError("Failed to reach API at http://127.0.0.1:4200/api/") from lost
+    except RuntimeError as error:
+        failure = classify(error)  # Prefect's error when its API is gone as a flow starts
+    assert failure.exit_code == EXIT_ENVIRONMENT and "Connection refused" in failure.message
+    assert "run the command again" in failure.message
+    assert classify(lost).exit_code == EXIT_ENVIRONMENT
+    assert classify(RuntimeError("boom")).exit_code == EXIT_ERROR
 
 
 @pytest.mark.parametrize("name", sorted(bench.BENCHMARKS))
