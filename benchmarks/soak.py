@@ -58,6 +58,7 @@ class SoakConfig:
     corrupt_per_batch: int = 1
     fault_share: float = 0.6
     clients: int = 3
+    query_interval_s: float = 0.2
     seed: int = 0
     min_rows: int = 1000
     segment_rows: bool = False
@@ -126,12 +127,12 @@ class QueryCounts:
 
 
 class QueryStream:
-    """`clients` threads, each on its own keep-alive connection, sending POST /search with the batches' captions
-    one after another until stopped."""
+    """`clients` threads, each on its own keep-alive connection, sending POST /search with the batches' captions,
+    `interval_s` apart, until stopped (a steady stream that leaves the cores to the pipeline, not a load test)."""
 
-    def __init__(self, url: str, texts: list[str], clients: int) -> None:
+    def __init__(self, url: str, texts: list[str], clients: int, interval_s: float) -> None:
         self.host, port = url.removeprefix("http://").rsplit(":", 1)
-        self.port, self.texts, self.counts = int(port), texts, QueryCounts()
+        self.port, self.texts, self.counts, self.interval_s = int(port), texts, QueryCounts(), interval_s
         self._stop, self._lock = threading.Event(), threading.Lock()
         self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
 
@@ -164,6 +165,7 @@ class QueryStream:
                 if answer.status == 200:
                     self.counts.latencies_ms.append((time.perf_counter() - started) * 1000)
             sent += len(self._threads)
+            self._stop.wait(self.interval_s)
         connection.close()
 
 
@@ -258,7 +260,7 @@ def run(config: SoakConfig) -> dict:
     try:
         with (
             server(soak.checkpoint, soak.db, (1, 2), 64, soak.logs / "serve.log") as (url, _),
-            QueryStream(url, texts, config.clients) as stream,
+            QueryStream(url, texts, config.clients, config.query_interval_s) as stream,
         ):
             for number, batch in enumerate(batches[1:], start=2):
                 accept = (EXIT_OK, EXIT_SOME_FAILED)
@@ -329,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--fault-share", type=float, default=defaults.fault_share, help="share of attempts hit by a fault"
     )
+    parser.add_argument(
+        "--query-interval", type=float, default=defaults.query_interval_s, help="seconds between a client's queries"
+    )
     parser.add_argument("--segment-rows", action="store_true", help="index with segment rows on IVF_HNSW_SQ")
     parser.add_argument("--out", help="also write the report as JSON to this file")
     return parser
@@ -336,7 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> SoakConfig:
     options = {name: getattr(args, name) for name in INT_OPTIONS}
-    return SoakConfig(args.root, fault_share=args.fault_share, segment_rows=args.segment_rows, **options)
+    return SoakConfig(
+        args.root,
+        fault_share=args.fault_share,
+        query_interval_s=args.query_interval,
+        segment_rows=args.segment_rows,
+        **options,
+    )
 
 
 def main(argv: list[str] | None = None) -> str:
