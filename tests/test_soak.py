@@ -17,7 +17,7 @@ from schemas.store import StoreConfig
 from schemas.tables import VIDEO_INDEX_PREFIX, VIDEOS
 
 
-@pytest.mark.slow(seconds=390)
+@pytest.mark.slow(seconds=220)
 def test_short_soak_converges_with_nothing_lost(tmp_path):
     root, report = tmp_path / "soak", tmp_path / "soak.json"
     command = [sys.executable, "-m", "pipelines.cli", "bench", "soak", "--root", str(root), "--videos", "24"]
