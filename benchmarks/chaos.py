@@ -113,7 +113,7 @@ class Attempt:
 
 @dataclass
 class Ordeal:
-    """Every attempt of one command until it ended as it should, and the log of the last."""
+    """Every attempt of one command, until it ended as it should."""
 
     name: str
     attempts: list[Attempt] = field(default_factory=list)

@@ -234,7 +234,7 @@ class Soak:
         last = ordeal.attempts[-1]
         print(f"{name}: exit {last.exit_code} after {len(ordeal.attempts)} attempts, {last.seconds:.1f} s", flush=True)
 
-    def runs_left_running(self) -> dict:
+    def runs_by_status(self) -> dict:
         """`glscl runs --json` as a user runs it: runs by status as it shows them."""
         output = subprocess.run(
             self.glscl("runs", "--db", self.db, "--limit", "0", "--json"),
@@ -276,7 +276,7 @@ def run(config: SoakConfig) -> dict:
     )
     manifest = json.loads((Path(soak.checkpoint) / "config.json").read_text())
     audit = audit_tables(Catalog(StoreConfig(soak.db)), video_index_name(manifest["sha256"]), expected)
-    runs = soak.runs_left_running()
+    runs = soak.runs_by_status()
     queries = stream.counts.summary()
     still_running = {key: count for key, count in runs.items() if key.endswith(" running")}
     passed = not audit.problems and not still_running and not queries["server_errors"] and not queries["dropped"]

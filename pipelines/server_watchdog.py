@@ -18,6 +18,8 @@ from __future__ import annotations
 import fcntl
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,21 +51,25 @@ def watch(server: LocalServer, pid: int) -> str:
         time.sleep(check_interval(limit))
 
 
-def _in_use(server: LocalServer) -> bool:
-    """Whether a flow command holds the server now (its shared lock keeps this exclusive try out)."""
+@contextmanager
+def _held_alone(server: LocalServer) -> Iterator[bool]:
+    """Whether no flow command holds the server (the watchdog then holds the in-use lock alone for the block; a
+    command's shared lock keeps this exclusive try out)."""
     with server.in_use_lock().open("a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return True
-        return False
+            yield False
+            return
+        yield True
 
 
 def _restart_if_used(server: LocalServer, state: ServerState) -> str:
     """Start a server that died on its port again when a command is using it (the command's next request reaches the
     new one, which gets its own watchdog); a server nobody uses is left for the next command to start."""
-    if not _in_use(server):
-        return "the server stopped"
+    with _held_alone(server) as unused:
+        if unused:
+            return "the server stopped"
     try:
         restarted = server.ensure(idle_s=state.idle_s)
     except ServerError as error:
@@ -73,12 +79,8 @@ def _restart_if_used(server: LocalServer, state: ServerState) -> str:
 
 def _stop_if_unused(server: LocalServer, limit: float, state: ServerState) -> bool:
     """Stop the server when no command holds it (the in-use lock is free) and none used it since the last look."""
-    with server.in_use_lock().open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        if server.idle_seconds() < limit:
+    with _held_alone(server) as unused:
+        if not unused or server.idle_seconds() < limit:
             return False
         server.forget(state)
         stop_process_group(state.pid)
