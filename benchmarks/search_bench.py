@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from benchmarks.compact_encodings import stored_exactness
 from glscl import onednn
 from glscl.backbone import Backbone
 from glscl.backbone_config import BackboneConfig
@@ -47,7 +48,7 @@ from glscl.search_vectors import fill_absent_segments
 from pipelines.cli.options import add_ann_options, ann_options
 from schemas.catalog import Catalog
 from schemas.store import StoreConfig
-from schemas.tables import video_index_spec
+from schemas.tables import ENCODINGS_FORMS, video_index_spec
 from workers.index.ann_vectors import segment_vectors
 from workers.index.config import VECTOR_INDEX_TYPES, AnnConfig
 from workers.index.indexes import index_health
@@ -233,9 +234,9 @@ class StoredSource:
         return unpack_encodings(rows["encodings"], slots, concepts, dim)
 
 
-def _rows(ids: range, video: VideoEncoding, segments: torch.Tensor) -> pa.Table:
-    """Unprojected rows (segment vectors [N, S, W] in the `SEARCH_VECTOR` column), built by the product's own
-    `video_index_table` from synthetic metadata."""
+def _rows(ids: range, video: VideoEncoding, segments: torch.Tensor, encodings: str = "float16") -> pa.Table:
+    """Unprojected rows (segment vectors [N, S, W] in the `SEARCH_VECTOR` column, encodings packed in the form
+    `encodings`), built by the product's own `video_index_table` from synthetic metadata."""
     n, slots = video.mask.shape
     stamp = pa.array([time.time_ns() // 1000] * n, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     meta = pa.table(
@@ -250,7 +251,7 @@ def _rows(ids: range, video: VideoEncoding, segments: torch.Tensor) -> pa.Table:
     )
     timestamps = np.tile(np.arange(slots, dtype=np.float32), (n, 1))
     texts = [f"synthetic video {i}" for i in ids]
-    return video_index_table(meta, texts, video, timestamps, segments.numpy(), "search-bench")
+    return video_index_table(meta, texts, video, timestamps, segments.numpy(), "search-bench", encodings)
 
 
 def load_or_build(config: SearchBenchConfig, size: int, source: GallerySource) -> dict:
@@ -264,6 +265,11 @@ def load_or_build(config: SearchBenchConfig, size: int, source: GallerySource) -
         np.savez(arrays, **reference)
         facts.write_text(json.dumps(built, indent=2))
     built = json.loads(facts.read_text())
+    if built.get("encodings", "float16") != config.ann.encodings:
+        raise ValueError(
+            f"{folder} holds a gallery with {built.get('encodings', 'float16')} encodings: --encodings "
+            f"{config.ann.encodings} needs another --root"
+        )
     catalog = Catalog(StoreConfig(built["store"]))
     table = catalog.open_table(built["table"])
     start = time.perf_counter()
@@ -291,7 +297,9 @@ def build(config: SearchBenchConfig, size: int, folder: Path, source: GallerySou
     checkpoint = save_checkpoint(folder / "checkpoint", model, model_config, extra)
     dim, concepts, slots = model_config.embed_dim, model_config.num_queries, model_config.max_frames
     width = min(config.vector_dim, (1 + concepts) * dim)
-    spec = video_index_spec(checkpoint_hash(checkpoint), MODEL_ID, concepts, width, config.ann.segments, slots)
+    spec = video_index_spec(
+        checkpoint_hash(checkpoint), MODEL_ID, concepts, width, config.ann.segments, slots, config.ann.encodings
+    )
     catalog = Catalog(StoreConfig(str(folder / "db")))
     table = catalog.open(spec, dim)
     text, targets, kinds = source.queries(size)
@@ -312,7 +320,7 @@ def build(config: SearchBenchConfig, size: int, folder: Path, source: GallerySou
             if projection is None:
                 projection = Projection.fit(vectors[present], width, config.ann)
                 save_projection(catalog, spec.name, projection)
-            rows = _rows(range(low, high), video, fill_absent_segments(vectors, present))
+            rows = _rows(range(low, high), video, fill_absent_segments(vectors, present), config.ann.encodings)
             table.add(project_rows(rows, projection.basis, spec, dim))
             print(f"  n={size}: {high}/{size} videos written ({time.perf_counter() - start:.0f} s)", flush=True)
     return {
@@ -326,6 +334,7 @@ def build(config: SearchBenchConfig, size: int, folder: Path, source: GallerySou
         "exact_top10": best_ids.numpy(),
         "write_s": time.perf_counter() - start,
         "captured_energy": projection.captured_energy,
+        "encodings": config.ann.encodings,
     }
 
 
@@ -540,6 +549,8 @@ def run_search_bench(config: SearchBenchConfig, source: GallerySource | None = N
             "sweep": sweep(config, built, size, text_side),
             "xpool_exhaustive_ms_per_query": xpool_per_video * size,
         }
+        if config.ann.encodings != "float16":
+            entry["stored_exactness"] = stored_exactness(built, config.chunk)
         if size <= config.exact_mode_max:
             entry["exact_mode_ms_per_query"] = exact_mode_ms(config, built)
         report["sizes"].append(entry)
@@ -609,6 +620,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_ann_options(parser, d.ann, VECTOR_INDEX_TYPES[:-1])
     parser.add_argument(
+        "--encodings",
+        choices=ENCODINGS_FORMS,
+        default=d.ann.encodings,
+        help="form of the packed encodings the galleries store for the re-rank; other than float16, each gallery's "
+        f"report adds how its exact top-10 from them matches the float one's (default {d.ann.encodings})",
+    )
+    parser.add_argument(
         "--compare-columns",
         action="store_true",
         help="sweep every setting a second time on the segment columns' indexes instead of the segment rows",
@@ -671,7 +689,7 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
         max_words=args.max_words,
         xpool_slice=args.xpool_slice,
         vector_dim=args.vector_dim,
-        ann=ann_options(args, SearchBenchConfig(root="").ann),
+        ann=replace(ann_options(args, SearchBenchConfig(root="").ann), encodings=args.encodings),
     )
 
 

@@ -77,7 +77,8 @@ def index_flow(config: IndexConfig) -> IndexSummary:
     start = time.perf_counter()
     catalog = Catalog(config.store)
     with RunRecorder(catalog, "index", asdict(config)) as run:
-        index = checkpoint_index(config.checkpoint, config.ann.vector_dim, config.ann.segments, catalog)
+        ann = config.ann
+        index = checkpoint_index(config.checkpoint, ann.vector_dim, ann.segments, catalog, ann.encodings)
         before = None
         if catalog.exists(index.spec):
             existing = catalog.open_existing(index.spec)

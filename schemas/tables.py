@@ -113,12 +113,12 @@ def _texts(dim: int | None) -> list[pa.Field]:
 
 
 def _video_index(
-    num_queries: int, vector_dim: int, segments: int, slots: int
+    num_queries: int, vector_dim: int, segments: int, slots: int, encodings: str
 ) -> Callable[[int | None], list[pa.Field]]:
     def fields(dim: int | None) -> list[pa.Field]:
         assert dim is not None
-        packed = encodings_width(slots, num_queries, dim)
-        layout = f"float16 [frames {slots}x{dim} | concepts {num_queries}x{dim} | frame mask {slots}]"
+        packed = encodings_type(slots, num_queries, dim, encodings)
+        layout = _ENCODINGS_LAYOUTS[encodings].format(slots=slots, concepts=num_queries, dim=dim)
         return [
             pa.field("video_id", pa.string(), nullable=False),
             pa.field("dataset", pa.string(), nullable=False),
@@ -127,7 +127,7 @@ def _video_index(
             pa.field("duration_s", pa.float64()),
             pa.field("ingested_at", _TIMESTAMP, nullable=False),
             pa.field("text", pa.string(), nullable=False),
-            pa.field("encodings", pa.list_(pa.float16(), packed), nullable=False, metadata={LAYOUT_KEY: layout}),
+            pa.field("encodings", packed, nullable=False, metadata={LAYOUT_KEY: layout}),
             pa.field("timestamps", pa.list_(pa.float32(), slots), nullable=False),
             *(pa.field(name, _vector(vector_dim), nullable=False) for name in segment_columns(segments)),
             pa.field("indexed_at", _TIMESTAMP, nullable=False),
@@ -231,6 +231,16 @@ MODEL_ID_KEY = "glscl.backbone_model_id"
 VIDEO_INDEX_VERSION = 3
 SEGMENT_VECTOR_PREFIX = "vector_"
 LAYOUT_KEY = b"glscl.layout"
+# How the packed `encodings` column stores a video's encodings (workers/index/packed_encodings.py); a table's form is
+# the value type of its column, so every reader reads either.
+ENCODINGS_FORMS = ("float16", "int8")
+SCALE_BYTES = 4
+_ENCODINGS_VALUES = {"float16": pa.float16(), "int8": pa.int8()}
+_ENCODINGS_LAYOUTS = {
+    "float16": "float16 [frames {slots}x{dim} | concepts {concepts}x{dim} | frame mask {slots}]",
+    "int8": "int8 [frame codes {slots}x{dim} | concept codes {concepts}x{dim} | float32 little-endian scales of "
+    "{slots} frames then {concepts} concepts | frame mask {slots}]",
+}
 # The `videos` columns a video index copies for each video; searches filter on them.
 INDEX_FILTER_COLUMNS = ("video_id", "dataset", "split", "source_path", "duration_s", "ingested_at")
 # The `video_index` columns a search reads for the hits it returns (the top k only).
@@ -243,10 +253,16 @@ def video_index_name(checkpoint_sha: str) -> str:
 
 
 def video_index_spec(
-    checkpoint_sha: str, model_id: str, num_queries: int, vector_dim: int, segments: int, slots: int
+    checkpoint_sha: str,
+    model_id: str,
+    num_queries: int,
+    vector_dim: int,
+    segments: int,
+    slots: int,
+    encodings: str = "float16",
 ) -> TableSpec:
-    """The `video_index` table of one checkpoint: per-video GLSCL encodings packed in one column (see
-    workers/search/packed_encodings.py), one projected ANN vector per time segment, filter metadata.
+    """The `video_index` table of one checkpoint: per-video GLSCL encodings packed in one column in the form
+    `encodings` (see workers/index/packed_encodings.py), one projected ANN vector per time segment, filter metadata.
 
     One table per checkpoint (named by its hash), so a vector index never mixes two models' vectors. A video's
     encodings share one column because on a gallery larger than memory each column a query reads is another
@@ -256,16 +272,36 @@ def video_index_spec(
         video_index_name(checkpoint_sha),
         ("video_id",),
         VIDEO_INDEX_VERSION,
-        _video_index(num_queries, vector_dim, segments, slots),
+        _video_index(num_queries, vector_dim, segments, slots, encodings),
         needs_dim=True,
         metadata=((CHECKPOINT_KEY, checkpoint_sha), (MODEL_ID_KEY, model_id)),
     )
 
 
-def encodings_width(slots: int, num_queries: int, dim: int) -> int:
-    """Float16 values per row of a video index's packed `encodings` column: `slots` frames and `num_queries`
-    concepts of `dim` dims, then the frame mask (layout in workers/search/packed_encodings.py)."""
-    return slots * dim + num_queries * dim + slots
+def encodings_width(slots: int, num_queries: int, dim: int, form: str = "float16") -> int:
+    """Values per row of a video index's packed `encodings` column in `form`: `slots` frames and `num_queries`
+    concepts of `dim` dims, the int8 form's float32 scale (4 bytes) per frame and concept, then the frame mask
+    (layout in workers/index/packed_encodings.py)."""
+    values = slots * dim + num_queries * dim + slots
+    if form == "int8":
+        return values + SCALE_BYTES * (slots + num_queries)
+    if form != "float16":
+        raise ValueError(f"encodings must be one of {ENCODINGS_FORMS}, got {form!r}")
+    return values
+
+
+def encodings_type(slots: int, num_queries: int, dim: int, form: str = "float16") -> pa.DataType:
+    """The Arrow type of a packed `encodings` column in `form`: a fixed-size list of float16 or int8 values."""
+    return pa.list_(_ENCODINGS_VALUES[form], encodings_width(slots, num_queries, dim, form))
+
+
+def encodings_form(data_type: pa.DataType) -> str:
+    """The form ("float16" or "int8") of a packed `encodings` column, from its value type."""
+    value_type = data_type.value_type if pa.types.is_fixed_size_list(data_type) else None
+    form = next((form for form, values in _ENCODINGS_VALUES.items() if values == value_type), None)
+    if form is None:
+        raise ValueError(f"an encodings column of type {data_type} is not a packing this glscl reads")
+    return form
 
 
 def segment_columns(segments: int) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.tables import ENCODINGS_FORMS
+
 VECTOR_INDEX_TYPES = ("IVF_FLAT", "IVF_PQ", "IVF_HNSW_FLAT", "IVF_HNSW_SQ", "none")
 HNSW_INDEX_TYPES = ("IVF_HNSW_FLAT", "IVF_HNSW_SQ")
 SEGMENT_KINDS = ("time", "peaks")
@@ -40,6 +42,10 @@ class AnnConfig:
     delta index is searched on its own (p50 grew from 105 to 164 ms over 10 at hard 50k), so a run that would make
     more than `max_deltas` merges the deltas and its new rows into one (time in proportion to the rows outside the
     base).
+
+    `encodings` is the form of the packed encodings the exact re-rank reads (workers/index/packed_encodings.py):
+    float16, or int8 with a scale per frame and concept vector, half the bytes per candidate read. It is fixed
+    when the table is first written; readers tell it from the column's type.
     """
 
     vector_dim: int = 512
@@ -57,8 +63,11 @@ class AnnConfig:
     segment_rows: bool = False
     retrain_share: float = 0.2
     max_deltas: int = 4
+    encodings: str = "float16"
 
     def __post_init__(self) -> None:
+        if self.encodings not in ENCODINGS_FORMS:
+            raise ValueError(f"encodings must be one of {ENCODINGS_FORMS}, got {self.encodings!r}")
         if self.index_type not in VECTOR_INDEX_TYPES:
             raise ValueError(f"index_type must be one of {VECTOR_INDEX_TYPES}, got {self.index_type!r}")
         if self.vector_dim < 1:

@@ -29,6 +29,7 @@ from schemas.tables import (
     VIDEO_OK,
     VIDEOS,
     TableSpec,
+    encodings_form,
     segment_vector_width,
     stored_segment_columns,
     video_index_spec,
@@ -56,9 +57,12 @@ class CheckpointIndex:
     embed_dim: int
 
 
-def checkpoint_index(checkpoint: str, vector_dim: int, segments: int, catalog: Catalog) -> CheckpointIndex:
+def checkpoint_index(
+    checkpoint: str, vector_dim: int, segments: int, catalog: Catalog, encodings: str = "float16"
+) -> CheckpointIndex:
     """Name and schema of a checkpoint's video index, from the checkpoint's config, its recorded features and
-    their frame slots in `catalog`; the ANN vectors are `vector_dim` wide at most ((1 + K) * D when smaller)."""
+    their frame slots in `catalog`; the ANN vectors are `vector_dim` wide at most ((1 + K) * D when smaller), the
+    encodings packed in the form `encodings`."""
     _, config, meta = load_checkpoint(checkpoint)  # verifies the weights against the recorded sha256
     extra = recorded_extras(checkpoint, meta, ("backbone_model_id", "sampling_hash"))
     sha = meta["sha256"]
@@ -72,7 +76,7 @@ def checkpoint_index(checkpoint: str, vector_dim: int, segments: int, catalog: C
             f"in {catalog.store.uri}: ingest videos with the checkpoint's backbone and sampling first"
         )
     slots = len(sample["frame_mask"][0])
-    spec = video_index_spec(sha, model_id, config.num_queries, width, segments, slots)
+    spec = video_index_spec(sha, model_id, config.num_queries, width, segments, slots, encodings)
     return CheckpointIndex(spec, sha, model_id, sampling_hash, config.embed_dim)
 
 
@@ -92,8 +96,8 @@ def pending_videos(catalog: Catalog, index: CheckpointIndex, splits: tuple[str, 
 
 
 def check_layout(schema: pa.Schema, index: CheckpointIndex, ann: AnnConfig) -> None:
-    """Refuse a vector width or segment count other than the existing index's: its projection, vector columns
-    and indexes are fixed when it is first built."""
+    """Refuse a vector width, segment count or encodings form other than the existing index's: its projection,
+    vector columns, indexes and packed encodings are fixed when it is first built."""
     wanted = index.spec.schema(index.embed_dim)
     stored = (segment_vector_width(schema), len(stored_segment_columns(schema)))
     asked = (segment_vector_width(wanted), len(stored_segment_columns(wanted)))
@@ -102,6 +106,12 @@ def check_layout(schema: pa.Schema, index: CheckpointIndex, ann: AnnConfig) -> N
             f"video index {index.spec.name} holds {stored[1]} segment vectors of {stored[0]} dims per video but "
             f"--vector-dim {ann.vector_dim} --segments {ann.segments} asks for {asked[1]} of {asked[0]}: re-run "
             f"with --vector-dim {stored[0]} --segments {stored[1]}, or drop the table to rebuild it"
+        )
+    form = encodings_form(schema.field("encodings").type)
+    if form != ann.encodings:
+        raise ValueError(
+            f"video index {index.spec.name} stores its encodings as {form} but --encodings {ann.encodings} asks "
+            f"for {ann.encodings}: re-run with --encodings {form}, or drop the table to rebuild it"
         )
 
 
@@ -173,21 +183,28 @@ def index_rows(shard: IndexShard) -> pa.Table:
     titles = [Path(path).stem if path else "" for path in meta["source_path"].to_pylist()]
     searchable = [f"{title}. {texts[vid]}".strip(". ") for title, vid in zip(titles, ids, strict=True)]
     segments = fill_absent_segments(vectors, present).numpy()
-    return video_index_table(meta, searchable, encoded, videos.timestamps, segments, shard.run_id)
+    return video_index_table(meta, searchable, encoded, videos.timestamps, segments, shard.run_id, shard.ann.encodings)
 
 
 def video_index_table(
-    meta: pa.Table, texts: list[str], encoded: VideoEncoding, timestamps: np.ndarray, segments: np.ndarray, run_id: str
+    meta: pa.Table,
+    texts: list[str],
+    encoded: VideoEncoding,
+    timestamps: np.ndarray,
+    segments: np.ndarray,
+    run_id: str,
+    encodings: str = "float16",
 ) -> pa.Table:
     """Video index rows before projection, from their parts: the videos' metadata (`INDEX_FILTER_COLUMNS`, in
-    row order), searchable text, GLSCL encodings (packed), frame times and unprojected segment vectors [N, S, W].
+    row order), searchable text, GLSCL encodings (packed in the form `encodings`), frame times and unprojected
+    segment vectors [N, S, W].
     The one builder of these rows, for the index flow and the benchmarks' synthetic galleries."""
     n = meta.num_rows
     return pa.table(
         {
             **{column: meta[column] for column in INDEX_FILTER_COLUMNS},
             "text": pa.array(texts, pa.string()),
-            "encodings": pack_encodings(encoded),
+            "encodings": pack_encodings(encoded, encodings),
             "timestamps": vector_array(timestamps, np.float32),
             SEARCH_VECTOR: multivector_array(segments),
             "indexed_at": pa.array([now_utc()] * n, pa.timestamp("us", tz="UTC")),

@@ -19,6 +19,7 @@ from pipelines.cli.options import (
 from pipelines.configs import (
     IndexConfig,
 )
+from schemas.tables import ENCODINGS_FORMS
 from workers.index.config import VECTOR_INDEX_TYPES, AnnConfig
 
 
@@ -51,6 +52,13 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--partitions", type=int, default=None, help="IVF partitions (default sqrt(segment vectors))")
     parser.add_argument("--sub-vectors", type=int, default=None, help="PQ sub-vectors (default width / 8)")
     parser.add_argument("--shard-videos", type=int, default=shard, help=f"videos per Ray task (default {shard})")
+    parser.add_argument(
+        "--encodings",
+        choices=ENCODINGS_FORMS,
+        default=ann.encodings,
+        help="form of the packed encodings the exact re-rank reads: float16, or int8 with a scale per frame and "
+        f"concept (half the bytes per candidate); fixed when the index is first built (default {ann.encodings})",
+    )
     add_ray_options(parser)
     add_json_option(parser)
 
@@ -69,6 +77,7 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
                 min_rows=args.min_rows,
                 num_partitions=args.partitions,
                 num_sub_vectors=args.sub_vectors,
+                encodings=args.encodings,
             ),
         ),
         ray=ray_config(args),
