@@ -69,6 +69,8 @@ def test_int8_layout_round_trips_each_vector_within_half_its_own_step():
         step = original.abs().amax(-1, keepdim=True) / 127
         assert ((decoded - original).abs() <= step / 2 + 1e-6).all()
     assert torch.equal(stored.frames[~video.mask], torch.zeros_like(stored.frames[~video.mask]))
+    one = unpack_encodings(column.slice(3, 1), FRAMES, CONCEPTS, DIM)
+    assert all(torch.equal(part, whole[3:4]) for part, whole in zip(one, stored, strict=True))
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

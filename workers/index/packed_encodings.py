@@ -61,7 +61,7 @@ def unpack_encodings(column: pa.ChunkedArray | pa.Array, slots: int, num_queries
     if form == "int8":
         raw = dense(column, n, width, dtype=np.int8)
         scales_end = local_end + SCALE_BYTES * (slots + num_queries)
-        scales = torch.from_numpy(np.ascontiguousarray(raw[:, local_end:scales_end]).view(_SCALE))
+        scales = torch.from_numpy(raw[:, local_end:scales_end].copy().view(_SCALE))  # a copy: rows of 4-byte scales
         codes = torch.from_numpy(raw)
         return VideoEncoding(
             codes[:, :frames_end].float().reshape(n, slots, dim).mul_(scales[:, :slots, None]),
