@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -31,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from benchmarks.mean_pool import mean_pool
 from benchmarks.search_bench import (
     FRAME_NORM,
     TEXT_NORM,
@@ -40,7 +42,9 @@ from benchmarks.search_bench import (
     _unit,
     config_from_args,
     load_or_build,
+    plot_references,
     run_search_bench,
+    side_by_side_markdown,
 )
 from benchmarks.search_bench import build_parser as search_parser
 from glscl.checkpoint import load_checkpoint, save_checkpoint
@@ -278,8 +282,9 @@ class HardSource:
         """The trained head."""
         return self.model
 
-    def queries(self, size: int) -> tuple[TextEncoding, np.ndarray, np.ndarray]:
-        """Random targets, each with a sentence (random event) or its paragraph, encoded by the head."""
+    def _texts(self, size: int) -> tuple[Texts, np.ndarray, np.ndarray]:
+        """Random targets, each with a sentence (random event) or its paragraph, as raw texts; with the targets and
+        the texts' kinds."""
         bench, rng = self.bench, self.generator._rng(GALLERY_SPLIT, size, 2)
         targets = np.sort(rng.choice(size, bench.queries, replace=False))
         kinds = rng.permutation(np.resize(np.array(KINDS), bench.queries))
@@ -292,28 +297,46 @@ class HardSource:
             slots = np.array([rng.choice(np.flatnonzero(layout.present[r])) for r in rows.tolist()])
             slots = np.where(kinds[picked] == "sentence", slots, -1)
             parts.append(self.generator.texts(layout, rows, slots, rng))
-        texts = Texts(*(np.concatenate(field) for field in zip(*parts, strict=True)))
+        return Texts(*(np.concatenate(field) for field in zip(*parts, strict=True))), targets, kinds
+
+    def queries(self, size: int) -> tuple[TextEncoding, np.ndarray, np.ndarray]:
+        """The raw texts (`_texts`) encoded by the head."""
+        texts, targets, kinds = self._texts(size)
         with torch.inference_mode():
             encoded = self.model.encode_text(*(torch.from_numpy(t) for t in texts))
         return TextEncoding(encoded.sentence.clone(), encoded.local.clone()), targets, kinds
 
-    def videos(self, size: int, chunk: int, low: int, high: int) -> VideoEncoding:
-        """The chunk's raw frames, drawn and encoded `encode_batch` videos at a time (bounded memory)."""
+    def raw_sentences(self, size: int) -> np.ndarray:
+        """The raw sentence vectors of the texts `queries` encodes."""
+        return self._texts(size)[0].sentence
+
+    def _raw_frames(self, chunk: int, low: int, high: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The chunk's raw frames and frame masks, drawn `encode_batch` videos at a time (bounded memory)."""
         layout = self.generator.layout(GALLERY_SPLIT, chunk, high - low)
-        parts = []
         for index, first in enumerate(range(0, high - low, self.hard.encode_batch)):
             part = Layout(*(field[first : first + self.hard.encode_batch] for field in layout))
-            frames, mask = self.generator.frames(part, self.generator._rng(GALLERY_SPLIT, chunk, 1, index))
-            parts.append(encode_videos(self.model, frames, mask, self.hard.encode_batch))
+            yield self.generator.frames(part, self.generator._rng(GALLERY_SPLIT, chunk, 1, index))
+
+    def videos(self, size: int, chunk: int, low: int, high: int) -> VideoEncoding:
+        """The chunk's raw frames encoded by the head."""
+        parts = [
+            encode_videos(self.model, frames, mask, self.hard.encode_batch)
+            for frames, mask in self._raw_frames(chunk, low, high)
+        ]
         return VideoEncoding(*(torch.cat(field) for field in zip(*parts, strict=True)))
+
+    def pooled(self, size: int, chunk: int, low: int, high: int) -> np.ndarray:
+        """The chunk's raw frames mean-pooled (drawn again: a few seconds per 10,000 videos, far below encoding)."""
+        return np.concatenate([mean_pool(frames, mask) for frames, mask in self._raw_frames(chunk, low, high)])
 
 
 def plot_reports(paths: list[str], output: Path) -> Path:
     """Recall@10 against p50 latency of every swept setting in the benchmark reports `paths`, one series per
-    candidate stage (segment kind, count, width, concept weight, index type or in memory) and gallery size, as a
-    PNG."""
+    candidate stage (segment kind, count, width, concept weight, index type or in memory) and gallery size, beside the
+    mean-pool baseline and exhaustive exact GLSCL of each gallery size and index type, as a PNG."""
     figure, axis = new_figure(size=(12, 5))
     series: dict[str, list[dict]] = {}
+    references: dict[str, dict] = {}
     for path in paths:
         report = json.loads(Path(path).read_text())
         ann, width = report["config"]["ann"], report["config"]["vector_dim"]
@@ -326,13 +349,16 @@ def plot_reports(paths: list[str], output: Path) -> Path:
                     row.get("candidate_stage", ""), ann["index_type"]
                 )
                 series.setdefault(f"{entry['videos']:,} videos, {stage}, {found}", []).append(row)
+            references.setdefault(f"{entry['videos']:,} videos, {ann['index_type']}", entry)
     for label, rows in sorted(series.items()):
         rows = sorted(rows, key=lambda r: r["p50_ms"])
         axis.plot([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], "o", label=label)
+    for label, entry in sorted(references.items()):
+        plot_references(axis, entry, label)
     axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
     axis.axvline(50, color="grey", linestyle="--", linewidth=0.8)
     axis.set(xlabel="p50 latency per query (ms)", ylabel="recall@10 of the exact GLSCL top-10", xscale="log")
-    axis.set_title(f"{report['gallery']} galleries, two-stage search: candidates x nprobes per candidate stage")
+    axis.set_title(f"{report['gallery']} galleries, two-stage search per candidate stage vs mean-pool ANN")
     axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the points, not on them
     return save_figure(figure, output)
 
@@ -377,6 +403,7 @@ def main(argv: list[str] | None = None) -> None:
     report = run_search_bench(bench, source)
     report["head"] = facts
     Path(bench.output).write_text(json.dumps(report, indent=2, default=str))
+    print(side_by_side_markdown(report))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """Two-stage search against exhaustive exact GLSCL scoring: recall@1/@10 of the exact top-k and per-query
-latency p50/p95, at several gallery sizes, over a swept (candidates, nprobes) grid; beside it the per-query time
-of an exhaustive X-Pool-style head (timed on a slice, extrapolated) and of the text side (CLIP text tower and
-GLSCL text side, over the query's real length and over all `max_words` positions).
+latency p50/p95, at several gallery sizes, over a swept (candidates, nprobes) grid; beside it the baseline users would
+pick instead (one mean-pooled CLIP vector per video in a LanceDB vector index of the same type, `benchmarks.mean_pool`,
+`--no-baseline` skips it), the per-query time of an exhaustive X-Pool-style head (timed on a slice, extrapolated) and
+of the text side (CLIP text tower and GLSCL text side, over the query's real length and over all `max_words`
+positions). Each gallery's `side_by_side` rows (printed as Markdown) put the methods in one table, with the load
+average they ran at, and how often each finds the query's own target video.
 
 Per query the sweep times the text side (a fixed 12-word query through the CLIP text tower and a paper-size GLSCL
 head, as the searcher runs it), the search of the query's synthetic encoding, and both together.
@@ -25,17 +28,21 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow as pa
 import torch
 
+from benchmarks import mean_pool
 from benchmarks.compact_encodings import stored_exactness
+from benchmarks.mean_pool import RawSource
+from benchmarks.search_recall import recall_fields
 from glscl import onednn
 from glscl.backbone import Backbone
 from glscl.backbone_config import BackboneConfig
@@ -59,6 +66,9 @@ from workers.plots import new_figure, save_figure
 from workers.search.candidates.base import ALL_PARTITIONS
 from workers.search.config import SearchConfig
 from workers.search.searcher import Searcher, torch_threads
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 MODEL_ID = "ViT-B-32@random-seed0"  # a real text tower (random weights): `glscl serve` can take text over a gallery
 FRAME_NORM = 10.0
@@ -90,6 +100,7 @@ class SearchBenchConfig:
     chunk: int = 20_000
     xpool_slice: int = 10_000
     exact_mode_max: int = 100_000
+    baseline: bool = True
     seed: int = 0
     output: str = "benchmarks/search_results.json"
     text_model: str = "ViT-B-32"
@@ -118,14 +129,23 @@ class Generator:
         """K unit concept vectors per row: noisy fixed random rotations of `mixed` [..., D] -> [..., K, D]."""
         return _noisy(np.stack([mixed @ r for r in self.rotations], axis=-2), sigma, rng)
 
-    def videos(self, chunk: int, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Encoded frames [n, F, D] and concepts [n, K, D], rounded through float16 as the table stores them."""
-        rng = np.random.default_rng((self.config.seed, chunk, 1))
+    def stream(self, chunk: int) -> np.random.Generator:
+        """The chunk's seeded stream of frames, then concept vectors."""
+        return np.random.default_rng((self.config.seed, chunk, 1))
+
+    def frames(self, events: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Encoded frames [n, F, D] (the first event in the first half, the second in the second), rounded through
+        float16 as the table stores them."""
         frames = self.config.frames
         half = np.repeat(np.array([0, 1]), [frames // 2, frames - frames // 2])
-        encoded = FRAME_NORM * _noisy(events[:, half], 0.5, rng)
+        return (FRAME_NORM * _noisy(events[:, half], 0.5, rng)).astype(np.float16).astype(np.float32)
+
+    def videos(self, chunk: int, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Encoded frames [n, F, D] and concepts [n, K, D], rounded through float16 as the table stores them."""
+        rng = self.stream(chunk)
+        encoded = self.frames(events, rng)
         local = self.concepts(events.sum(1), 0.5, rng)
-        return encoded.astype(np.float16).astype(np.float32), local.astype(np.float16).astype(np.float32)
+        return encoded, local.astype(np.float16).astype(np.float32)
 
     def query(self, events: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A text about one event of a video (and a little of the other): sentence [D] and concepts [K, D]."""
@@ -144,8 +164,9 @@ def _noisy(x: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     return _unit(x + scale * rng.standard_normal(x.shape, dtype=np.float32))
 
 
-class GallerySource(Protocol):
-    """What `build` needs from a gallery generator: the head that scores it, queries and encoded videos."""
+class GallerySource(RawSource, Protocol):
+    """What `build` needs from a gallery generator: the head that scores it, queries and encoded videos; and, for the
+    mean-pool baseline (`benchmarks.mean_pool`), the same videos and queries before the head (`RawSource`)."""
 
     name: str
 
@@ -199,6 +220,17 @@ class FriendlySource:
         mask = torch.ones(frames.shape[:2], dtype=torch.bool)
         return VideoEncoding(torch.from_numpy(frames), mask, torch.from_numpy(local))
 
+    def pooled(self, size: int, chunk: int, low: int, high: int) -> np.ndarray:
+        """The chunk's frames mean-pooled. This gallery draws its frames as the head's encodings, with no raw features
+        before them, so the baseline pools the very frames the head scores."""
+        generator = self.generator
+        frames = generator.frames(generator.events(chunk, high - low), generator.stream(chunk))
+        return mean_pool.mean_pool(frames, np.ones(frames.shape[:2], dtype=bool))
+
+    def raw_sentences(self, size: int) -> np.ndarray:
+        """The queries' sentence vectors (the head passes them through as they are)."""
+        return self.queries(size)[0].sentence.numpy()
+
 
 class StoredSource:
     """The galleries under another root read back (head, queries, stored encodings), to index the same videos
@@ -233,6 +265,14 @@ class StoredSource:
         slots = packed_slots(table.schema.field("encodings"), concepts, dim)
         return unpack_encodings(rows["encodings"], slots, concepts, dim)
 
+    def pooled(self, size: int, chunk: int, low: int, high: int) -> np.ndarray:
+        """Rows `low`..`high` of the stored gallery's mean-pool table."""
+        return mean_pool.read_pooled(self.root / f"n{size}", low, high)
+
+    def raw_sentences(self, size: int) -> np.ndarray:
+        """The raw sentence vectors the stored gallery's mean-pool baseline was built with."""
+        return mean_pool.read_sentences(self.root / f"n{size}")
+
 
 def _rows(ids: range, video: VideoEncoding, segments: torch.Tensor, encodings: str = "float16") -> pa.Table:
     """Unprojected rows (segment vectors [N, S, W] in the `SEARCH_VECTOR` column, encodings packed in the form
@@ -256,7 +296,8 @@ def _rows(ids: range, video: VideoEncoding, segments: torch.Tensor, encodings: s
 
 def load_or_build(config: SearchBenchConfig, size: int, source: GallerySource) -> dict:
     """The gallery of `size` videos under `root`, written once (later runs reuse its tables and reference), with
-    its indexes brought to `config.ann` (a vector index of another type is rebuilt, and the build timed)."""
+    its indexes brought to `config.ann` (a vector index of another type is rebuilt, and the build timed); with
+    `config.baseline`, its mean-pool table too (`benchmarks.mean_pool`, under "baseline")."""
     folder = Path(config.root) / f"n{size}"
     facts, arrays = folder / "build.json", folder / "reference.npz"
     if not (facts.exists() and arrays.exists()):
@@ -281,7 +322,10 @@ def load_or_build(config: SearchBenchConfig, size: int, source: GallerySource) -
     with np.load(arrays) as data:
         built["text"] = TextEncoding(torch.from_numpy(data["sentence"]), torch.from_numpy(data["local"]))
         built["exact_top10"] = data["exact_top10"]
+        built["targets"] = data["targets"]
         built["kinds"] = data["kinds"]
+    if config.baseline:
+        built["baseline"] = mean_pool.load_or_build(folder, size, config.chunk, source, config.ann)
     return built
 
 
@@ -364,6 +408,13 @@ class TextSide:
         self.model.encode_text(sentence, tokens, mask, trim)
         return (middle - start) * 1000, (time.perf_counter() - middle) * 1000
 
+    @torch.inference_mode()
+    def tower(self, text: str) -> float:
+        """Milliseconds of the text tower alone for `text`, trimmed: the mean-pool baseline's whole text side."""
+        start = time.perf_counter()
+        self.backbone.text_features(self.backbone.tokenize([text], self.max_words), True)
+        return (time.perf_counter() - start) * 1000
+
 
 def text_side_ms(text_side: TextSide, repeats: int = 30) -> dict:
     """p50/p95 milliseconds of the text tower, the GLSCL text side and both, for `QUERY` one at a time, over the
@@ -394,7 +445,6 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
     text, exact = built["text"], built["exact_top10"]
     store = StoreConfig(built["store"])
     single = [TextEncoding(text.sentence[i : i + 1], text.local[i : i + 1]) for i in range(len(exact))]
-    kinds = built["kinds"]
     rows, seen = [], set()
     grid = [
         (c, n, r, ef, use_rows)
@@ -431,8 +481,8 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             continue
         seen.add((candidates, probes, refine, ef_used, stage))
         searcher.search_encoded(single[0], 10)
-        latencies, texts, totals, recall1, recall10, stages = [], [], [], [], [], []
-        for i, encoding in enumerate(single):
+        latencies, texts, totals, found, stages = [], [], [], [], []
+        for encoding in single:
             start = time.perf_counter()
             with torch_threads(config.text_threads):
                 text_side(QUERY)
@@ -443,9 +493,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             latencies.append((end - middle) * 1000)
             totals.append((end - start) * 1000)
             stages.append(result.timings_ms)
-            found = [int(hit.video_id[3:]) for hit in result.hits]
-            recall1.append(float(exact[i, 0] in found[:1]))
-            recall10.append(len(set(found) & set(exact[i].tolist())) / 10)
+            found.append([int(hit.video_id[3:]) for hit in result.hits])
         row = {
             "videos": size,
             "candidates": candidates,
@@ -454,16 +502,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             "index_type": config.ann.index_type,
             "candidate_stage": stage,
             "ef": ef_used,
-            "recall@1": statistics.mean(recall1),
-            "recall@10": statistics.mean(recall10),
-            "by_kind": {
-                str(kind): {
-                    "queries": int((kinds == kind).sum()),
-                    "recall@1": float(np.mean(np.asarray(recall1)[kinds == kind])),
-                    "recall@10": float(np.mean(np.asarray(recall10)[kinds == kind])),
-                }
-                for kind in np.unique(kinds)
-            },
+            **recall_fields(found, exact, built["targets"], built["kinds"]),
             "p50_ms": _percentile(latencies, 50),
             "p95_ms": _percentile(latencies, 95),
             "text_p50_ms": _percentile(texts, 50),
@@ -471,6 +510,7 @@ def sweep(config: SearchBenchConfig, built: dict, size: int, text_side: TextSide
             "total_p50_ms": _percentile(totals, 50),
             "total_p95_ms": _percentile(totals, 95),
             "stages_p50_ms": {stage: statistics.median(t[stage] for t in stages) for stage in stages[0]},
+            "load_avg_1m": os.getloadavg()[0],
         }
         print(f"  {row}", flush=True)
         rows.append(row)
@@ -508,17 +548,95 @@ def xpool_ms_per_video(config: SearchBenchConfig) -> float:
     return statistics.median(times) / config.xpool_slice
 
 
+def plot_references(axis: Axes, entry: dict, label: str) -> None:
+    """The comparisons of one gallery on a recall@10 vs p50 plot: the mean-pool ANN baseline's settings (crosses) and
+    exhaustive exact GLSCL (a star at recall 1); reports written before the baseline have no crosses."""
+    rows = entry.get("baseline", {}).get("sweep", [])
+    if rows:
+        axis.plot([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], "x", label=f"{label}, mean-pool ANN")
+    if "exact_mode_ms_per_query" in entry:
+        axis.plot([entry["exact_mode_ms_per_query"]], [1.0], "*", markersize=10, label=f"{label}, exhaustive exact")
+
+
 def plot_sweep(report: dict, path: Path) -> Path:
-    """Recall@10 against p50 latency for every swept setting, one series per gallery size, as a PNG."""
-    figure, axis = new_figure(size=(7, 4.5))
+    """Recall@10 against p50 latency for every swept setting, one series per gallery size, beside the mean-pool
+    baseline and exhaustive exact GLSCL, as a PNG."""
+    figure, axis = new_figure(size=(9, 4.5))
     for entry in report["sizes"]:
         rows = sorted(entry["sweep"], key=lambda r: r["p50_ms"])
-        axis.scatter([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], label=f"{entry['videos']:,} videos")
+        label = f"{entry['videos']:,} videos"
+        axis.scatter([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], label=f"{label}, two-stage")
+        plot_references(axis, entry, label)
     axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
     axis.axvline(50, color="grey", linestyle="--", linewidth=0.8)
     axis.set(xlabel="p50 latency per query (ms)", ylabel="recall@10 of the exact GLSCL top-10", xscale="log")
-    axis.set_title(f"{report['gallery']} galleries, two-stage search (ANN + exact re-rank): candidates x nprobes")
+    axis.set_title(f"{report['gallery']} galleries, two-stage search (ANN + exact re-rank) vs mean-pool ANN")
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(figure, path)
+
+
+def side_by_side(entry: dict) -> list[dict]:
+    """One row per method on one gallery: the mean-pool ANN baseline and the two-stage search at each setting, the
+    exact mean-pool ranking (no latency: a matmul in memory), exhaustive exact GLSCL (the Searcher's exact mode) and
+    the exhaustive X-Pool-style head (its cost only, extrapolated: a random head, so no recall)."""
+    columns = ("recall@10", "target@1", "target@10", "p50_ms", "p95_ms", "total_p50_ms", "load_avg_1m")
+
+    def row(method: str, settings: str, values: dict) -> dict:
+        return {"method": method, "settings": settings} | {column: values.get(column) for column in columns}
+
+    rows = []
+    baseline = entry.get("baseline")
+    if baseline:
+        for r in baseline["sweep"]:
+            probes = f"nprobes {r['nprobes']}" if r["nprobes"] is not None else "no index: every vector"
+            settings = f"{r['index_type']}, {probes}" + (f", ef {r['ef']}" if r["ef"] else "")
+            rows.append(row("mean-pool ANN", settings, r))
+        rows.append(row("mean-pool exact", "every video, in memory", baseline["exact"]))
+    for r in entry["sweep"]:
+        settings = f"{r['index_type']} {r['candidate_stage']}, candidates {r['candidates']}, nprobes {r['nprobes']}"
+        rows.append(row("GLSCL two-stage", settings + (f", ef {r['ef']}" if r["ef"] else ""), r))
+    if "exact_mode_ms_per_query" in entry:
+        exact = entry["exact_glscl"] | {"recall@10": 1.0, "p50_ms": entry["exact_mode_ms_per_query"]}
+        rows.append(row("GLSCL exhaustive exact", "Searcher exact mode, median of 3 queries", exact))
+    xpool = {"p50_ms": entry["xpool_exhaustive_ms_per_query"]}
+    rows.append(row("X-Pool-style exhaustive", "time per video on a slice x videos", xpool))
+    return rows
+
+
+def side_by_side_markdown(report: dict) -> str:
+    """The side-by-side rows of every gallery in the report as Markdown tables, with the load average they ran at."""
+
+    def cell(value: object) -> str:
+        return "" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    lines = []
+    for entry in report["sizes"]:
+        load = ", ".join(f"{value:.2f}" for value in entry["load_avg"])
+        lines += [
+            f"{report['gallery']} gallery, {entry['videos']:,} videos (load average 1/5/15 min at the end: {load}):",
+            "",
+            "| method | settings | recall@10 of exact GLSCL | target@1 | target@10 | p50 ms | p95 ms "
+            "| p50 ms with text | load 1 min |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for row in entry["side_by_side"]:
+            lines.append("| " + " | ".join(cell(value) for value in row.values()) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def baseline_entry(config: SearchBenchConfig, built: dict, text_side: TextSide) -> dict:
+    """The mean-pool baseline of one gallery for the report: its build facts, the scores of the exact mean-pool
+    ranking and its ANN sweep, whose text side is the CLIP tower alone."""
+    baseline = built["baseline"]
+
+    def tower_ms() -> float:
+        with torch_threads(config.text_threads):
+            return text_side.tower(QUERY)
+
+    facts = {key: value for key, value in baseline.items() if key not in ("sentence", "exact_top10")}
+    exact = recall_fields(baseline["exact_top10"], built["exact_top10"], built["targets"], built["kinds"])
+    return facts | {"exact": exact, "sweep": mean_pool.sweep(config, built, baseline, tower_ms)}
 
 
 def run_search_bench(config: SearchBenchConfig, source: GallerySource | None = None) -> dict:
@@ -547,12 +665,17 @@ def run_search_bench(config: SearchBenchConfig, source: GallerySource | None = N
             "captured_energy": built["captured_energy"],
             "health": built["health"],
             "sweep": sweep(config, built, size, text_side),
+            "exact_glscl": recall_fields(built["exact_top10"], built["exact_top10"], built["targets"], built["kinds"]),
             "xpool_exhaustive_ms_per_query": xpool_per_video * size,
         }
         if config.ann.encodings != "float16":
             entry["stored_exactness"] = stored_exactness(built, config.chunk)
+        if config.baseline:
+            entry["baseline"] = baseline_entry(config, built, text_side)
         if size <= config.exact_mode_max:
             entry["exact_mode_ms_per_query"] = exact_mode_ms(config, built)
+        entry["load_avg"] = list(os.getloadavg())
+        entry["side_by_side"] = side_by_side(entry)
         report["sizes"].append(entry)
         Path(config.output).write_text(json.dumps(report, indent=2, default=str))
     plot_sweep(report, Path(config.output).with_suffix(".png"))
@@ -627,6 +750,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"report adds how its exact top-10 from them matches the float one's (default {d.ann.encodings})",
     )
     parser.add_argument(
+        "--baseline",
+        action=argparse.BooleanOptionalAction,
+        default=d.baseline,
+        help="build and query the mean-pool ANN baseline beside the two-stage search (default on)",
+    )
+    parser.add_argument(
         "--compare-columns",
         action="store_true",
         help="sweep every setting a second time on the segment columns' indexes instead of the segment rows",
@@ -668,6 +797,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     report = run_search_bench(config)
     print(json.dumps({k: v for k, v in report.items() if k != "sizes"}, indent=2))
+    print(side_by_side_markdown(report))
 
 
 def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
@@ -689,6 +819,7 @@ def config_from_args(args: argparse.Namespace) -> SearchBenchConfig:
         max_words=args.max_words,
         xpool_slice=args.xpool_slice,
         vector_dim=args.vector_dim,
+        baseline=args.baseline,
         ann=replace(ann_options(args, SearchBenchConfig(root="").ann), encodings=args.encodings),
     )
 
