@@ -2,14 +2,23 @@
 and its recall is computed against the exact reference (full candidates and probes find the exact top-10; with
 every partition probed a sixth of the gallery as candidates keeps it; probing one partition of eight loses some).
 The same gallery indexed again from its stored encodings with peak-frame segments keeps its exact reference, and
-with its segment vectors as rows of one index (AnnConfig.segment_rows) it finds what the segment columns find."""
+with its segment vectors as rows of one index (AnnConfig.segment_rows) it finds what the segment columns find. The
+mean-pool baseline sits beside each run, in the report's side-by-side table."""
 
 import dataclasses
 import json
 
 import numpy as np
+import pytest
 
-from benchmarks.search_bench import SearchBenchConfig, StoredSource, run_search_bench
+from benchmarks.search_bench import (
+    SearchBenchConfig,
+    StoredSource,
+    build_parser,
+    config_from_args,
+    run_search_bench,
+    side_by_side_markdown,
+)
 from glscl.backbone_config import TINY_MODEL
 from workers.index.config import AnnConfig
 
@@ -50,6 +59,21 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
     assert {r["candidate_stage"] for r in size["sweep"]} == {"vector index"}
     assert size["exact_mode_ms_per_query"] > 0 and size["xpool_exhaustive_ms_per_query"] > 0
     assert all(r["total_p50_ms"] > 0 and r["text_p95_ms"] >= r["text_p50_ms"] > 0 for r in size["sweep"])
+    baseline = size["baseline"]
+    assert baseline["index_type"] == "IVF_FLAT" and baseline["partitions"] == 8 and baseline["rows"] == 600
+    mean_pool = {r["nprobes"]: r for r in baseline["sweep"]}
+    assert set(mean_pool) == {1, 8}
+    # every partition probed, the mean-pool index finds the exact mean-pool top-10 (test_hard_gallery checks that
+    # against numpy), so it scores as that ranking does against the exact GLSCL top-10
+    assert mean_pool[8]["own_recall@10"] == 1.0
+    assert mean_pool[8]["recall@10"] == pytest.approx(baseline["exact"]["recall@10"])
+    assert all(r["p95_ms"] >= r["p50_ms"] > 0 and r["total_p50_ms"] > r["p50_ms"] for r in baseline["sweep"])
+    methods = [r["method"] for r in size["side_by_side"]]
+    assert methods == ["mean-pool ANN"] * 2 + ["mean-pool exact"] + ["GLSCL two-stage"] * len(size["sweep"]) + [
+        "GLSCL exhaustive exact",
+        "X-Pool-style exhaustive",
+    ]
+    assert "| mean-pool ANN | IVF_FLAT, nprobes 8 |" in side_by_side_markdown(report)
     text = report["text_side_ms"]
     assert text["words"] == 12 and text["tokens"] < text["max_words"] == 32
     for mode in ("full_1_threads", "trimmed_1_threads", "trimmed_2_threads", "trimmed_1_threads_pytorch_linear"):
@@ -76,6 +100,11 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
     ):
         assert np.array_equal(first["exact_top10"], second["exact_top10"])
         assert np.array_equal(first["sentence"], second["sentence"])
+    with (
+        np.load(tmp_path / "galleries/n600/baseline.npz") as first,
+        np.load(tmp_path / "peaks/n600/baseline.npz") as second,
+    ):
+        assert np.array_equal(first["exact_top10"], second["exact_top10"])
     assert any("3 segment columns" in action for action in again["sizes"][0]["actions"])
 
     rows = dataclasses.replace(
@@ -94,3 +123,8 @@ def test_search_bench_on_a_tiny_gallery(tmp_path):
     assert stages["segment rows", 600]["recall@10"] == 1.0  # every video a candidate
     # both stages rank videos by their best segment exactly (IVF_FLAT, every partition probed)
     assert stages["segment rows", 10]["recall@10"] == stages["vector index", 10]["recall@10"]
+
+
+def test_baseline_flag():
+    assert config_from_args(build_parser().parse_args(["--root", "x"])).baseline
+    assert not config_from_args(build_parser().parse_args(["--root", "x", "--no-baseline"])).baseline
