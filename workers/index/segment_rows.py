@@ -48,8 +48,14 @@ def generations(catalog: Catalog, index_name: str) -> list[int]:
 
 
 def _open_if_complete(catalog: Catalog, index_name: str, generation: int) -> lancedb.table.Table | None:
-    """A generation's table if it is complete (its vector index exists), else None (being written, or abandoned)."""
-    table = catalog.open_table(segment_rows_name(index_name, generation))
+    """A generation's table if it is complete (its vector index exists), else None: being written, abandoned, or
+    listed but gone or not committed yet when opened (another process dropping or creating it meanwhile)."""
+    try:
+        table = catalog.open_table(segment_rows_name(index_name, generation))
+    except ValueError as error:
+        if "not found" in str(error):
+            return None
+        raise
     return table if table.list_indices() else None
 
 
