@@ -65,7 +65,8 @@ from workers.index.video_index import project_rows, update_indexes, video_index_
 from workers.plots import new_figure, save_figure
 from workers.search.candidates.base import ALL_PARTITIONS
 from workers.search.config import SearchConfig
-from workers.search.searcher import Searcher, torch_threads
+from workers.search.query_text import torch_threads
+from workers.search.searcher import Searcher
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

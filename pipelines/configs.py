@@ -108,7 +108,9 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Which checkpoint to index, which videos (splits; empty = all), shard size and the ANN settings."""
+    """Which checkpoint to index, which videos (splits; empty = all), videos per Ray task, the ANN settings, and
+    how many gallery shards (tables, each searched by its own worker; schemas/gallery_shards.py) the index is
+    split into. Each shard count is a set of tables of its own: indexing with another count builds another copy."""
 
     checkpoint: str
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -116,6 +118,11 @@ class IndexConfig:
     shard_videos: int = 512
     ann: AnnConfig = field(default_factory=AnnConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    gallery_shards: int = 1
+
+    def __post_init__(self) -> None:
+        if self.gallery_shards < 1:
+            raise ValueError(f"gallery_shards must be >= 1, got {self.gallery_shards}")
 
 
 @dataclass(frozen=True)
@@ -253,7 +260,8 @@ class ServeConfig:
     so queries whose work is mostly Python (a small gallery, a small text tower) only scale across processes;
     `workers` then defaults to the cores shared among them. Exact mode is refused
     on galleries of more than `exact_max_videos` videos (None: never), where one query would hold a worker for
-    seconds; the offline `glscl query --exact` is the way there.
+    seconds; the offline `glscl query --exact` is the way there. `gallery_shards` > 1 serves an index built in that
+    many gallery shards, one Ray actor each on `ray` (workers.search.sharded), from one server process.
     """
 
     host: str = "127.0.0.1"
@@ -269,6 +277,8 @@ class ServeConfig:
     retry_after_s: int = 1
     exact_max_videos: int | None = 10_000
     processes: int = 1
+    gallery_shards: int = 1
+    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         """Refuse an open host without a token, and sizes that cannot serve anything."""
@@ -280,9 +290,14 @@ class ServeConfig:
         if (
             (self.workers is not None and self.workers < 1)
             or self.queue < 0
-            or min(self.thumbnail_processes, self.processes) < 1
+            or min(self.thumbnail_processes, self.processes, self.gallery_shards) < 1
         ):
-            raise ValueError("--workers, --processes and --thumbnail-processes must be at least 1, --queue at least 0")
+            raise ValueError(
+                "--workers, --processes, --thumbnail-processes and --gallery-shards must be at least 1, --queue at "
+                "least 0"
+            )
+        if self.gallery_shards > 1 and self.processes > 1:
+            raise ValueError("--gallery-shards serves from one process (the shards' actors do the work): --processes 1")
         if self.thumbnail_timeout_s <= 0 or self.busy_wait_s < 0 or self.retry_after_s < 0:
             raise ValueError("--thumbnail-timeout must be positive, the waits 0 or more")
 

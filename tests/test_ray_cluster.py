@@ -1,6 +1,6 @@
 """Cluster mode: a real two-node Ray cluster on loopback (`ray start --head` plus a worker node, each in its own
 process group so that stopping them leaves any other Ray alone, with Ray's token authentication on), and
-`glscl ingest --ray-address` through it."""
+`glscl ingest`, `evaluate`, `index --gallery-shards` and `query --gallery-shards` through it."""
 
 import json
 import os
@@ -15,9 +15,14 @@ from pathlib import Path
 
 import lancedb
 import pytest
+import torch
 from conftest import make_video, reported_port
 
 from benchmarks.synthetic_gallery import GalleryConfig, build_gallery
+from glscl.backbone_config import BackboneConfig
+from glscl.checkpoint import save_checkpoint
+from glscl.config import TINY_HEAD, GLSCLConfig
+from glscl.model import GLSCL
 
 RAY = str(Path(sys.executable).with_name("ray"))
 CLUSTER_ENV = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -73,9 +78,17 @@ def cluster(tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-@pytest.mark.slow(seconds=75)
+def glscl(*args: str) -> str:
+    """A glscl command as the user runs it, in its own process; its standard output."""
+    command = [sys.executable, "-m", "pipelines.cli", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=CLUSTER_ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.mark.slow(seconds=120)
 def test_ingest_and_evaluate_through_a_two_node_cluster(cluster, tmp_path):
-    for index, colour in enumerate(["red", "blue", "green"]):
+    for index, colour in enumerate(["red", "blue", "green", "yellow", "white", "black"]):
         make_video(tmp_path / "videos" / f"clip{index}.mp4", [colour])
     db = tmp_path / "db"
     result = subprocess.run(
@@ -99,7 +112,8 @@ def test_ingest_and_evaluate_through_a_two_node_cluster(cluster, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     frames = lancedb.connect(str(db)).open_table("frames").to_arrow()
-    assert frames.num_rows == 3 and len(set(frames.column("video_id").to_pylist())) == 3
+    assert frames.num_rows == 6 and len(set(frames.column("video_id").to_pylist())) == 6
+    search_the_ingested_videos_in_two_gallery_shards(cluster, db, frames["sampling_hash"][0].as_py(), tmp_path)
     gallery = tmp_path / "gallery"
     checkpoint = build_gallery(GalleryConfig(str(gallery), videos=24, frames=4, dim=16, words=5))
     result = subprocess.run(
@@ -129,3 +143,21 @@ def test_ingest_and_evaluate_through_a_two_node_cluster(cluster, tmp_path):
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["shards"] == 3 and report["videos"] == report["texts"] == 24
     assert report["nodes"] == 2, "the shard actors are spread over both nodes of the cluster"
+
+
+def search_the_ingested_videos_in_two_gallery_shards(cluster: str, db: Path, sampling_hash: str, tmp_path: Path):
+    """Each node holds one 1-CPU shard actor (so both nodes serve); the merged ranking is the unsharded index's."""
+    torch.manual_seed(0)
+    head = GLSCLConfig(embed_dim=BackboneConfig().embed_dim, max_frames=2, max_words=32, **TINY_HEAD)
+    extra = {"backbone_model_id": BackboneConfig().model_id, "sampling_hash": sampling_hash, "max_words": 32}
+    checkpoint = str(save_checkpoint(tmp_path / "checkpoint", GLSCL(head), head, extra))
+    where = ["--checkpoint", checkpoint, "--db", str(db)]
+    sharded = json.loads(glscl("index", *where, "--gallery-shards", "2", "--ray-address", cluster, "--json"))
+    assert sharded["added"] == 6 and [shard["table"][-9:] for shard in sharded["shards"]] == ["shard0of2", "shard1of2"]
+    assert json.loads(glscl("index", *where, "--ray-address", cluster, "--json"))["added"] == 6
+    query = ["query", "a red screen", "-k", "6", *where, "--json"]
+    single = json.loads(glscl(*query))
+    merged = json.loads(glscl(*query, "--gallery-shards", "2", "--ray-address", cluster))
+    assert merged["mode"] == "sharded" and len(merged["hits"]) == 6
+    assert [hit["video_id"] for hit in merged["hits"]] == [hit["video_id"] for hit in single["hits"]]
+    assert [hit["score"] for hit in merged["hits"]] == pytest.approx([hit["score"] for hit in single["hits"]], abs=1e-5)

@@ -2,6 +2,7 @@
 candidates cover the gallery, filters apply before ranking, incremental indexing, hybrid text matches,
 the ANN index path, and clear errors for bad queries."""
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,6 +32,7 @@ from pipelines.index import index_flow
 from pipelines.service.app import create_app
 from pipelines.train import train_flow
 from schemas.catalog import Catalog, sql_in
+from schemas.gallery_shards import gallery_shard
 from schemas.tables import FRAMES, SCHEMA_VERSION_KEY, TEXTS, segment_rows_spec
 from workers.features import FeatureQuery, read_videos
 from workers.index.ann_vectors import query_vectors
@@ -43,6 +45,7 @@ from workers.search.config import SearchConfig
 from workers.search.filters import Filter, parse_filter
 from workers.search.results import STAGES
 from workers.search.searcher import Searcher, SearchError
+from workers.search.sharded import ShardedSearchConfig, ShardedSearcher
 from workers.search.spans import frame_match_weights, span
 from workers.train.worker import BEST_DIR
 from workers.upkeep import maintain_table
@@ -118,7 +121,7 @@ def test_a_small_gallery_ranks_candidates_in_memory_by_their_best_segment(indexe
     assert engine.describe()["candidate_stage"] == "in-memory scan"
     for text in ("a red circle moves left", "a blue square appears then a green triangle", "shapes"):
         encoding = engine.encode(text)
-        assert engine.candidates(encoding, 5, None).tolist() == best_segment_order(engine, encoding)[:5]
+        assert engine.candidates(encoding, 5, None).row_ids.tolist() == best_segment_order(engine, encoding)[:5]
         assert engine.search(text, k=3).hits[0].video_id == engine.search(text, k=3, exact=True).hits[0].video_id
 
 
@@ -156,7 +159,7 @@ def test_segment_rows_rank_videos_by_their_best_segment_with_one_index(indexed, 
     assert engine.stage_for(None).breadth(5, engine.probes) is None, "an IVF_FLAT index: no graph"
     for text in ("a red circle moves left", "a blue square appears then a green triangle", "shapes"):
         encoding = engine.encode(text)
-        assert engine.candidates(encoding, 5, None).tolist() == best_segment_order(engine, encoding)[:5]
+        assert engine.candidates(encoding, 5, None).row_ids.tolist() == best_segment_order(engine, encoding)[:5]
     covering = searcher(store, checkpoint, candidates=24, in_memory_below=0)
     result, exact = covering.search("shapes", k=10), covering.search("shapes", k=10, exact=True)
     assert [h.video_id for h in result.hits] == [h.video_id for h in exact.hits] and result.candidates == 24
@@ -219,7 +222,9 @@ def test_the_query_text_is_encoded_with_its_own_thread_count(indexed):
     store, checkpoint, _ = indexed
     engine = searcher(store, checkpoint, torch_threads=1, text_threads=2)
     seen: list[int] = []
-    engine.backbone.model.ln_final.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    engine.query_encoder.backbone.model.ln_final.register_forward_pre_hook(
+        lambda *_: seen.append(torch.get_num_threads())
+    )
     engine.search("a red circle moves left", k=3)
     assert seen == [2] and torch.get_num_threads() == 1
 
@@ -417,7 +422,13 @@ def test_glscl_serve_command_prewarms_and_answers_until_stopped(indexed, tmp_pat
 @pytest.fixture(scope="module")
 def server(indexed):
     store, checkpoint, _ = indexed
-    app = create_app(Searcher(SearchConfig(checkpoint, store)))
+    with serving(create_app(Searcher(SearchConfig(checkpoint, store)))) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(app):
+    """The app behind uvicorn on a free loopback port, in a thread, for the block; yields its URL."""
     instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=instance.run, daemon=True)
     thread.start()
@@ -426,9 +437,11 @@ def server(indexed):
         time.sleep(0.05)
     assert instance.started
     [listening] = instance.servers[0].sockets  # port 0: the port the operating system picked as uvicorn bound it
-    yield f"http://127.0.0.1:{listening.getsockname()[1]}"
-    instance.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{listening.getsockname()[1]}"
+    finally:
+        instance.should_exit = True
+        thread.join(timeout=10)
 
 
 def post(url: str, body: dict) -> tuple[int, dict]:
@@ -575,3 +588,54 @@ def test_queries_during_an_index_run_never_miss_a_video_searchable_before(indexe
     assert update.added == 8 and any("segments_g2" in action for action in update.actions), update.actions
     assert not failures and not missed and len(answered) > 5, (failures[:3], missed[:3], len(answered))
     assert max(answered) == 24 and engine.search("shapes", k=24).candidates == 24
+
+
+def test_a_gallery_split_into_shards_answers_as_the_single_searcher(indexed, tmp_path):
+    """Two gallery shards (tables by video-id hash, one projection basis), each searched by its own Ray actor, give
+    the unsharded index's answer: candidates merge by proxy score, the exact re-rank runs on the merged ones."""
+    shared, checkpoint, summary = indexed
+    store = copied_store(shared, tmp_path)
+    sharded = index_flow(IndexConfig(checkpoint, store, ann=SMALL_ANN, gallery_shards=2))
+    assert sharded.added == 24 and [shard.health_after.rows for shard in sharded.shards] == [
+        sum(gallery_shard(video, 2) == shard for video in videos_of(store, summary.table)) for shard in range(2)
+    ]
+    assert {shard.table for shard in sharded.shards} == {f"{summary.table}_shard0of2", f"{summary.table}_shard1of2"}
+    settings = {"candidates": 6}
+    single = searcher(store, checkpoint, **settings)
+    engine = ShardedSearcher(
+        ShardedSearchConfig(SearchConfig(checkpoint, store, **settings), shards=2, cpus_per_shard=0.5)
+    )
+    try:
+        assert engine.describe()["videos"] == 24
+        assert engine.describe()["gallery_shards"] == 2
+        tables = {shard["index"] for shard in engine.shards}
+        for text in ("a red circle moves left", "a blue square appears then a green triangle", "shapes"):
+            expected, got = single.search(text, k=10), engine.search(text, k=10)
+            assert [hit.video_id for hit in got.hits] == [hit.video_id for hit in expected.hits], text
+            assert [hit.score for hit in got.hits] == pytest.approx([hit.score for hit in expected.hits], abs=1e-5)
+            assert [hit.span_s for hit in got.hits] == [hit.span_s for hit in expected.hits]
+            assert got.mode == "sharded" and got.candidates == expected.candidates == 10 and got.timings_ms["text"] > 0
+            assert {gallery_shard(hit.video_id, 2) for hit in got.hits} == {0, 1}, "both shards contribute"
+        only = [Filter("video_id", "in", sorted(videos_of(store, summary.table))[:3])]
+        assert [h.video_id for h in engine.search("shapes", k=5, filters=only).hits] == [
+            h.video_id for h in single.search("shapes", k=5, filters=only).hits
+        ]
+        with serving(create_app(engine)) as url:
+            status, body = post(f"{url}/search", {"text": "shapes", "k": 4})
+            assert status == 200 and [hit["video_id"] for hit in body["hits"]] == _top(single.search("shapes", k=4))
+            assert post(f"{url}/search", {"text": "shapes", "exact": True})[0] == 400
+            with urllib.request.urlopen(f"{url}/health", timeout=30) as response:
+                assert json.loads(response.read())["videos"] == 24
+            with urllib.request.urlopen(f"{url}/thumbnail/{body['hits'][0]['video_id']}?t=0.5", timeout=30) as response:
+                assert response.read(3) == b"\xff\xd8\xff", "the video's file is found through its shard"
+    finally:
+        engine.close()
+    assert tables == {shard.table for shard in sharded.shards}
+
+
+def videos_of(store, table_name: str) -> list[str]:
+    return Catalog(store).db.open_table(table_name).search().select(["video_id"]).to_arrow()["video_id"].to_pylist()
+
+
+def _top(result) -> list[str]:
+    return [hit.video_id for hit in result.hits]

@@ -201,3 +201,17 @@ def unindexed_rows(table: lancedb.table.Table) -> dict[str, int]:
         index_stats = table.index_stats(index.name)
         unindexed[index.name] = int(index_stats.num_unindexed_rows) if index_stats else 0
     return unindexed
+
+
+def combined_health(healths: list[IndexHealth]) -> IndexHealth:
+    """The health of several tables (the gallery shards of one index) as one: counts summed, index by index."""
+    unindexed: dict[str, int] = {}
+    for health in healths:
+        for name, rows in health.unindexed.items():
+            unindexed[name] = unindexed.get(name, 0) + rows
+    return IndexHealth(
+        rows=sum(h.rows for h in healths),
+        fragments=sum(h.fragments for h in healths),
+        small_fragments=sum(h.small_fragments for h in healths),
+        unindexed=unindexed,
+    )

@@ -19,6 +19,7 @@ from glscl.checkpoint import load_checkpoint, recorded_extras
 from glscl.model import VideoEncoding
 from glscl.search_vectors import fill_absent_segments
 from schemas.catalog import Catalog, sql_in, sql_string
+from schemas.gallery_shards import gallery_shard, shard_table_name
 from schemas.rows import dense, multivector_array, now_utc, vector_array
 from schemas.store import StoreConfig
 from schemas.tables import (
@@ -55,6 +56,21 @@ class CheckpointIndex:
     model_id: str
     sampling_hash: str
     embed_dim: int
+    shard: int = 0
+    shards: int = 1
+
+    def gallery(self, shards: int) -> list[CheckpointIndex]:
+        """The index split into `shards` gallery shards (schemas/gallery_shards.py), one table each; [self] for 1."""
+        return [
+            replace(
+                self, spec=replace(self.spec, name=shard_table_name(self.spec.name, i, shards)), shard=i, shards=shards
+            )
+            for i in range(shards)
+        ]
+
+    def holds(self, video_ids: list[str]) -> np.ndarray:
+        """Which of `video_ids` belong in this shard's table."""
+        return np.array([gallery_shard(vid, self.shards) == self.shard for vid in video_ids], dtype=bool)
 
 
 def checkpoint_index(
@@ -80,8 +96,10 @@ def checkpoint_index(
     return CheckpointIndex(spec, sha, model_id, sampling_hash, config.embed_dim)
 
 
-def pending_videos(catalog: Catalog, index: CheckpointIndex, splits: tuple[str, ...]) -> list[str]:
-    """Ok videos with features for the checkpoint's backbone and sampling that the index does not hold yet."""
+def pending_videos(catalog: Catalog, indexes: list[CheckpointIndex], splits: tuple[str, ...]) -> list[str]:
+    """Ok videos with features for the checkpoint's backbone and sampling that their gallery shard's table (of
+    `indexes`, all shards of one index; one for an unsharded index) does not hold yet."""
+    index = indexes[0]
     where = f"status = {sql_string(VIDEO_OK)}"
     if splits:
         where += " AND " + sql_in("split", list(splits))
@@ -91,8 +109,14 @@ def pending_videos(catalog: Catalog, index: CheckpointIndex, splits: tuple[str, 
         ["video_id"],
         f"model_id = {sql_string(index.model_id)} AND sampling_hash = {sql_string(index.sampling_hash)}",
     )
-    indexed = set(catalog.scan(index.spec, ["video_id"])["video_id"].to_pylist())
-    return sorted((videos & set(encoded["video_id"].to_pylist())) - indexed)
+    candidates = sorted(videos & set(encoded["video_id"].to_pylist()))
+    pending = []
+    for shard in indexes:
+        indexed = set(catalog.scan(shard.spec, ["video_id"])["video_id"].to_pylist())
+        pending += [
+            vid for vid, held in zip(candidates, shard.holds(candidates), strict=True) if held and vid not in indexed
+        ]
+    return sorted(pending)
 
 
 def check_layout(schema: pa.Schema, index: CheckpointIndex, ann: AnnConfig) -> None:
@@ -234,7 +258,7 @@ def segment_matrix(segments: pa.ChunkedArray | pa.ListArray) -> np.ndarray:
 
 def write_index(
     catalog: Catalog,
-    index: CheckpointIndex,
+    indexes: list[CheckpointIndex],
     parts: Iterable[pa.Table],
     videos: int,
     projection: Projection | None,
@@ -242,9 +266,12 @@ def write_index(
     progress: Callable[[int, int], None],
 ) -> tuple[int, Projection]:
     """Write the index rows of `parts` (one per video, `videos` in all, as `index_rows` builds them) as they arrive,
-    projected onto the index's basis. Without a stored projection (the first run) rows are held back until
-    `ann.projection_sample` videos (or all) have arrived, the basis is fitted on their segment vectors and stored.
-    Calls `progress(written, videos)` after each write; returns the rows written and the projection."""
+    projected onto the index's basis, each into its gallery shard's table (`indexes`: every shard of the index, or
+    the one table of an unsharded index). Without a stored projection (the first run) rows are held back until
+    `ann.projection_sample` videos (or all) have arrived, the basis is fitted on their segment vectors and stored
+    for every shard, so all shards share it. Calls `progress(written, videos)` after each write; returns the rows
+    written and the projection."""
+    index = indexes[0]
     width = segment_vector_width(index.spec.schema(index.embed_dim))
     buffered: list[pa.Table] = []
     written = 0
@@ -255,10 +282,15 @@ def write_index(
                 continue
             vectors = np.concatenate([segment_matrix(rows[SEARCH_VECTOR]) for rows in buffered])
             projection = Projection.fit(torch.from_numpy(vectors), width, ann)
-            save_projection(catalog, index.spec.name, projection)
+            for shard in indexes:
+                save_projection(catalog, shard.spec.name, projection)
         for rows in buffered:
             projected = project_rows(rows, projection.basis, index.spec, index.embed_dim)
-            catalog.merge(index.spec, projected, index.embed_dim)
+            ids = projected["video_id"].to_pylist()
+            for shard in indexes:
+                held = shard.holds(ids)
+                if held.any():
+                    catalog.merge(shard.spec, projected.filter(pa.array(held)), index.embed_dim)
             written += rows.num_rows
         buffered = []
         progress(written, videos)

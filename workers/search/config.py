@@ -40,6 +40,9 @@ class SearchConfig:
     second core (a one-off `glscl query` takes every core there; a server, answering queries side by side, keeps
     one). The measurements
     behind these defaults are in benchmarks/RESULTS.md (two-stage search).
+
+    `index_table` names one gallery shard's table of the checkpoint's video index (schemas/gallery_shards.py) for a
+    searcher that serves that shard alone (None: the checkpoint's unsharded index).
     """
 
     checkpoint: str
@@ -59,3 +62,4 @@ class SearchConfig:
     text_threads: int | None = None
     encode_text: bool = True
     use_segment_rows: bool = True
+    index_table: str | None = None

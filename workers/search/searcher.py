@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import lancedb
@@ -46,20 +44,17 @@ from schemas.tables import (
 from workers.index.ann_vectors import query_vectors, stored_ann
 from workers.index.packed_encodings import packed_slots, unpack_encodings
 from workers.index.projection import load_projection
-from workers.search.candidates.base import ALL_PARTITIONS, CandidateStage, ProbeSettings
+from workers.search.candidates.base import ALL_PARTITIONS, Candidates, CandidateStage, ProbeSettings
 from workers.search.candidates.choice import candidate_stages, stages_outdated
 from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
+from workers.search.query_text import QueryEncoder, SearchError
 from workers.search.results import SearchHit, SearchResult, Stopwatch, VideoFile
 from workers.search.spans import StoredFrames, frame_match_weights, span
 
 MAX_K = 1000
 RRF_OFFSET = 60
 _ENCODINGS = "encodings"
-
-
-class SearchError(ValueError):
-    """A query that cannot be answered as asked: empty text, k out of range, bad filter, mismatched index."""
 
 
 def _open_video_index(
@@ -137,6 +132,10 @@ class Searcher:
         cache = None if config.index_cache_gb is None else int(config.index_cache_gb * 2**30)
         self.catalog = Catalog.with_index_cache(config.store, cache)
         name = video_index_name(meta["sha256"])
+        if config.index_table is not None:
+            if not config.index_table.startswith(name):
+                raise SearchError(f"table {config.index_table} is not a video index of checkpoint {config.checkpoint}")
+            name = config.index_table
         checkpoint_model = extra["backbone_model_id"]
         backbone = (config.backbone or recorded_backbone(extra)) if config.encode_text else None
         query_model = backbone.model_id if backbone else checkpoint_model
@@ -151,8 +150,10 @@ class Searcher:
             table.schema.field(_ENCODINGS), self.model_config.num_queries, self.model_config.embed_dim
         )
         self.pool = ThreadPoolExecutor(len(self.segment_columns), thread_name_prefix="segment-search")
-        self.max_words = int(extra.get("max_words", self.model_config.max_words))
-        self.backbone = Backbone(backbone) if backbone else None
+        max_words = int(extra.get("max_words", self.model_config.max_words))
+        self.query_encoder = QueryEncoder(
+            self.model, Backbone(backbone) if backbone else None, max_words, config.text_threads
+        )
         sampling_hash = extra.get("sampling_hash")
         self.stored_frames = StoredFrames(self.catalog, checkpoint_model, sampling_hash) if sampling_hash else None
         self._refreshing = threading.Lock()
@@ -230,18 +231,9 @@ class Searcher:
             return None
         return VideoFile(rows["source_path"][0].as_py() or "", rows["duration_s"][0].as_py())
 
-    @torch.inference_mode()
     def encode(self, text: str) -> TextEncoding:
-        """The query's GLSCL text encoding: the CLIP text tower, then the GLSCL text side, each over the query's
-        real token length only (exact, see `Backbone.text_features` and `GLSCL.encode_text`)."""
-        if not text or not text.strip():
-            raise SearchError("the query text is empty")
-        if self.backbone is None:
-            raise SearchError("this searcher has no text backbone: it only takes encoded queries")
-        with torch_threads(self.config.text_threads):
-            tokens = self.backbone.tokenize([text.strip()], self.max_words)
-            sentence, tokens, mask = self.backbone.text_features(tokens, keep_padding=self.model.encodes_padding)
-            return self.model.encode_text(sentence, tokens, mask)
+        """The query's GLSCL text encoding (`QueryEncoder.encode`)."""
+        return self.query_encoder.encode(text)
 
     def search(
         self, text: str, k: int = 10, filters: tuple[Filter, ...] | list[Filter] = (), exact=False, hybrid=False
@@ -299,30 +291,66 @@ class Searcher:
         watch: Stopwatch,
     ) -> _Scored:
         """ANN candidates (and full-text matches in hybrid mode), scored exactly from their packed encodings."""
-        row_ids = self.candidates(encoding, limit, where, state)
+        row_ids = self.candidates(encoding, limit, where, state).row_ids
         text_ranks = {}
         if hybrid_text is not None:
             text_ids = _text_matches(state.table, hybrid_text, limit, where)
             text_ranks = {row_id: rank for rank, row_id in enumerate(text_ids.tolist(), 1)}
             row_ids = _union(row_ids, text_ids)
         watch.lap("ann")
-        rows = _take(state.table, row_ids, [_ENCODINGS])
+        scored = self._scored_rows(state.table, encoding, row_ids, watch)
+        if hybrid_text is None:
+            return scored
+        ranks = np.array([text_ranks.get(row_id, np.nan) for row_id in scored.row_ids.tolist()])
+        fused = _rrf(scored.scores, ranks)
+        watch.lap("rerank")
+        return _Scored("hybrid", scored.row_ids, scored.video, scored.scores, fused)
+
+    def _scored_rows(
+        self, table: lancedb.table.Table, encoding: TextEncoding, row_ids: np.ndarray, watch: Stopwatch
+    ) -> _Scored:
+        """Candidates' packed encodings read by row id (rows gone since are left out) and their exact scores."""
+        rows = _take(table, row_ids, [_ENCODINGS])
         row_ids = rows[ROW_ID].to_numpy()
         watch.lap("fetch")
         video = self._videos(rows[_ENCODINGS])
         scores = self._score(encoding, video)
         watch.lap("rerank")
-        if hybrid_text is None:
-            return _Scored("two-stage", row_ids, video, scores)
-        fused = _rrf(scores, np.array([text_ranks.get(row_id, np.nan) for row_id in row_ids.tolist()]))
-        watch.lap("rerank")
-        return _Scored("hybrid", row_ids, video, scores, fused)
+        return _Scored("two-stage", row_ids, video, scores)
+
+    def pinned_candidates(
+        self, encoding: TextEncoding, limit: int, filters: tuple[Filter, ...] | list[Filter] = ()
+    ) -> tuple[int, Candidates]:
+        """A gallery shard's half of a sharded query's first stage: its `limit` best candidates and the table
+        version their row ids belong to, which `rerank` takes back."""
+        where = self._where(min(limit, MAX_K), filters)
+        state = self._follow_latest()
+        return state.table.version, self.candidates(encoding, limit, where, state)
+
+    def rerank(self, encoding: TextEncoding, version: int, row_ids: np.ndarray, k: int) -> SearchResult:
+        """The top k of candidates (row ids at table `version`, as `pinned_candidates` gave them) by the exact GLSCL
+        score, with metadata and spans: a gallery shard's part of a sharded query's second stage, run on its share
+        of the candidates merged over every shard."""
+        table = self._table_at(version)
+        watch = Stopwatch()
+        scored = self._scored_rows(table, encoding, np.asarray(row_ids, dtype=np.uint64), watch)
+        hits = self._hits(table, encoding, scored, k)
+        watch.lap("metadata")
+        return SearchResult("", scored.mode, hits, len(scored.row_ids), watch.timings())
+
+    def _table_at(self, version: int) -> lancedb.table.Table:
+        """The video index table at `version`: the one queries read now, or (after a refresh) opened there."""
+        table = self.state.table
+        if table.version != version:
+            table = self.catalog.open_table(table.name)
+            table.checkout(version)
+        return table
 
     def candidates(
         self, encoding: TextEncoding, limit: int, where: str | None, state: IndexState | None = None
-    ) -> np.ndarray:
-        """Row ids (at `state`'s version; default: the one queries read now) of the `limit` videos whose best segment
-        is nearest the query, best first, from the first stage that can answer it."""
+    ) -> Candidates:
+        """The `limit` videos whose best segment is nearest the query (rows at `state`'s version; default: the one
+        queries read now), best first, from the first stage that can answer it."""
         state = state or self.state
         vector = query_vectors(encoding, self.model_config.local_weight, self.ann) @ self.basis
         return state.stage_for(where).nearest(vector[0].numpy(), limit, where, state.probes)
@@ -426,20 +454,6 @@ def _take(table: lancedb.table.Table, row_ids: np.ndarray, columns: list[str]) -
     rows = table.take_row_ids(row_ids.tolist()).select(columns).with_row_id().to_arrow()
     position = {row_id: index for index, row_id in enumerate(rows[ROW_ID].to_pylist())}
     return rows.take(pa.array([position[r] for r in row_ids.tolist() if r in position], pa.int64()))
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to `threads` within the block (None: unchanged), restored after."""
-    before = torch.get_num_threads()
-    if threads is None or threads == before:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _union(vector_ids: np.ndarray, text_ids: np.ndarray) -> np.ndarray:

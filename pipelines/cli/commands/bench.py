@@ -18,6 +18,8 @@ BENCHMARKS = {
     "ablation": ("benchmarks.ablation", "training ablations (ICL form, temporal init, recipes) on the demo data"),
     "search": ("benchmarks.search_bench", "two-stage search vs exhaustive exact GLSCL: recall and per-stage latency"),
     "hard-search": ("benchmarks.hard_gallery", "the search benchmark on hard galleries scored by a trained head"),
+    "shards": ("benchmarks.shard_search", "a search gallery split into gallery shards on Ray vs one searcher"),
+    "growth": ("benchmarks.growth", "search latency per stage against gallery size: fit, projection, plot"),
     "startup": ("benchmarks.startup_bench", "flow command start-up: glscl's local Prefect server vs temporary ones"),
     "serve": ("benchmarks.serve_load", "load test of glscl serve on loopback: 1-32 clients, throughput, p50/p95/p99"),
     "train-memory": ("benchmarks.train_memory", "training worker memory and pairs/s against the split's size"),

@@ -53,6 +53,13 @@ def add_index_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--sub-vectors", type=int, default=None, help="PQ sub-vectors (default width / 8)")
     parser.add_argument("--shard-videos", type=int, default=shard, help=f"videos per Ray task (default {shard})")
     parser.add_argument(
+        "--gallery-shards",
+        type=int,
+        default=1,
+        help="split the index by video id into N tables, each searched by its own Ray actor (`glscl query "
+        "--gallery-shards N`); another N builds another copy (default 1)",
+    )
+    parser.add_argument(
         "--encodings",
         choices=ENCODINGS_FORMS,
         default=ann.encodings,
@@ -70,6 +77,7 @@ def index_config(args: argparse.Namespace) -> IndexConfig:
         store=store_config(args),
         splits=tuple(args.split),
         shard_videos=args.shard_videos,
+        gallery_shards=args.gallery_shards,
         ann=ann_options(
             args,
             AnnConfig(

@@ -11,9 +11,11 @@ from pipelines.cli.commands import Command
 from pipelines.cli.options import (
     add_backbone_options,
     add_json_option,
+    add_ray_options,
     add_store_options,
     backbone_config,
     emit,
+    ray_config,
     store_config,
 )
 from pipelines.configs import (
@@ -59,6 +61,14 @@ def add_search_options(parser: argparse.ArgumentParser) -> None:
         help="LanceDB index cache in GiB (default LanceDB's); size it to hold every segment index (RESULTS.md has "
         "sizes)",
     )
+    parser.add_argument(
+        "--gallery-shards",
+        type=int,
+        default=1,
+        help="search an index built with `glscl index --gallery-shards N`: one Ray actor per shard, on the local Ray "
+        "or the cluster of --ray-address (default 1)",
+    )
+    add_ray_options(parser)
 
 
 def search_config(args: argparse.Namespace) -> SearchConfig:
@@ -83,6 +93,7 @@ def check_search(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from glscl.files import check_checkpoint_folder
+    from schemas.gallery_shards import shard_table_name
     from schemas.store import databases_near, holds_table, is_local, local_path
     from schemas.tables import video_index_name
 
@@ -92,7 +103,7 @@ def check_search(args: argparse.Namespace) -> None:
         return
     database = local_path(store.uri)
     manifest = json.loads((Path(args.checkpoint) / "config.json").read_text())
-    index = video_index_name(str(manifest.get("sha256", "")))
+    index = shard_table_name(video_index_name(str(manifest.get("sha256", ""))), 0, getattr(args, "gallery_shards", 1))
     if holds_table(database, index):
         return
     checkpoint = Path(args.checkpoint).resolve()
@@ -151,9 +162,25 @@ def run_query(args: argparse.Namespace) -> int:
 
     filters = [parse_filter(text) for text in args.where]
     one_off = dataclasses.replace(search_config(args), text_threads=os.cpu_count())  # nothing else runs beside it
-    result = Searcher(one_off).search(args.text, args.k, filters, exact=args.exact, hybrid=args.hybrid)
+    if args.gallery_shards > 1:
+        result = _sharded_query(args, one_off, filters)
+    else:
+        result = Searcher(one_off).search(args.text, args.k, filters, exact=args.exact, hybrid=args.hybrid)
     emit(json.dumps(result.to_dict(), indent=2) if args.json else _result_markdown(result), args)
     return 0
+
+
+def _sharded_query(args: argparse.Namespace, config: SearchConfig, filters: list):
+    """One query over every gallery shard, each searched by its own Ray actor (two-stage only)."""
+    from workers.search.sharded import ShardedSearchConfig, ShardedSearcher
+
+    if args.exact or args.hybrid:
+        raise ValueError("--exact and --hybrid search one table: leave them out with --gallery-shards")
+    searcher = ShardedSearcher(ShardedSearchConfig(config, args.gallery_shards, ray_config(args)))
+    try:
+        return searcher.search(args.text, args.k, filters)
+    finally:
+        searcher.close()
 
 
 def add_serve_parser(commands: argparse._SubParsersAction) -> None:
@@ -240,6 +267,8 @@ def serve_config(args: argparse.Namespace) -> ServeConfig:
         thumbnail_processes=args.thumbnail_processes,
         thumbnail_timeout_s=args.thumbnail_timeout,
         exact_max_videos=args.exact_max_videos or None,
+        gallery_shards=args.gallery_shards,
+        ray=ray_config(args),
     )
 
 

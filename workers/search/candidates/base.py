@@ -24,6 +24,19 @@ class ProbeSettings:
         return max(rows, self.ef or widen * rows)
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Row ids of a query's best videos, best first, and each one's proxy score: the inner product of its best
+    segment vector with the query vector (exact for a scan, the index's estimate otherwise). Scores of tables
+    projected on one basis (the gallery shards of one index) compare, so shards' candidates merge by them."""
+
+    row_ids: np.ndarray
+    scores: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.row_ids)
+
+
 class CandidateStage(ABC):
     """Row ids of the video index's best videos for a query vector, best first."""
 
@@ -35,8 +48,8 @@ class CandidateStage(ABC):
         """What the stage is called in /health and reports."""
 
     @abstractmethod
-    def nearest(self, query: np.ndarray, limit: int, where: str | None, probes: ProbeSettings) -> np.ndarray:
-        """Row ids of the `limit` videos nearest `query` (rows of the video index table), best first."""
+    def nearest(self, query: np.ndarray, limit: int, where: str | None, probes: ProbeSettings) -> Candidates:
+        """The `limit` videos nearest `query` (rows of the video index table), best first."""
 
     def breadth(self, limit: int, probes: ProbeSettings) -> int | None:
         """The HNSW breadth a search for `limit` videos uses (None: no graph is searched)."""
@@ -46,8 +59,11 @@ class CandidateStage(ABC):
         """Load what the stage reads into memory or LanceDB's index cache ahead of the first query."""
 
 
-def first_distinct(ids: np.ndarray, limit: int) -> np.ndarray:
-    """The first `limit` distinct ids of `ids`, in the order they first appear (hits best first, several per video,
-    folded to videos ranked by their best hit)."""
+def first_distinct(ids: np.ndarray, distances: np.ndarray, limit: int) -> Candidates:
+    """Hits (several per video, in any order) folded to the `limit` videos with the nearest best hit, best first;
+    LanceDB's dot distance is 1 - the inner product, which the scores give back."""
+    order = np.argsort(distances, kind="stable")
+    ids, distances = ids[order], distances[order]
     _, first = np.unique(ids, return_index=True)
-    return ids[np.sort(first)][:limit]
+    keep = np.sort(first)[:limit]
+    return Candidates(ids[keep], 1.0 - distances[keep])

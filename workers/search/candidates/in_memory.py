@@ -11,7 +11,7 @@ import torch
 
 from schemas.catalog import ROW_ID
 from workers.index.ann_vectors import stacked_segments
-from workers.search.candidates.base import CandidateStage, ProbeSettings
+from workers.search.candidates.base import Candidates, CandidateStage, ProbeSettings
 
 
 class InMemory(CandidateStage):
@@ -36,11 +36,11 @@ class InMemory(CandidateStage):
         return self.vectors.numel() * self.vectors.element_size()
 
     @torch.inference_mode()
-    def nearest(self, query: np.ndarray, limit: int, where: str | None, probes: ProbeSettings) -> np.ndarray:
-        """Row ids of the `limit` videos whose best segment has the largest inner product with `query`, best
-        first (unfiltered queries only; nothing is probed)."""
+    def nearest(self, query: np.ndarray, limit: int, where: str | None, probes: ProbeSettings) -> Candidates:
+        """The `limit` videos whose best segment has the largest inner product with `query`, best first
+        (unfiltered queries only; nothing is probed)."""
         if len(self.row_ids) == 0:
-            return self.row_ids
+            return Candidates(self.row_ids, np.zeros(0, dtype=np.float32))
         best = (self.vectors @ torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))).amax(1)
-        order = torch.topk(best, min(limit, best.shape[0]), sorted=True).indices.numpy()
-        return self.row_ids[order]
+        top = torch.topk(best, min(limit, best.shape[0]), sorted=True)
+        return Candidates(self.row_ids[top.indices.numpy()], top.values.numpy())

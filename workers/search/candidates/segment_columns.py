@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from schemas.catalog import ROW_ID
 from workers.index.indexes import DISTANCE, has_hnsw_index, has_vector_index, vector_index_name
-from workers.search.candidates.base import CandidateStage, ProbeSettings, first_distinct
+from workers.search.candidates.base import Candidates, CandidateStage, ProbeSettings, first_distinct
 
 
 class SegmentColumns(CandidateStage):
@@ -34,11 +34,11 @@ class SegmentColumns(CandidateStage):
     def breadth(self, limit: int, probes: ProbeSettings) -> int | None:
         return probes.ef_for(limit, widen=2) if self.hnsw else None
 
-    def nearest(self, query: np.ndarray, limit: int, where: str | None, probes: ProbeSettings) -> np.ndarray:
-        """Row ids of the `limit` videos whose best segment is nearest the query, best first."""
+    def nearest(self, query: np.ndarray, limit: int, where: str | None, probes: ProbeSettings) -> Candidates:
+        """The `limit` videos whose best segment is nearest the query, best first."""
         parts = list(self.pool.map(lambda column: self._hits(query, column, limit, where, probes), self.columns))
         hits = pa.concat_tables(parts)
-        return first_distinct(hits[ROW_ID].to_numpy()[np.argsort(hits["_distance"].to_numpy(), kind="stable")], limit)
+        return first_distinct(hits[ROW_ID].to_numpy(), hits["_distance"].to_numpy(), limit)
 
     def _hits(self, vector: np.ndarray, column: str, limit: int, where: str | None, probes: ProbeSettings) -> pa.Table:
         """Row ids and distances of the `limit` nearest rows by one segment column."""

@@ -14,7 +14,7 @@ import pyarrow as pa
 from schemas.catalog import ROW_ID
 from schemas.tables import SEGMENT_ROW_VECTOR
 from workers.index.indexes import DISTANCE, has_hnsw_index, vector_index_name
-from workers.search.candidates.base import CandidateStage, ProbeSettings, first_distinct
+from workers.search.candidates.base import Candidates, CandidateStage, ProbeSettings, first_distinct
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,14 @@ class RowMap:
         order = np.argsort(joined["segment_row"].to_numpy(), kind="stable")
         return cls(joined["segment_row"].to_numpy()[order], joined["video_row"].to_numpy()[order])
 
-    def videos(self, segment_rows: np.ndarray) -> np.ndarray:
-        """The video row of each companion row, in order; rows the map does not hold are left out."""
+    def videos(self, segment_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The video row of each companion row, in order, and which of `segment_rows` the map holds (the others are
+        left out)."""
         if len(self.segment_rows) == 0:
-            return self.video_rows
+            return self.video_rows, np.zeros(len(segment_rows), dtype=bool)
         at = np.minimum(np.searchsorted(self.segment_rows, segment_rows), len(self.segment_rows) - 1)
-        return self.video_rows[at[self.segment_rows[at] == segment_rows]]
+        held = self.segment_rows[at] == segment_rows
+        return self.video_rows[at[held]], held
 
 
 class SegmentRows(CandidateStage):
@@ -65,8 +67,8 @@ class SegmentRows(CandidateStage):
     def breadth(self, limit: int, probes: ProbeSettings) -> int | None:
         return probes.ef_for(limit * self.segments, widen=1) if self.hnsw else None
 
-    def nearest(self, query: np.ndarray, limit: int, where: str | None, probes: ProbeSettings) -> np.ndarray:
-        """Video row ids of the `limit` videos whose best segment is nearest `query`, best first. Asks for
+    def nearest(self, query: np.ndarray, limit: int, where: str | None, probes: ProbeSettings) -> Candidates:
+        """The `limit` videos (video table rows) whose best segment is nearest `query`, best first. Asks for
         `limit` x segments rows, enough for `limit` videos even when every segment of each lands near the query."""
         asked = limit * self.segments
         search = self.table.search(query, vector_column_name=SEGMENT_ROW_VECTOR).distance_type(DISTANCE).limit(asked)
@@ -74,8 +76,8 @@ class SegmentRows(CandidateStage):
         if self.hnsw:
             search = search.ef(probes.ef_for(asked, widen=1))
         hits = search.with_row_id(True).select([ROW_ID, "_distance"]).to_arrow()
-        order = np.argsort(hits["_distance"].to_numpy(), kind="stable")
-        return first_distinct(self.rows.videos(hits[ROW_ID].to_numpy()[order]), limit)
+        videos, held = self.rows.videos(hits[ROW_ID].to_numpy())
+        return first_distinct(videos, hits["_distance"].to_numpy()[held], limit)
 
     def prewarm(self) -> None:
         """Its one vector index into LanceDB's index cache."""
