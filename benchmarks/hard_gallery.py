@@ -326,7 +326,7 @@ class HardSource:
         return VideoEncoding(*(torch.cat(field) for field in zip(*parts, strict=True)))
 
     def pooled(self, size: int, chunk: int, low: int, high: int) -> np.ndarray:
-        """The chunk's raw frames mean-pooled (drawn again: a few seconds per 10,000 videos, far below encoding)."""
+        """The chunk's raw frames mean-pooled (drawn again: a small share of the time encoding them takes)."""
         return np.concatenate([mean_pool(frames, mask) for frames, mask in self._raw_frames(chunk, low, high)])
 
 

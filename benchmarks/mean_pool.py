@@ -157,7 +157,8 @@ class MeanPoolIndex:
                 search = search.ef(probes.ef_for(TOP, widen=2))
             if probes.refine_factor:
                 search = search.refine_factor(probes.refine_factor)
-        return [int(video[3:]) for video in search.select(["video_id"]).to_arrow()["video_id"].to_pylist()]
+        hits = search.select(["video_id", "_distance"]).to_arrow()
+        return [int(video[3:]) for video in hits["video_id"].to_pylist()]
 
 
 def _latency(prefix: str, values: list[float]) -> dict[str, float]:

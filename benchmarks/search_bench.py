@@ -566,7 +566,7 @@ def plot_sweep(report: dict, path: Path) -> Path:
     for entry in report["sizes"]:
         rows = sorted(entry["sweep"], key=lambda r: r["p50_ms"])
         label = f"{entry['videos']:,} videos"
-        axis.scatter([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], label=f"{label}, two-stage")
+        axis.plot([r["p50_ms"] for r in rows], [r["recall@10"] for r in rows], "o", label=f"{label}, two-stage")
         plot_references(axis, entry, label)
     axis.axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
     axis.axvline(50, color="grey", linestyle="--", linewidth=0.8)
