@@ -49,6 +49,7 @@ from workers.search.candidates.choice import candidate_stages, stages_outdated
 from workers.search.config import SearchConfig
 from workers.search.filters import Filter, filters_sql
 from workers.search.query_text import QueryEncoder, SearchError
+from workers.search.rerank import packed_scores
 from workers.search.results import SearchHit, SearchResult, Stopwatch, VideoFile
 from workers.search.spans import StoredFrames, frame_match_weights, span
 
@@ -109,11 +110,12 @@ class IndexState:
 
 @dataclass
 class _Scored:
-    """Rows scored for one query: their row ids, encodings and exact scores, and fused ranks in hybrid mode."""
+    """Rows scored for one query: their row ids, packed encodings and exact scores, and fused ranks in hybrid
+    mode."""
 
     mode: str
     row_ids: np.ndarray
-    video: VideoEncoding
+    encodings: pa.ChunkedArray | pa.Array
     scores: np.ndarray
     fused: np.ndarray | None = None
 
@@ -304,7 +306,7 @@ class Searcher:
         ranks = np.array([text_ranks.get(row_id, np.nan) for row_id in scored.row_ids.tolist()])
         fused = _rrf(scored.scores, ranks)
         watch.lap("rerank")
-        return _Scored("hybrid", scored.row_ids, scored.video, scored.scores, fused)
+        return _Scored("hybrid", scored.row_ids, scored.encodings, scored.scores, fused)
 
     def _scored_rows(
         self, table: lancedb.table.Table, encoding: TextEncoding, row_ids: np.ndarray, watch: Stopwatch
@@ -313,10 +315,9 @@ class Searcher:
         rows = _take(table, row_ids, [_ENCODINGS])
         row_ids = rows[ROW_ID].to_numpy()
         watch.lap("fetch")
-        video = self._videos(rows[_ENCODINGS])
-        scores = self._score(encoding, video)
+        scores = self._score(encoding, rows[_ENCODINGS])
         watch.lap("rerank")
-        return _Scored("two-stage", row_ids, video, scores)
+        return _Scored("two-stage", row_ids, rows[_ENCODINGS], scores)
 
     def pinned_candidates(
         self, encoding: TextEncoding, limit: int, filters: tuple[Filter, ...] | list[Filter] = ()
@@ -358,13 +359,9 @@ class Searcher:
     def _videos(self, encodings: pa.ChunkedArray | pa.Array) -> VideoEncoding:
         return unpack_encodings(encodings, self.slots, self.model_config.num_queries, self.model_config.embed_dim)
 
-    @torch.inference_mode()
-    def _score(self, encoding: TextEncoding, video: VideoEncoding) -> np.ndarray:
-        count = video.frames.shape[0]
-        if count == 0:
-            return np.zeros(0, dtype=np.float32)
-        text = TextEncoding(encoding.sentence.expand(count, -1), encoding.local.expand(count, -1, -1))
-        return self.model.pair_scores(text, video).numpy()
+    def _score(self, encoding: TextEncoding, encodings: pa.ChunkedArray | pa.Array) -> np.ndarray:
+        """Exact scores of packed rows, unpacked and scored a block at a time (`workers.search.rerank`)."""
+        return packed_scores(self.model, encoding, encodings, self.slots)
 
     def _exact(
         self, table: lancedb.table.Table, encoding: TextEncoding, k: int, where: str | None, watch: Stopwatch
@@ -380,21 +377,19 @@ class Searcher:
             watch.lap("fetch")
             if batch.num_rows == 0:
                 continue
-            scores = np.concatenate([best_scores, self._score(encoding, self._videos(batch[_ENCODINGS]))])
+            scores = np.concatenate([best_scores, self._score(encoding, batch[_ENCODINGS])])
             keep = np.argsort(-scores, kind="stable")[:k]
             best_ids = np.concatenate([best_ids, batch[ROW_ID].to_numpy()])[keep]
             best_encodings = pa.concat_arrays([best_encodings, batch[_ENCODINGS]]).take(pa.array(keep))
             best_scores = scores[keep]
             watch.lap("rerank")
         watch.lap("fetch")
-        video = self._videos(best_encodings)
-        watch.lap("rerank")
-        return _Scored("exact", best_ids, video, best_scores)
+        return _Scored("exact", best_ids, best_encodings, best_scores)
 
     @torch.inference_mode()
     def _hits(self, table: lancedb.table.Table, encoding: TextEncoding, scored: _Scored, k: int) -> list[SearchHit]:
-        """The top k as hits, with their metadata (read now, for these rows only) and time spans."""
-        row_ids, video, scores, fused = scored.row_ids, scored.video, scored.scores, scored.fused
+        """The top k as hits, with their metadata and encodings (unpacked now, for these rows only) and time spans."""
+        row_ids, scores, fused = scored.row_ids, scored.scores, scored.fused
         ranking = fused if fused is not None else scores
         order = np.argsort(-ranking, kind="stable")[:k]
         meta = _take(table, row_ids[order], list(INDEX_HIT_COLUMNS))
@@ -403,7 +398,8 @@ class Searcher:
         if len(order) == 0:
             return []
         rows = [found[int(row_ids[index])] for index in order.tolist()]
-        weights = self._span_weights(encoding, video, order, [meta["video_id"][row].as_py() for row in rows])
+        video = self._videos(scored.encodings.take(pa.array(order)))
+        weights = self._span_weights(encoding, video, [meta["video_id"][row].as_py() for row in rows])
         timestamps = dense(meta["timestamps"], meta.num_rows, self.slots)
         hits = []
         for rank, (index, row) in enumerate(zip(order.tolist(), rows, strict=True)):
@@ -417,24 +413,21 @@ class Searcher:
                     dataset=meta["dataset"][row].as_py(),
                     split=meta["split"][row].as_py(),
                     duration_s=duration,
-                    span_s=span(weights[rank], timestamps[row], video.mask[index].numpy(), duration),
+                    span_s=span(weights[rank], timestamps[row], video.mask[rank].numpy(), duration),
                     text=meta["text"][row].as_py(),
                     fused=None if fused is None else float(fused[index]),
                 )
             )
         return hits
 
-    def _span_weights(
-        self, encoding: TextEncoding, video: VideoEncoding, order: np.ndarray, video_ids: list[str]
-    ) -> np.ndarray:
-        """How well the query matches each frame of the hits (`workers.search.spans`): against their stored CLIP
-        frames, or the GLSCL pooling weights when those are not in the database."""
+    def _span_weights(self, encoding: TextEncoding, video: VideoEncoding, video_ids: list[str]) -> np.ndarray:
+        """How well the query matches each frame of the hits (`video`, in rank order; `workers.search.spans`):
+        against their stored CLIP frames, or the GLSCL pooling weights when those are not in the database."""
         stored = self.stored_frames.read(video_ids, self.slots) if self.stored_frames else None
         if stored is not None:
             return frame_match_weights(encoding.sentence[0].float().numpy(), *stored)
-        sentence = encoding.sentence.expand(len(order), -1)
-        frames, mask = video.frames[order], video.mask[order]
-        return pooling_weights(sentence, frames, mask, self.model_config.global_temperature).numpy()
+        sentence = encoding.sentence.expand(len(video_ids), -1)
+        return pooling_weights(sentence, video.frames, video.mask, self.model_config.global_temperature).numpy()
 
 
 def _text_matches(table: lancedb.table.Table, text: str, limit: int, where: str | None) -> np.ndarray:
