@@ -104,7 +104,9 @@ def index_flow(config: IndexConfig) -> IndexSummary:
         before = {shard.spec.name: _health_before(catalog, shard, config) for shard in shards}
         copied = 0
         if len(shards) > 1 and catalog.exists(index.spec):
-            copied = copy_into_shards(catalog, catalog.open_existing(index.spec), shards, _log_copied)
+            base = catalog.open_existing(index.spec)
+            check_layout(base.schema, index, config.ann)  # its rows are copied as they are
+            copied = copy_into_shards(catalog, base, shards, _log_copied)
         ids = pending_videos(catalog, shards, config.splits)
         timings = {"select": time.perf_counter() - start}
         added, projection = copied, _stored_projection(catalog, [index, *shards])
