@@ -544,7 +544,8 @@ def test_an_appended_batch_is_indexed_in_delta_indexes_and_found_without_a_retra
     update = index_flow(
         IndexConfig(checkpoint, store, ann=dataclasses.replace(SMALL_ANN, max_deltas=1, retrain_share=0.5))
     )
-    assert update.added == 2 and update.actions[0].endswith("1 deltas; merged 1 deltas into one)"), update.actions
+    merged = "1 deltas and 0 merged deltas; merged the 1 deltas since the last merge with the new rows into one)"
+    assert update.added == 2 and update.actions[0].endswith(merged), update.actions
     stats = Catalog(store).db.open_table(summary.table).index_stats("vector_0_idx")
     assert (stats.num_indices, stats.num_unindexed_rows) == (trained["vector_0_idx"] + 1, 0), "still one delta"
 

@@ -40,8 +40,8 @@ class AnnConfig:
     videos) until more than `retrain_share` of the rows lie outside the trained base; the run that crosses it
     compacts the table and retrains the vector indexes (the segment rows: a new generation) over every row. Each
     delta index is searched on its own (p50 grew from 105 to 164 ms over 10 at hard 50k), so a run that would make
-    more than `max_deltas` merges the deltas and its new rows into one (time in proportion to the rows outside the
-    base).
+    more than `max_deltas` merges the plain deltas since the last merge and its new rows into one (time in proportion
+    to their rows); merged deltas are never merged again (workers/index/delta.py).
 
     `encodings` is the form of the packed encodings the exact re-rank reads (workers/index/packed_encodings.py):
     float16, or int8 with a scale per frame and concept vector, half the bytes per candidate read. It is fixed

@@ -98,7 +98,7 @@ def ensure_indexes(table: lancedb.table.Table, config: AnnConfig, dim: int) -> I
             if not rebuild:
                 add_delta_indexes(table, vectors, merge)
             fold_into_indexes(table, [name for name in unindexed if name not in vectors])
-            merged = f"; merged {merge} deltas into one" if merge else ""
+            merged = f"; {drift.merged_words(merge)}" if merge else ""
             done.append(
                 f"indexed {new_rows} new rows incrementally"
                 + (f" (vector indexes: delta indexes, {drift.describe()}{merged})" if drift and not rebuild else "")

@@ -184,9 +184,10 @@ def ensure_segment_rows(
         return IndexUpdate([], False)
     merge = drift.to_merge(config.max_deltas)
     append_segment_rows(companion, table, new, merge)
-    merged = f", merged with {merge} deltas" if merge else ""
+    merged = f", {drift.merged_words(merge)}" if merge else ""
     appended = (
-        f"appended {len(new)} videos to {companion.name} (delta index{merged}; {outside:.1%} outside the trained base)"
+        f"appended {len(new)} videos to {companion.name} (delta index{merged}; {outside:.1%} outside the trained base;"
+        f" it had {drift.deltas} deltas and {drift.merged} merged deltas)"
     )
     return IndexUpdate([appended], False)
 
