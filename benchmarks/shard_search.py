@@ -207,12 +207,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cpus-per-shard", type=float, default=defaults.cpus_per_shard)
     parser.add_argument("--ef", type=int, default=None, help="HNSW breadth (default: the searcher's rule)")
     parser.add_argument("--nprobes", type=int, default=None, help="IVF partitions probed (default: the searcher's)")
+    parser.add_argument(
+        "--in-memory-below", type=int, default=None, help="keep smaller galleries' vectors in memory (the searcher's)"
+    )
     parser.add_argument("--out", default=None, help="also write the report as JSON here")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> ShardBenchConfig:
-    search = {name: value for name, value in (("ef", args.ef), ("nprobes", args.nprobes)) if value is not None}
+    settings = (("ef", args.ef), ("nprobes", args.nprobes), ("in_memory_below", args.in_memory_below))
+    search = {name: value for name, value in settings if value is not None}
     return ShardBenchConfig(
         gallery=args.gallery,
         shards=tuple(args.shards),

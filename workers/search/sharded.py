@@ -38,7 +38,8 @@ from workers.search.searcher import MAX_K, Searcher
 class ShardedSearchConfig:
     """The search settings every shard shares (`search`: checkpoint, store, candidates, probes...), how many gallery
     shards the index was built with (`glscl index --gallery-shards`), the Ray to run the shard actors on (local,
-    or a cluster's address) and the CPUs each actor reserves."""
+    or a cluster's address) and the CPUs each actor reserves: at most the cluster's CPUs over the shards, so more
+    shards than cores (a local Ray, a small cluster) still start rather than wait for CPUs forever."""
 
     search: SearchConfig
     shards: int
@@ -118,7 +119,8 @@ class ShardedSearcher:
             model, Backbone(backbone) if backbone else None, max_words, search.text_threads
         )
         ensure_ray(config.ray)
-        actor = ray.remote(ShardSearcher).options(num_cpus=config.cpus_per_shard, scheduling_strategy="SPREAD")
+        cpus = min(config.cpus_per_shard, ray.cluster_resources().get("CPU", 1.0) / config.shards)
+        actor = ray.remote(ShardSearcher).options(num_cpus=cpus, scheduling_strategy="SPREAD")
         tables = shard_table_names(video_index_name(meta["sha256"]), config.shards)
         shard_search = replace(search, encode_text=False, backbone=None)
         self.actors = [actor.remote(replace(shard_search, index_table=table)) for table in tables]
