@@ -39,12 +39,15 @@ class ShardedSearchConfig:
     """The search settings every shard shares (`search`: checkpoint, store, candidates, probes...), how many gallery
     shards the index was built with (`glscl index --gallery-shards`), the Ray to run the shard actors on (local,
     or a cluster's address) and the CPUs each actor reserves: at most the cluster's CPUs over the shards, so more
-    shards than cores (a local Ray, a small cluster) still start rather than wait for CPUs forever."""
+    shards than cores (a local Ray, a small cluster) still start rather than wait for CPUs forever. Each actor
+    answers up to `concurrency` queries at once on its own threads (a Searcher is thread-safe), as a server's
+    single searcher does; one at a time, a shard would serialise every client."""
 
     search: SearchConfig
     shards: int
     ray: RayConfig = field(default_factory=RayConfig)
     cpus_per_shard: float = 1.0
+    concurrency: int = 8
 
     def __post_init__(self) -> None:
         if self.shards < 1:
@@ -120,7 +123,8 @@ class ShardedSearcher:
         )
         ensure_ray(config.ray)
         cpus = min(config.cpus_per_shard, ray.cluster_resources().get("CPU", 1.0) / config.shards)
-        actor = ray.remote(ShardSearcher).options(num_cpus=cpus, scheduling_strategy="SPREAD")
+        options = {"num_cpus": cpus, "max_concurrency": config.concurrency, "scheduling_strategy": "SPREAD"}
+        actor = ray.remote(ShardSearcher).options(**options)
         tables = shard_table_names(video_index_name(meta["sha256"]), config.shards)
         shard_search = replace(search, encode_text=False, backbone=None)
         self.actors = [actor.remote(replace(shard_search, index_table=table)) for table in tables]
