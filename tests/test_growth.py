@@ -48,7 +48,7 @@ def test_the_fit_recovers_the_terms_and_projects_over_shards():
     assert one["ann"] == pytest.approx(5.0 + 3.0 * math.log(10_000_000)) and one["merge"] == 0.0
     ten = project(model, 10_000_000, 10, shard_overhead_ms=4.0)
     assert ten["ann"] == pytest.approx(5.0 + 3.0 * math.log(1_000_000)) and ten["merge"] == 4.0
-    assert ten["total"] == pytest.approx(20.0 + ten["ann"] + 12.0 + 8.0 + 6.0 + 4.0)
+    assert ten["total"] == pytest.approx(ten["ann"] + 12.0 + 8.0 + 6.0 + 4.0), "the text side is not modelled"
 
 
 def test_a_linear_stage_shows_in_the_residuals():
