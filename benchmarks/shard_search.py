@@ -202,9 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--queries", type=int, default=defaults.queries, help=f"(default {defaults.queries})")
     parser.add_argument("--clients", type=int, nargs="+", default=list(defaults.clients), help="for throughput")
     parser.add_argument("--candidates", type=int, default=defaults.candidates, help=f"(default {defaults.candidates})")
-    parser.add_argument("--index-cache-gb", type=float, default=defaults.index_cache_gb)
+    parser.add_argument(
+        "--index-cache-gb", type=float, default=defaults.index_cache_gb, help="LanceDB index cache per searcher, GiB"
+    )
     parser.add_argument("--ray-address", default=None, help="a Ray cluster's address (default: a local Ray)")
-    parser.add_argument("--cpus-per-shard", type=float, default=defaults.cpus_per_shard)
+    parser.add_argument(
+        "--cpus-per-shard", type=float, default=defaults.cpus_per_shard, help="CPUs each shard actor reserves"
+    )
     parser.add_argument("--ef", type=int, default=None, help="HNSW breadth (default: the searcher's rule)")
     parser.add_argument("--nprobes", type=int, default=None, help="IVF partitions probed (default: the searcher's)")
     parser.add_argument(
